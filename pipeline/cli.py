@@ -1,0 +1,95 @@
+"""`thresher`: run, validate and inspect YAML pipelines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from thresher.pipeline.accounting import AccountingError
+from thresher.pipeline.config import ConfigError, load_config
+from thresher.pipeline.executor import TaskFailed
+from thresher.pipeline.io import InputError
+
+app = typer.Typer(help="Thresher: pretraining data curation pipelines on Ray.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(pipeline: Path = typer.Argument(..., help="pipeline YAML")) -> None:
+    """Check a pipeline file: every error with its YAML path, line and a hint."""
+    try:
+        cfg = load_config(pipeline)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{pipeline}: ok ({len(cfg.inputs)} input spec(s), stages: "
+               f"{', '.join(s.name for s in cfg.stages) or 'none'})")
+
+
+@app.command()
+def run(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML"),
+    address: Optional[str] = typer.Option(None, help="use an existing Ray cluster (ray://... or auto)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="override output.dir"),
+    work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
+    executor: Optional[str] = typer.Option(None, help="ray (default) or inline (no Ray, one process)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    """Run a pipeline (embedded local Ray unless --address); resumes an interrupted run."""
+    from thresher.pipeline.progress import Progress
+    from thresher.pipeline.runner import Runner, StageContractError
+
+    try:
+        cfg = load_config(pipeline)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if address:
+        cfg.raw.ray.address = address
+    if executor:
+        if executor not in ("ray", "inline"):
+            _fail("--executor must be ray or inline")
+        cfg.raw.executor = executor
+    try:
+        result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir).run()
+    except (InputError, FileExistsError, AccountingError, StageContractError) as exc:
+        _fail(str(exc))
+    except TaskFailed as exc:
+        _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in ("InputError",) else ""))
+    typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "
+               f"manifest: {result.output_dir / 'manifest.json'}")
+
+
+@app.command()
+def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
+    """List the stages a pipeline can use, with their columns and parameters."""
+    from thresher.pipeline import registry
+
+    rows = []
+    for name, cls in registry.available().items():
+        params = {k: str(f.annotation).replace("typing.", "") for k, f in cls.Params.model_fields.items()}
+        rows.append({"name": name, "inputs": list(cls.inputs), "outputs": list(cls.outputs),
+                     "global_pass": cls.has_global_pass(), "params": params, "doc": (cls.__doc__ or "").strip()})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']}: in {r['inputs']} -> out {r['outputs']}"
+                   + (" [global pass]" if r["global_pass"] else ""))
+        for k, v in r["params"].items():
+            typer.echo(f"    {k}: {v}")
+
+
+def main() -> None:  # python -m thresher.pipeline.cli
+    app(prog_name="thresher")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Pipeline definitions: YAML -> validated pydantic models, with errors a user can act on.
+
+Every error names its YAML path (e.g. `stages[1].min_chars`), its line, and a hint. Stage
+parameters are validated against each stage's own `Params` model, so an unknown stage or an
+unknown parameter is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from thresher.pipeline import registry
+from thresher.pipeline.stage import Params, Stage
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Model):
+    paths: list[str] = Field(min_length=1, description="globs, relative to the YAML file")
+    format: Literal["auto", "parquet", "jsonl", "hf_disk"] = "auto"
+    text_column: str = "text"
+    id_column: str | None = None
+    domain_column: str | None = None
+    url_column: str | None = None
+    domain: str | None = Field(None, description="a constant group for every row of this input")
+
+
+class OutputSpec(_Model):
+    dir: str = "out"
+    group_column: str = "domain"
+    row_group_size: int = Field(10_000, gt=0)
+    write_rejected: bool = True
+
+
+class RayOptions(_Model):
+    address: str | None = None
+    num_cpus: int | None = Field(None, gt=0)
+    object_store_memory_mb: int | None = Field(None, gt=0)
+    include_dashboard: bool = False
+
+
+class _RawConfig(_Model):
+    name: str = "pipeline"
+    inputs: list[InputSpec] = Field(min_length=1)
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    output: OutputSpec = OutputSpec()
+    work_dir: str = "work"
+    seed: int = 0
+    shard_rows: int = Field(20_000, gt=0, description="rows per shard written by ingest")
+    batch_rows: int = Field(4096, gt=0, description="rows per stage call inside a shard")
+    executor: Literal["ray", "inline"] = "ray"
+    ray: RayOptions = RayOptions()
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    cls: type[Stage]
+    params: Params
+
+    def build(self, seed: int) -> Stage:
+        return self.cls(self.params, seed=seed)
+
+
+@dataclass
+class PipelineConfig:
+    raw: _RawConfig
+    stages: list[StageConfig]
+    base_dir: Path  # relative paths in the YAML resolve against this
+
+    def __getattr__(self, item):  # name, inputs, output, seed, ...
+        return getattr(self.raw, item)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def canonical(self) -> dict:
+        """What determines the result: used for the work-dir key (executor/ray/output excluded)."""
+        data = self.raw.model_dump(mode="json", exclude={"ray", "executor", "output"})
+        data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in self.stages]
+        return data
+
+
+@dataclass
+class ConfigIssue:
+    path: str
+    message: str
+    hint: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}" + (f" (line {self.line})" if self.line else "")
+        return f"{where}: {self.message}" + (f"\n    hint: {self.hint}" if self.hint else "")
+
+
+class ConfigError(ValueError):
+    def __init__(self, source: str, issues: list[ConfigIssue]):
+        self.source = source
+        self.issues = issues
+        lines = [f"{source}: {len(issues)} error(s)"] + [f"  {i}" for i in issues]
+        super().__init__("\n".join(lines))
+
+
+def _fmt_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top>"
+
+
+def _node_line(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at `loc`, or of its deepest existing parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == part), None)
+            if child is None:  # an unknown key: point at the key itself
+                child = next((k for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _hint(err: dict, model: type[BaseModel] | None) -> str:
+    kind = err["type"]
+    name = err["loc"][-1] if err["loc"] else ""
+    if kind == "extra_forbidden" and model is not None:
+        fields = list(model.model_fields)
+        close = difflib.get_close_matches(str(name), fields, n=1)
+        return (f"did you mean {close[0]!r}? " if close else "") + f"allowed keys: {', '.join(fields)}"
+    if kind == "missing":
+        return f"add `{name}:`"
+    if kind == "literal_error":
+        return f"use one of the allowed values ({err.get('ctx', {}).get('expected', '')})"
+    return ""
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = _RawConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def parse_config(data: Any, source: str = "<config>", node: yaml.Node | None = None,
+                 base_dir: Path | None = None) -> PipelineConfig:
+    issues: list[ConfigIssue] = []
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigIssue("<top>", "the pipeline must be a YAML mapping",
+                                               "start with `inputs:` and `stages:` keys", 1)])
+    raw = None
+    try:
+        raw = _RawConfig.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            issues.append(ConfigIssue(_fmt_path(loc), err["msg"], _hint(err, _model_at(loc)),
+                                      _node_line(node, loc)))
+
+    stages: list[StageConfig] = []
+    for i, entry in enumerate(data.get("stages") or []):
+        loc = ("stages", i)
+        if not isinstance(entry, dict) or "stage" not in entry:
+            issues.append(ConfigIssue(_fmt_path(loc), "each stage needs a `stage:` key",
+                                      "e.g. `- stage: normalize`", _node_line(node, loc)))
+            continue
+        name = entry["stage"]
+        try:
+            cls = registry.get(str(name))
+        except KeyError as exc:
+            issues.append(ConfigIssue(_fmt_path(loc + ("stage",)), exc.args[0],
+                                      "run `thresher stages` for the list", _node_line(node, loc + ("stage",))))
+            continue
+        try:
+            params = cls.Params.model_validate({k: v for k, v in entry.items() if k != "stage"})
+            stages.append(StageConfig(str(name), cls, params))
+        except ValidationError as exc:
+            for err in exc.errors():
+                eloc = loc + tuple(err["loc"])
+                issues.append(ConfigIssue(_fmt_path(eloc), f"{err['msg']} (stage {name})",
+                                          _hint(err, cls.Params), _node_line(node, eloc)))
+    if raw is not None:
+        issues.extend(_check_stage_columns(raw, stages, node))
+    if issues:
+        raise ConfigError(source, issues)
+    return PipelineConfig(raw, stages, base_dir or Path.cwd())
+
+
+def _check_stage_columns(raw: _RawConfig, stages: list[StageConfig], node) -> list[ConfigIssue]:
+    """A stage must find its input columns among the canonical ones and earlier stages' outputs."""
+    from thresher.pipeline import schema
+
+    have = {schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN}
+    issues = []
+    for i, st in enumerate(stages):
+        missing = [c for c in st.cls.inputs if c not in have]
+        if missing:
+            issues.append(ConfigIssue(
+                f"stages[{i}]", f"stage {st.name} needs column(s) {missing} that no earlier stage adds",
+                "move it after the stage that produces them", _node_line(node, ("stages", i))))
+        have.update(st.cls.outputs)
+    return issues
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigIssue("<file>", f"cannot read: {exc.strerror}",
+                                                  "check the path")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(str(path), [ConfigIssue(
+            "<yaml>", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            "check indentation and quoting near that line", mark.line + 1 if mark else None)]) from None
+    return parse_config(data, str(path), node, base_dir=path.resolve().parent)

@@ -1,0 +1,294 @@
+"""Finding, reading and writing shards.
+
+Input files are read into the canonical schema (id, text, source, domain). Rows that cannot be
+used (null or non-string text, invalid UTF-8, a malformed JSON line) are returned as rejected
+rows with a reason, never silently skipped; a file that cannot be read at all, or lacks the
+text column, is an error that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+import xxhash
+
+from thresher.pipeline import schema
+from thresher.pipeline.config import InputSpec, PipelineConfig
+
+
+class InputError(ValueError):
+    """Bad input that the user must fix; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    index: int  # position in the sorted input listing: fixes shard names and order
+    path: str  # absolute path
+    source: str  # the name stored in the `source` column (relative to the YAML when possible)
+    format: str
+    spec_index: int
+    size: int
+    mtime_ns: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
+
+
+def _detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir() and (path / "state.json").exists():
+        return "hf_disk"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith(_JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(".arrow"):
+        return "hf_disk"
+    raise InputError(f"{path}: cannot tell the format from the name; "
+                     "set `format:` (parquet, jsonl or hf_disk) on this input")
+
+
+def _hf_disk_files(path: Path) -> list[Path]:
+    """The Arrow files of a `datasets` save_to_disk directory, in their recorded order."""
+    state = path / "state.json"
+    try:
+        files = [f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{state}: not a readable `datasets` save_to_disk state ({exc}); "
+                         "re-save the dataset with Dataset.save_to_disk") from None
+    return [path / f for f in files]
+
+
+def discover_inputs(config: PipelineConfig) -> list[InputFile]:
+    found: list[tuple[str, str, int]] = []
+    for si, spec in enumerate(config.inputs):
+        for pattern in spec.paths:
+            full = str(config.resolve(pattern))
+            matches = sorted(glob.glob(full, recursive=True))
+            if not matches:
+                raise InputError(f"inputs[{si}].paths: {pattern!r} matched no files (looked for {full}); "
+                                 "check the path, which is relative to the YAML file")
+            for m in matches:
+                p = Path(m)
+                fmt = spec.format if spec.format != "auto" else _detect_format(p)
+                if fmt == "hf_disk" and p.is_dir():
+                    found.extend((str(f), "hf_disk", si) for f in _hf_disk_files(p))
+                elif p.is_dir():
+                    raise InputError(f"{p}: is a directory; use a glob such as '{pattern}/*.parquet'")
+                else:
+                    found.append((m, fmt, si))
+    files, seen = [], set()
+    for path, fmt, si in found:
+        path = os.path.abspath(path)
+        if path in seen:
+            continue
+        seen.add(path)
+        st = os.stat(path)
+        try:
+            source = os.path.relpath(path, config.base_dir)
+        except ValueError:
+            source = path
+        if source.startswith(".."):
+            source = path
+        files.append(InputFile(len(files), path, source, fmt, si, st.st_size, st.st_mtime_ns))
+    return files
+
+
+# --- reading ---------------------------------------------------------------------------
+
+def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tuple[int, str, str | None]]]:
+    """Line by line, for files the fast reader refuses: keeps good lines, reports bad ones."""
+    rows, bad = [], []
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad.append((lineno, "invalid_utf8", raw.decode("utf-8", "replace")))
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    bad.append((lineno, "invalid_json", line))
+                    continue
+                if not isinstance(obj, dict):
+                    bad.append((lineno, "invalid_json", line))
+                    continue
+                value = obj.get(text_column)
+                if value is not None and not isinstance(value, str):
+                    bad.append((lineno, "non_string_text", json.dumps(value)))
+                    continue
+                obj["__line"] = lineno
+                rows.append(obj)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read ({exc}); the file is truncated or corrupt: "
+                         "re-export it or remove it from the inputs") from None
+    # Other columns may mix types across lines: keep them as JSON text.
+    cols = {k for r in rows for k in r}
+    table = pa.table({k: pa.array([_json_cell(r.get(k)) for r in rows], type=pa.string()) for k in cols})
+    return table, bad
+
+
+def _json_cell(value):
+    return value if value is None or isinstance(value, str) else json.dumps(value)
+
+
+def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int, str, str | None]], np.ndarray | None]:
+    """Returns (table, bad lines, line numbers of the table's rows or None when they are 0..n-1)."""
+    try:
+        if f.format == "parquet":
+            return pq.read_table(f.path), [], None
+        if f.format == "hf_disk":
+            with pa.memory_map(f.path) as src:
+                try:
+                    return pa.ipc.open_stream(src).read_all(), [], None
+                except pa.ArrowInvalid:
+                    src.seek(0)
+                    return pa.ipc.open_file(src).read_all(), [], None
+        if f.format == "jsonl":
+            try:
+                table = pajson.read_json(f.path)
+                return table, [], None
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+                table, bad = _read_jsonl_lenient(f.path, text_column)
+                lines = np.asarray(table["__line"].to_pylist() if "__line" in table.column_names else [],
+                                   dtype=np.int64)
+                return table.drop_columns(["__line"]) if "__line" in table.column_names else table, bad, lines
+    except InputError:
+        raise
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise InputError(f"{f.path}: cannot read as {f.format} ({exc}); the shard is corrupt or not "
+                         f"{f.format}: re-export it, set `format:` on the input, or remove it") from None
+    raise InputError(f"{f.path}: unknown format {f.format!r}")
+
+
+def _stable_ids(source: str, offsets: np.ndarray) -> pa.Array:
+    return pa.array([xxhash.xxh64_hexdigest(f"{source}\x00{o}".encode()) for o in offsets.tolist()], type=pa.string())
+
+
+def _url_host(url) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url if "//" in url else "//" + url).hostname
+    except ValueError:
+        return None
+
+
+def _column_as_text(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Text as a string array plus the reason each row is unusable (None = fine)."""
+    col = col.combine_chunks()
+    n = len(col)
+    reasons = np.full(n, None, dtype=object)
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            col.validate(full=True)
+            text = col.cast(pa.string())
+        except pa.ArrowInvalid:  # invalid UTF-8 inside a string column: find the rows
+            col = col.cast(pa.large_binary()) if pa.types.is_large_string(col.type) else col.view(pa.binary())
+            return _column_as_text(pa.chunked_array([col]))
+    elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        vals = []
+        for i, b in enumerate(col.to_pylist()):
+            if b is None:
+                vals.append(None)
+                continue
+            try:
+                vals.append(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                vals.append(b.decode("utf-8", "replace"))
+                reasons[i] = "invalid_utf8"
+        text = pa.array(vals, type=pa.string())
+    else:
+        text = pc.cast(col, pa.string(), safe=False) if not pa.types.is_null(col.type) else pa.nulls(n, pa.string())
+        reasons[:] = "non_string_text"
+    nulls = np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False))
+    reasons[nulls] = "null_text"
+    return text, reasons
+
+
+def read_input(f: InputFile, spec: InputSpec) -> tuple[pa.Table, pa.Table]:
+    """Read one input file into (canonical rows, rejected rows)."""
+    table, bad, lines = _read_raw(f, spec.text_column)
+    if spec.text_column not in table.column_names and table.num_rows:
+        raise InputError(f"{f.path}: no column {spec.text_column!r} (columns: {', '.join(table.column_names)}); "
+                         f"set `text_column:` on inputs[{f.spec_index}] to the column that holds the text")
+    for opt in ("id_column", "domain_column", "url_column"):
+        col = getattr(spec, opt)
+        if col and col not in table.column_names and table.num_rows:
+            raise InputError(f"{f.path}: no column {col!r} for `{opt}` (columns: "
+                             f"{', '.join(table.column_names)}); fix `{opt}:` on inputs[{f.spec_index}]")
+    n = table.num_rows
+    offsets = lines if lines is not None else np.arange(n, dtype=np.int64)
+    if n:
+        text, reasons = _column_as_text(table[spec.text_column])
+    else:
+        text, reasons = pa.array([], pa.string()), np.array([], dtype=object)
+    if spec.id_column and n:
+        ids = pc.cast(table[spec.id_column], pa.string()).combine_chunks()
+        if ids.null_count:
+            ids = pc.coalesce(ids, _stable_ids(f.source, offsets))
+    else:
+        ids = _stable_ids(f.source, offsets)
+    if spec.domain_column and n:
+        domain = pc.cast(table[spec.domain_column], pa.string()).combine_chunks()
+    elif spec.url_column and n:
+        domain = pa.array([_url_host(u) for u in pc.cast(table[spec.url_column], pa.string()).to_pylist()],
+                          type=pa.string())
+    else:
+        domain = pa.nulls(n, pa.string())
+    domain = pc.fill_null(domain, spec.domain or "default") if n else pa.array([], pa.string())
+    source = pa.array([f.source] * n, type=pa.string())
+    canon = pa.table([ids, text, source, domain], schema=schema.CANONICAL)
+
+    bad_mask = np.array([r is not None for r in reasons], dtype=bool)
+    rejected = canon.filter(pa.array(bad_mask)).append_column(
+        schema.DROP_REASON, pa.array(reasons[bad_mask].tolist(), type=pa.string()))
+    if bad:
+        bl = np.array([b[0] for b in bad], dtype=np.int64)
+        extra = pa.table({
+            schema.ID: _stable_ids(f.source, bl),
+            schema.TEXT: pa.array([b[2] for b in bad], type=pa.string()),
+            schema.SOURCE: pa.array([f.source] * len(bad), type=pa.string()),
+            schema.DOMAIN: pa.array([spec.domain or "default"] * len(bad), type=pa.string()),
+            schema.DROP_REASON: pa.array([b[1] for b in bad], type=pa.string()),
+        })
+        rejected = pa.concat_tables([rejected, extra.cast(rejected.schema)])
+    return canon.filter(pa.array(~bad_mask)), rejected
+
+
+# --- writing ---------------------------------------------------------------------------
+
+def write_parquet(table: pa.Table, path: Path, row_group_size: int = 10_000) -> None:
+    """Write atomically (temp file + rename), so a killed run never leaves a half shard."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)

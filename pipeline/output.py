@@ -1,0 +1,47 @@
+"""The final, weighted output: every row carries `weight` and `group`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from thresher.pipeline import schema
+
+REJECTED_COLUMNS = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN, schema.DROP_STAGE, schema.DROP_REASON)
+
+
+def weight_columns(table: pa.Table) -> list[str]:
+    """Columns that multiply into a row's weight: every numeric `*_weight` a stage added."""
+    return sorted(c for c in table.column_names
+                  if c.endswith("_weight") and pa.types.is_floating(table.schema.field(c).type))
+
+
+def add_weight_and_group(table: pa.Table, group_column: str) -> pa.Table:
+    if group_column not in table.column_names:
+        raise ValueError(f"output.group_column {group_column!r} is not a column of the output "
+                         f"(columns: {', '.join(table.column_names)})")
+    weight = np.ones(table.num_rows, dtype=np.float64)
+    for col in weight_columns(table):
+        weight *= table[col].to_numpy(zero_copy_only=False).astype(np.float64)
+    group = pc.cast(table[group_column], pa.string())
+    table = table.drop_columns([c for c in (schema.WEIGHT, schema.GROUP) if c in table.column_names])
+    return table.append_column(schema.WEIGHT, pa.array(weight)).append_column(schema.GROUP, group)
+
+
+def group_totals(table: pa.Table) -> dict[str, dict]:
+    if table.num_rows == 0:
+        return {}
+    agg = table.group_by(schema.GROUP).aggregate([(schema.WEIGHT, "sum"), (schema.WEIGHT, "count")])
+    return {g: {"rows": int(n), "weight": float(w)} for g, w, n in zip(
+        agg[schema.GROUP].to_pylist(), agg[f"{schema.WEIGHT}_sum"].to_pylist(),
+        agg[f"{schema.WEIGHT}_count"].to_pylist())}
+
+
+def as_rejected(table: pa.Table, stage: str) -> pa.Table:
+    """Rejected rows in one schema for every stage, so `rejected/` loads as one dataset."""
+    n = table.num_rows
+    cols = {c: table[c] for c in (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN)}
+    cols[schema.DROP_STAGE] = pa.array([stage] * n, type=pa.string())
+    cols[schema.DROP_REASON] = table[schema.DROP_REASON]
+    return pa.table(cols).cast(pa.schema([pa.field(c, pa.string()) for c in REJECTED_COLUMNS]))

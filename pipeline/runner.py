@@ -1,0 +1,411 @@
+"""The runner: plans streaming segments, runs them through an executor, resumes, accounts.
+
+Stages without a global pass fuse into one segment: one task per shard reads the shard once
+and applies them in order, writing each stage's kept and rejected rows. A stage with a global
+pass (`partial`/`merge`) starts a new segment: its state is computed over the previous stage's
+complete output, saved, then applied. Everything a task does is keyed by shard name, so a
+rerun skips finished shards and finished stages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from thresher.pipeline import schema
+from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant, totals
+from thresher.pipeline.config import PipelineConfig, StageConfig
+from thresher.pipeline.executor import InlineExecutor, RayExecutor, make_executor
+from thresher.pipeline.io import InputFile, discover_inputs, read_input, write_json, write_parquet
+from thresher.pipeline.output import add_weight_and_group, as_rejected, group_totals
+from thresher.pipeline.progress import Progress
+from thresher.pipeline.stage import Stage
+from thresher.pipeline.workdir import StageDir, run_key
+
+INGEST = "ingest"
+# Fault injection for tests: exit abruptly right after this stage is marked complete.
+CRASH_AFTER_ENV = "THRESHER_TEST_CRASH_AFTER"
+
+
+class StageContractError(RuntimeError):
+    pass
+
+
+def version() -> str:
+    try:
+        return metadata.version("thresher")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def stage_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % 2**32
+
+
+# --- pure per-shard logic ----------------------------------------------------------------
+
+def apply_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[pa.Table, pa.Table]:
+    """Run one stage over a shard in batches; return (kept rows, rejected rows)."""
+    missing = [c for c in stage.inputs if c not in table.column_names]
+    if missing:
+        raise StageContractError(f"stage {stage.name} needs column(s) {missing}; the table has "
+                                 f"{table.column_names}")
+    results = []
+    for start in range(0, max(table.num_rows, 1), batch_rows):
+        batch = table.slice(start, batch_rows)
+        out = stage.transform(batch, state)
+        if out.num_rows != batch.num_rows:
+            raise StageContractError(f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows}: "
+                                     "a filter must mark rows (keep/drop_reason), never delete them")
+        results.append(out)
+    result = pa.concat_tables(results, promote_options="default") if len(results) > 1 else results[0]
+    absent = [c for c in stage.outputs if c not in result.column_names]
+    if absent:
+        raise StageContractError(f"stage {stage.name} declares output column(s) {absent} it did not add")
+    if schema.KEEP not in result.column_names:
+        return result, result.slice(0, 0)
+    keep = result[schema.KEEP]
+    if keep.null_count:
+        raise StageContractError(f"stage {stage.name} left `keep` null for {keep.null_count} rows")
+    rejected = result.filter(pc.invert(keep))
+    if rejected[schema.DROP_REASON].null_count:
+        raise StageContractError(f"stage {stage.name} dropped rows without a drop_reason")
+    return result.filter(keep).drop_columns([schema.KEEP, schema.DROP_REASON]), rejected
+
+
+def _stats(shard: str, rows_in: int, kept: pa.Table, rejected: pa.Table, t0: float, **extra) -> dict:
+    reasons = Counter(rejected[schema.DROP_REASON].to_pylist()) if rejected.num_rows else Counter()
+    return {"shard": shard, "rows_in": rows_in, "rows_out": kept.num_rows, "rejected": dict(reasons),
+            "seconds": round(time.perf_counter() - t0, 4), **extra}
+
+
+# --- shard tasks (picklable; run by any executor) ----------------------------------------
+
+class IngestTask:
+    def __init__(self, config: PipelineConfig, out: StageDir):
+        self.specs = list(config.inputs)
+        self.shard_rows = config.shard_rows
+        self.out = out
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, f: InputFile) -> dict:
+        key = f"{f.index:05d}"
+        if self.out.shard_done(key):
+            return self.out.read_stats(key)
+        t0 = time.perf_counter()
+        kept, rejected = read_input(f, self.specs[f.spec_index])
+        shards = []
+        for chunk, start in enumerate(range(0, kept.num_rows, self.shard_rows)):
+            shard = f"{key}-{chunk:05d}"
+            write_parquet(kept.slice(start, self.shard_rows), self.out.part(shard))
+            shards.append(shard)
+        if rejected.num_rows:
+            write_parquet(as_rejected(rejected, INGEST), self.out.rejected_part(key))
+        stats = _stats(key, kept.num_rows + rejected.num_rows, kept, rejected, t0,
+                       shards=shards, source=f.source)
+        self.out.write_stats(key, stats)
+        return stats
+
+
+class SegmentTask:
+    """Applies a run of fused stages to one shard, writing every stage's output."""
+
+    def __init__(self, runs: list[tuple[StageConfig, StageDir]], first_input: StageDir, seed: int,
+                 batch_rows: int):
+        self.runs = runs
+        self.first_input = first_input
+        self.seed = seed
+        self.batch_rows = batch_rows
+
+    def setup(self) -> None:
+        self.stages = []
+        for cfg, d in self.runs:
+            stage = cfg.build(stage_seed(self.seed, d.index))
+            stage.setup()
+            self.stages.append((stage, d, d.load_state() if cfg.cls.has_global_pass() else None))
+
+    def __call__(self, shard: str) -> list[dict]:
+        results, table, prev = [], None, self.first_input
+        for stage, d, state in self.stages:
+            if d.shard_done(shard):
+                results.append(d.read_stats(shard))
+                table, prev = None, d
+                continue
+            if table is None:
+                table = pq.read_table(prev.part(shard))
+            t0 = time.perf_counter()
+            kept, rejected = apply_stage(stage, table, state, self.batch_rows)
+            write_parquet(kept, d.part(shard))
+            if rejected.num_rows:
+                write_parquet(as_rejected(rejected, stage.name), d.rejected_part(shard))
+            stats = _stats(shard, table.num_rows, kept, rejected, t0)
+            d.write_stats(shard, stats)
+            results.append(stats)
+            table, prev = kept, d
+        return results
+
+
+class PartialTask:
+    def __init__(self, cfg: StageConfig, source: StageDir, seed: int, index: int):
+        self.cfg, self.source, self.seed, self.index = cfg, source, seed, index
+
+    def setup(self) -> None:
+        self.stage = self.cfg.build(stage_seed(self.seed, self.index))
+        self.stage.setup()
+
+    def __call__(self, shard: str):
+        return shard, self.stage.partial(pq.read_table(self.source.part(shard)))
+
+
+class FinalizeTask:
+    def __init__(self, last: StageDir, out_dir: Path, group_column: str, row_group_size: int):
+        self.last, self.out_dir = last, out_dir
+        self.group_column, self.row_group_size = group_column, row_group_size
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, shard: str) -> dict:
+        table = add_weight_and_group(pq.read_table(self.last.part(shard)), self.group_column)
+        if table.num_rows:
+            write_parquet(table, self.out_dir / "data" / f"part-{shard}.parquet", self.row_group_size)
+        return {"shard": shard, "rows": table.num_rows, "groups": group_totals(table),
+                "columns": table.column_names}
+
+
+# --- planning ----------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    manifest: dict
+    output_dir: Path
+    work_dir: Path
+
+
+def plan_segments(stages: list[StageConfig]) -> list[list[int]]:
+    """Stage positions (1-based; 0 is ingest) grouped into fused segments."""
+    segments: list[list[int]] = []
+    for i, st in enumerate(stages, start=1):
+        if not segments or st.cls.has_global_pass():
+            segments.append([i])
+        else:
+            segments[-1].append(i)
+    return segments
+
+
+def _parquet_rows(paths) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+class Runner:
+    def __init__(self, config: PipelineConfig, executor=None, progress: Progress | None = None,
+                 output_dir: str | Path | None = None, work_dir: str | Path | None = None):
+        self.config = config
+        self.progress = progress or Progress(enabled=True)
+        self._executor = executor
+        self.output_dir = Path(output_dir) if output_dir else config.resolve(config.output.dir)
+        self.work_root = Path(work_dir) if work_dir else config.resolve(config.work_dir)
+
+    def _make_executor(self):
+        if self._executor is None:
+            r = self.config.ray
+            self._executor = make_executor(self.config.executor, address=r.address, num_cpus=r.num_cpus,
+                                           object_store_memory_mb=r.object_store_memory_mb,
+                                           include_dashboard=r.include_dashboard)
+            self._owns_executor = True
+        return self._executor
+
+    def run(self) -> RunResult:
+        cfg = self.config
+        log = self.progress.log
+        t_start = time.perf_counter()
+        inputs = discover_inputs(cfg)
+        listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in inputs]
+        key = run_key(cfg.canonical(), listing, version())
+        root = self.work_root / key
+        self._check_output_dir()
+        root.mkdir(parents=True, exist_ok=True)
+        write_json({"config": cfg.canonical(), "inputs": listing}, root / "run.json")
+        log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), {len(cfg.stages)} stage(s); "
+            f"work dir {root}")
+
+        dirs = [StageDir(root, 0, INGEST)] + [StageDir(root, i, s.name) for i, s in enumerate(cfg.stages, 1)]
+        executor = self._make_executor()
+        try:
+            counts: list[StageCounts] = []
+            stage_seconds: dict[str, float] = {}
+            ingest_stats = self._run_ingest(executor, inputs, dirs[0], stage_seconds)
+            shards = sorted(s for st in ingest_stats for s in st["shards"])
+            counts.append(self._counts(dirs[0]))
+            for segment in plan_segments(cfg.stages):
+                self._run_segment(executor, segment, dirs, shards, stage_seconds)
+                counts.extend(self._counts(dirs[i]) for i in segment)
+            check_invariant(counts)
+            self._verify_files(dirs, counts)
+            manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start)
+        finally:
+            if getattr(self, "_owns_executor", False):
+                executor.close()
+                self._executor = None
+        return RunResult(manifest, self.output_dir, root)
+
+    # --- steps --------------------------------------------------------------------------
+    def _check_output_dir(self) -> None:
+        out = self.output_dir
+        if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
+            raise FileExistsError(f"output dir {out} is not empty and holds no thresher manifest.json; "
+                                  "choose an empty or new output dir")
+
+    def _run_ingest(self, executor, inputs: list[InputFile], d: StageDir, seconds: dict) -> list[dict]:
+        if d.complete:
+            self.progress.log(f"[00] ingest: complete, reusing {d.out}")
+            return d.all_stats()
+        todo = [f for f in inputs if not d.shard_done(f"{f.index:05d}")]
+        bar = self.progress.bar("[00] ingest", len(inputs))
+        for _ in range(len(inputs) - len(todo)):
+            bar.update(0)
+        for stats in executor.map(IngestTask(self.config, d), todo):
+            bar.update(stats["rows_in"])
+        seconds[d.label] = bar.close()
+        stats = d.all_stats()
+        d.mark_complete(self._counts(d).to_dict())
+        self._maybe_crash(d)
+        return stats
+
+    def _run_segment(self, executor, segment: list[int], dirs: list[StageDir], shards: list[str],
+                     seconds: dict) -> None:
+        cfg = self.config
+        seg_dirs = [dirs[i] for i in segment]
+        label = "+".join(d.name for d in seg_dirs)
+        if all(d.complete for d in seg_dirs):
+            self.progress.log(f"[{segment[0]:02d}] {label}: complete, reusing")
+            return
+        first_cfg = cfg.stages[segment[0] - 1]
+        if first_cfg.cls.has_global_pass() and dirs[segment[0]].load_state() is None:
+            self._global_pass(executor, first_cfg, dirs[segment[0] - 1], dirs[segment[0]], shards, seconds)
+        runs = [(cfg.stages[i - 1], dirs[i]) for i in segment]
+        todo = [s for s in shards if not all(d.shard_done(s) for d in seg_dirs)]
+        stateful = any(c.cls.stateful for c, _ in runs)
+        cpus = max(c.cls.resources.cpus for c, _ in runs)
+        gpus = max(c.cls.resources.gpus for c, _ in runs)
+        bar = self.progress.bar(f"[{segment[0]:02d}] {label}", len(shards))
+        for _ in range(len(shards) - len(todo)):
+            bar.update(0)
+        task = SegmentTask(runs, dirs[segment[0] - 1], cfg.seed, cfg.batch_rows)
+        for results in executor.map(task, todo, stateful=stateful, cpus=cpus, gpus=gpus):
+            bar.update(results[0]["rows_in"])
+        elapsed = bar.close()
+        for d in seg_dirs:
+            seconds[d.label] = seconds.get(d.label, 0.0) + elapsed / len(seg_dirs)
+            d.mark_complete(self._counts(d).to_dict())
+            self._maybe_crash(d)
+
+    def _global_pass(self, executor, cfg: StageConfig, source: StageDir, target: StageDir,
+                     shards: list[str], seconds: dict) -> None:
+        bar = self.progress.bar(f"[{target.index:02d}] {cfg.name} (global pass)", len(shards))
+        parts = []
+        for shard, part in executor.map(PartialTask(cfg, source, self.config.seed, target.index), shards,
+                                        stateful=cfg.cls.stateful, cpus=cfg.cls.resources.cpus,
+                                        gpus=cfg.cls.resources.gpus):
+            parts.append((shard, part))
+            bar.update(0)
+        parts.sort(key=lambda p: p[0])
+        stage = cfg.build(stage_seed(self.config.seed, target.index))
+        target.save_state(stage.merge([p for _, p in parts]))
+        seconds[f"{target.label}:global"] = bar.close()
+
+    def _counts(self, d: StageDir) -> StageCounts:
+        counts = StageCounts(d.name)
+        for stats in d.all_stats():
+            counts.add(stats)
+        return counts
+
+    def _verify_files(self, dirs: list[StageDir], counts: list[StageCounts]) -> None:
+        """The files on disk must hold exactly the rows the stats claim."""
+        for d, c in zip(dirs, counts):
+            kept = _parquet_rows(sorted(d.out.glob("part-*.parquet")))
+            rejected = _parquet_rows(sorted(d.rejected.glob("part-*.parquet")))
+            if kept != c.rows_out or rejected != sum(c.rejected.values()):
+                raise AccountingError(f"{d.out}: files hold {kept} kept + {rejected} rejected rows but the "
+                                      f"stats say {c.rows_out} + {sum(c.rejected.values())}; the work dir "
+                                      "was modified or a shard is corrupt: delete it and rerun")
+
+    def _finalize(self, executor, dirs, shards, counts, inputs, key, seconds, t_start) -> dict:
+        out = self.output_dir
+        for sub in ("data", "rejected"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / "manifest.json").unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        task = FinalizeTask(dirs[-1], out, self.config.output.group_column, self.config.output.row_group_size)
+        groups: dict[str, dict] = {}
+        rows, columns = 0, []
+        for res in executor.map(task, shards):
+            rows += res["rows"]
+            columns = columns or (res["columns"] if res["rows"] else [])
+            for g, v in res["groups"].items():
+                acc = groups.setdefault(g, {"rows": 0, "weight": 0.0})
+                acc["rows"] += v["rows"]
+                acc["weight"] += v["weight"]
+        if self.config.output.write_rejected:
+            for d in dirs:
+                for p in sorted(d.rejected.glob("part-*.parquet")):
+                    (out / "rejected" / d.label).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(p, out / "rejected" / d.label / p.name)
+        files = sorted((out / "data").glob("*.parquet"))
+        if _parquet_rows(files) != counts[-1].rows_out:
+            raise AccountingError(f"{out}/data holds {_parquet_rows(files)} rows, expected {counts[-1].rows_out}")
+        seconds["finalize"] = time.perf_counter() - t0
+        wall = time.perf_counter() - t_start
+        manifest = {
+            "name": self.config.name,
+            "thresher_version": version(),
+            "config_hash": key,
+            "seed": self.config.seed,
+            "work_dir": str(dirs[0].root),
+            "inputs": {"files": len(inputs), "bytes": sum(f.size for f in inputs)},
+            "stages": [c.to_dict() for c in counts],
+            "totals": totals(counts),
+            "output": {"rows": rows, "files": [f.name for f in files], "columns": columns,
+                       "groups": dict(sorted(groups.items()))},
+            "timing": {"wall_seconds": round(wall, 3), "docs_per_second": round(counts[0].rows_in / wall, 1),
+                       "stage_seconds": {k: round(v, 3) for k, v in seconds.items()}},
+            "versions": {"python": sys.version.split()[0], "pyarrow": pa.__version__,
+                         "executor": getattr(executor, "name", type(executor).__name__)},
+        }
+        write_json(manifest, out / "manifest.json")
+        self.progress.log(_summary(manifest))
+        return manifest
+
+    def _maybe_crash(self, d: StageDir) -> None:
+        if os.environ.get(CRASH_AFTER_ENV) == d.name:
+            sys.stderr.write(f"{CRASH_AFTER_ENV}: exiting after stage {d.name}\n")
+            sys.stderr.flush()
+            os._exit(17)
+
+
+def _summary(manifest: dict) -> str:
+    lines = [f"{'stage':<22}{'in':>12}{'out':>12}  rejected"]
+    for st in manifest["stages"]:
+        rej = ", ".join(f"{r}={n:,}" for r, n in st["rejected"].items()) or "-"
+        lines.append(f"{st['name']:<22}{st['rows_in']:>12,}{st['rows_out']:>12,}  {rej}")
+    t = manifest["totals"]
+    lines.append(f"{t['rows_in']:,} rows in = {t['rows_out']:,} out + {t['rejected_total']:,} rejected; "
+                 f"{manifest['timing']['wall_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def run_pipeline(config: PipelineConfig, **kwargs) -> RunResult:
+    return Runner(config, **kwargs).run()

@@ -1,0 +1,28 @@
+"""The canonical columns every stage can rely on, and the accounting columns filters set."""
+
+import pyarrow as pa
+
+ID = "id"
+TEXT = "text"
+SOURCE = "source"
+DOMAIN = "domain"
+
+# A filter marks rows instead of deleting them, so the runner can account for every row.
+KEEP = "keep"
+DROP_REASON = "drop_reason"
+
+# Added by the runner to rejected rows: which stage dropped them.
+DROP_STAGE = "drop_stage"
+
+# Added to the final output.
+WEIGHT = "weight"
+GROUP = "group"
+
+CANONICAL = pa.schema(
+    [
+        pa.field(ID, pa.string(), nullable=False),
+        pa.field(TEXT, pa.string()),
+        pa.field(SOURCE, pa.string(), nullable=False),
+        pa.field(DOMAIN, pa.string(), nullable=False),
+    ]
+)

@@ -1,0 +1,76 @@
+"""The stage contract: a stage declares its columns and resources and only computes.
+
+The engine (runner + executor) does batching, counting, writing and distribution. A stage
+never sees Ray: `transform` is a pure function of a `pyarrow.Table`, and a stage that needs a
+corpus-wide view exposes it as map-reduce (`partial` per shard, associative `merge`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from thresher.pipeline import schema
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float | None = None
+
+
+class Params(BaseModel):
+    """Base for a stage's parameters: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage:
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = (schema.TEXT,)
+    outputs: ClassVar[tuple[str, ...]] = ()
+    resources: ClassVar[Resources] = Resources()
+    Params: ClassVar[type[Params]] = Params
+    # True when the stage loads something heavy (a model): the runner then keeps it in
+    # long-lived actors and calls `setup` once per actor instead of once per shard.
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, params: Params | None = None, seed: int = 0):
+        self.params = params if params is not None else self.Params()
+        self.seed = seed
+
+    # --- optional global pass -------------------------------------------------------
+    @classmethod
+    def has_global_pass(cls) -> bool:
+        return cls.partial is not Stage.partial
+
+    def partial(self, table: pa.Table) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def merge(self, parts: list[Any]) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # --- per batch ------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load models or other heavy resources; called once per worker before transform."""
+
+    def transform(self, table: pa.Table, state: Any = None) -> pa.Table:
+        raise NotImplementedError
+
+
+def mark_dropped(table: pa.Table, drop, reason: str) -> pa.Table:
+    """Mark rows a filter rejects; a row already marked keeps its first reason."""
+    drop = np.asarray(drop, dtype=bool)
+    keep = pa.array(~drop)
+    reasons = pa.array(np.where(drop, reason, None), type=pa.string())
+    if schema.KEEP in table.column_names:
+        keep = pc.and_(table[schema.KEEP], keep)
+        reasons = pc.coalesce(table[schema.DROP_REASON], reasons)
+        table = table.drop_columns([schema.KEEP, schema.DROP_REASON])
+    return table.append_column(schema.KEEP, keep).append_column(schema.DROP_REASON, reasons)

@@ -1,0 +1,85 @@
+"""The work directory: one folder per stage, keyed by config + inputs so stale output is never reused.
+
+    <work_dir>/<key>/NN-<stage>/part-<shard>.parquet     kept rows after stage NN
+    <work_dir>/<key>/NN-<stage>/_stats/<shard>.json      written last: the shard is complete
+    <work_dir>/<key>/NN-<stage>/_SUCCESS                 the whole stage is complete
+    <work_dir>/<key>/rejected/NN-<stage>/part-<shard>.parquet
+    <work_dir>/<key>/state/NN-<stage>/state.pkl          a global pass's merged state
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from thresher.pipeline.io import write_json
+
+SUCCESS = "_SUCCESS"
+
+
+def run_key(canonical_config: dict, inputs: list[dict], version: str) -> str:
+    blob = json.dumps({"config": canonical_config, "inputs": inputs, "version": version}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageDir:
+    root: Path
+    index: int
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:02d}-{self.name}"
+
+    @property
+    def out(self) -> Path:
+        return self.root / self.label
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected" / self.label
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state" / self.label / "state.pkl"
+
+    def part(self, shard: str) -> Path:
+        return self.out / f"part-{shard}.parquet"
+
+    def rejected_part(self, shard: str) -> Path:
+        return self.rejected / f"part-{shard}.parquet"
+
+    def stats_path(self, shard: str) -> Path:
+        return self.out / "_stats" / f"{shard}.json"
+
+    def shard_done(self, shard: str) -> bool:
+        return self.stats_path(shard).exists()
+
+    def read_stats(self, shard: str) -> dict:
+        return json.loads(self.stats_path(shard).read_text())
+
+    def write_stats(self, shard: str, stats: dict) -> None:
+        write_json(stats, self.stats_path(shard))
+
+    def all_stats(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.out / "_stats").glob("*.json"))]
+
+    @property
+    def complete(self) -> bool:
+        return (self.out / SUCCESS).exists()
+
+    def mark_complete(self, summary: dict) -> None:
+        write_json(summary, self.out / SUCCESS)
+
+    def save_state(self, state) -> None:
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(self.state)
+
+    def load_state(self):
+        return pickle.loads(self.state.read_bytes()) if self.state.exists() else None
