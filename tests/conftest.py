@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "tests" / "data" / "demo"
+
+
+def write_pipeline(path: Path, **fields) -> Path:
+    """A pipeline YAML at `path` with defaults suited to tests (inline executor, small shards)."""
+    cfg = {"name": "test", "seed": 0, "executor": "inline", "shard_rows": 500,
+           "output": {"dir": "out"}, "work_dir": "work", "stages": []}
+    cfg.update(fields)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def demo_subset(tmp_path) -> Path:
+    """A copy of two demo files (scripture + mirror) in tmp_path/data."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("scripture.jsonl.gz", "mirror.jsonl.gz", "python_docs.jsonl.gz"):
+        shutil.copy(DEMO_DATA / name, data / name)
+    return data
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session: starting Ray costs seconds."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield ray
+    if started:
+        ray.shutdown()

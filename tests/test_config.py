@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, write_pipeline
+from thresher.pipeline.config import ConfigError, load_config
+
+
+def _errors(tmp_path, text: str) -> ConfigError:
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    return info.value
+
+
+def test_demo_config_is_valid():
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    assert [s.name for s in cfg.stages] == ["normalize", "length_filter", "exact_dedup"]
+    assert cfg.stages[1].params.min_words == 20
+    assert cfg.resolve(cfg.output.dir) == (REPO / "out" / "demo")
+
+
+def test_every_error_is_reported_with_path_line_and_hint(tmp_path):
+    err = _errors(tmp_path, """\
+inputs:
+  - paths: ["x/*.jsonl"]
+    text_colum: body
+stages:
+  - stage: normalise
+  - stage: length_filter
+    min_char: 10
+  - stage: length_filter
+    min_words: many
+seed: zero
+""")
+    by_path = {i.path: i for i in err.issues}
+    assert set(by_path) == {"inputs[0].text_colum", "stages[0].stage", "stages[1].min_char",
+                            "stages[2].min_words", "seed"}
+    assert "did you mean 'text_column'" in by_path["inputs[0].text_colum"].hint
+    assert by_path["inputs[0].text_colum"].line == 3
+    assert "did you mean 'normalize'" in by_path["stages[0].stage"].message
+    assert by_path["stages[0].stage"].line == 5
+    assert "did you mean 'min_chars'" in by_path["stages[1].min_char"].hint
+    assert by_path["stages[1].min_char"].line == 7
+    assert by_path["stages[2].min_words"].line == 9
+    assert by_path["seed"].line == 10
+
+
+def test_missing_inputs_and_stage_key(tmp_path):
+    err = _errors(tmp_path, "stages:\n  - {min_chars: 3}\n")
+    paths = {i.path for i in err.issues}
+    assert {"inputs", "stages[0]"} <= paths
+    assert any("add `inputs:`" in i.hint for i in err.issues)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    err = _errors(tmp_path, "inputs:\n  - paths: [a\nstages: []\n")
+    assert err.issues[0].path == "<yaml>" and err.issues[0].line is not None
+
+
+def test_yaml_tags_cannot_construct_python_objects(tmp_path):
+    err = _errors(tmp_path, "inputs: !!python/object/apply:os.system ['echo hi']\n")
+    assert err.issues[0].path == "<yaml>"
+
+
+def test_parameter_constraints(tmp_path):
+    err = _errors(tmp_path, "inputs: [{paths: [a]}]\nstages:\n  - {stage: length_filter, min_chars: 10, max_chars: 5}\n")
+    assert "max_chars must be >= min_chars" in str(err)
+
+
+def test_stage_needing_a_column_nobody_adds(tmp_path, monkeypatch):
+    from thresher.pipeline import registry
+    from thresher.pipeline.stage import Stage
+
+    class NeedsScore(Stage):
+        name = "needs_score_for_test"
+        inputs = ("score",)
+
+    monkeypatch.setitem(registry._STAGES, NeedsScore.name, NeedsScore)
+    err = _errors(tmp_path, "inputs: [{paths: [a]}]\nstages:\n  - stage: needs_score_for_test\n")
+    assert "needs column(s) ['score']" in str(err)
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    good = write_pipeline(tmp_path / "good.yaml", inputs=[{"paths": ["*.jsonl"]}], stages=[{"stage": "normalize"}])
+    bad = write_pipeline(tmp_path / "bad.yaml", inputs=[{"paths": ["*.jsonl"]}], stages=[{"stage": "nope"}])
+    cli = [sys.executable, "-m", "thresher.pipeline.cli", "validate"]
+    ok = subprocess.run(cli + [str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+    ko = subprocess.run(cli + [str(bad)], capture_output=True, text=True)
+    assert ko.returncode == 2
+    assert "stages[0].stage" in ko.stderr and "unknown stage 'nope'" in ko.stderr

@@ -1,0 +1,182 @@
+"""The engine end to end: accounting, resume, determinism, output format."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_pipeline
+from thresher.pipeline import registry
+from thresher.pipeline.accounting import AccountingError
+from thresher.pipeline.config import load_config
+from thresher.pipeline.executor import InlineExecutor, RayExecutor, TaskFailed
+from thresher.pipeline.progress import Progress
+from thresher.pipeline.runner import Runner, StageContractError, apply_stage, plan_segments
+from thresher.pipeline.stage import Stage
+
+STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30},
+          {"stage": "exact_dedup"}]
+
+
+def _pipeline(tmp_path: Path, data: Path, name="p.yaml", **extra) -> Path:
+    inputs = [{"paths": [str(data / "*.jsonl.gz")], "id_column": "doc_id", "domain_column": "domain"}]
+    return write_pipeline(tmp_path / name, inputs=inputs, stages=STAGES, **extra)
+
+
+def _run(path: Path, executor=None, **kw):
+    return Runner(load_config(path), executor=executor or InlineExecutor(), progress=Progress(False), **kw).run()
+
+
+def _digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*.parquet"))}
+
+
+def test_accounting_adds_up_against_the_files(demo_subset, tmp_path):
+    res = _run(_pipeline(tmp_path, demo_subset))
+    m = res.manifest
+    stages = m["stages"]
+    assert [s["name"] for s in stages] == ["ingest", "normalize", "length_filter", "exact_dedup"]
+    for prev, cur in zip(stages, stages[1:]):
+        assert cur["rows_in"] == prev["rows_out"]
+    for s in stages:
+        assert s["rows_in"] == s["rows_out"] + sum(s["rejected"].values())
+    # Planted respaced copies in mirror.jsonl.gz are exact duplicates after normalisation.
+    assert stages[3]["rejected"]["exact_duplicate"] >= 40
+    rejected = pq.read_table(res.output_dir / "rejected")
+    out = pq.read_table(res.output_dir / "data")
+    assert out.num_rows + rejected.num_rows == m["totals"]["rows_in"] == stages[0]["rows_in"]
+    by_reason = {}
+    for stage, reason in zip(rejected["drop_stage"].to_pylist(), rejected["drop_reason"].to_pylist()):
+        by_reason[f"{stage}:{reason}"] = by_reason.get(f"{stage}:{reason}", 0) + 1
+    assert by_reason == m["totals"]["rejected"]
+    assert set(out["id"].to_pylist()).isdisjoint(rejected["id"].to_pylist())
+    assert out["weight"].to_pylist() == [1.0] * out.num_rows
+    # mirror.jsonl.gz also carries copies of fortunes, so that group appears too.
+    assert m["output"]["groups"].keys() == {"scripture", "python-docs", "fortunes"}
+
+
+def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
+    res = _run(_pipeline(tmp_path, demo_subset))
+    from thresher.stages.exact_dedup import text_hashes
+
+    out = pq.read_table(res.output_dir / "data")
+    kept = dict(zip(out["exact_hash"].to_pylist(), out["id"].to_pylist()))
+    assert len(kept) == out.num_rows  # no two kept rows share a hash
+    dups = pq.read_table(res.work_dir / "rejected" / "03-exact_dedup")
+    assert dups.num_rows == res.manifest["stages"][3]["rejected"]["exact_duplicate"]
+    for h, doc_id in zip(text_hashes(dups["text"]).tolist(), dups["id"].to_pylist()):
+        assert kept[h] < doc_id  # the survivor is the smallest id of its hash
+
+
+def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
+    cfg = _pipeline(tmp_path, demo_subset)
+    env = dict(os.environ, THRESHER_TEST_CRASH_AFTER="length_filter")
+    cli = [sys.executable, "-m", "thresher.pipeline.cli", "run", str(cfg), "--quiet"]
+    crashed = subprocess.run(cli, env=env, capture_output=True, text=True)
+    assert crashed.returncode == 17, crashed.stderr
+    work = next((tmp_path / "work").iterdir())
+    assert (work / "02-length_filter" / "_SUCCESS").exists()
+    assert not (work / "03-exact_dedup").exists()
+    done = {p: p.stat().st_mtime_ns for p in (work / "01-normalize").glob("part-*.parquet")}
+
+    resumed = subprocess.run(cli[:-1], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "normalize+length_filter: complete, reusing" in resumed.stderr
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # not recomputed
+
+    fresh = _run(_pipeline(tmp_path, demo_subset, name="fresh.yaml", work_dir="work2",
+                           output={"dir": "out2"}))
+    assert _digests(tmp_path / "out") == _digests(fresh.output_dir)
+
+
+def test_resume_inside_a_stage_recomputes_only_missing_shards(demo_subset, tmp_path):
+    cfg = _pipeline(tmp_path, demo_subset)
+    first = _run(cfg)
+    stage = first.work_dir / "03-exact_dedup"
+    (stage / "_SUCCESS").unlink()
+    victim = sorted(stage.glob("part-*.parquet"))[1]
+    shard = victim.name[len("part-"):-len(".parquet")]
+    victim.unlink()
+    (stage / "_stats" / f"{shard}.json").unlink()
+    others = {p: p.stat().st_mtime_ns for p in stage.glob("part-*.parquet")}
+    second = _run(cfg)
+    assert victim.exists()
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+    assert _digests(first.output_dir) == _digests(second.output_dir)
+
+
+def test_tampered_work_dir_fails_loudly(demo_subset, tmp_path):
+    cfg = _pipeline(tmp_path, demo_subset)
+    first = _run(cfg)
+    part = sorted((first.work_dir / "02-length_filter").glob("part-*.parquet"))[0]
+    t = pq.read_table(part)
+    pq.write_table(t.slice(0, t.num_rows - 1), part)
+    with pytest.raises(AccountingError, match="02-length_filter"):
+        _run(cfg)
+
+
+def test_changed_config_gets_a_fresh_work_dir(demo_subset, tmp_path):
+    a = _run(_pipeline(tmp_path, demo_subset))
+    b = _run(_pipeline(tmp_path, demo_subset, seed=1))
+    assert a.work_dir != b.work_dir
+
+
+def test_same_seed_gives_byte_identical_shards_on_ray(demo_subset, tmp_path, ray_session):
+    one = _run(_pipeline(tmp_path, demo_subset, "a.yaml", work_dir="wa", output={"dir": "oa"}), RayExecutor())
+    two = _run(_pipeline(tmp_path, demo_subset, "b.yaml", work_dir="wb", output={"dir": "ob"}), RayExecutor())
+    inline = _run(_pipeline(tmp_path, demo_subset, "c.yaml", work_dir="wc", output={"dir": "oc"}))
+    assert one.manifest["versions"]["executor"] == "ray"
+    assert _digests(one.output_dir) == _digests(two.output_dir) == _digests(inline.output_dir)
+    assert len(_digests(one.output_dir)) > 1
+
+
+def test_output_loads_with_datasets(demo_subset, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    res = _run(_pipeline(tmp_path, demo_subset))
+    ds = datasets.load_dataset("parquet", data_files=str(res.output_dir / "data" / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf_cache"))
+    assert ds.num_rows == res.manifest["output"]["rows"]
+    assert {"id", "text", "weight", "group", "domain"} <= set(ds.column_names)
+    rej = datasets.load_dataset("parquet", data_files=str(res.output_dir / "rejected" / "*" / "*.parquet"),
+                                split="train", cache_dir=str(tmp_path / "hf_cache"))
+    assert rej.num_rows == res.manifest["totals"]["rejected_total"]
+
+
+def test_output_dir_that_is_not_ours_is_refused(demo_subset, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        _run(_pipeline(tmp_path, demo_subset))
+
+
+class _Deleter(Stage):
+    name = "deleter_for_test"
+
+    def transform(self, table, state=None):
+        return table.slice(1)
+
+
+def test_a_stage_that_deletes_rows_breaks_the_contract():
+    table = pa.table({"text": ["a", "b"]})
+    with pytest.raises(StageContractError, match="must mark rows"):
+        apply_stage(_Deleter(), table, None, 10)
+
+
+def test_contract_errors_surface_from_tasks(demo_subset, tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._STAGES, _Deleter.name, _Deleter)
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "mirror.jsonl.gz")]}],
+                       stages=[{"stage": _Deleter.name}])
+    with pytest.raises(TaskFailed, match="never delete them"):
+        _run(p)
+
+
+def test_global_pass_stages_start_segments(demo_subset, tmp_path):
+    cfg = load_config(_pipeline(tmp_path, demo_subset))
+    assert plan_segments(cfg.stages) == [[1, 2], [3]]
