@@ -1,0 +1,205 @@
+"""XXH64 and text-to-bytes helpers compiled with numba, for hashing whole batches at once.
+
+`xxh64(data, start, end, seed)` equals `xxhash.xxh64_intdigest(data[start:end], seed)`; the
+tests check it on random inputs of every length class.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_P1 = np.uint64(11400714785074694791)
+_P2 = np.uint64(14029467366897019727)
+_P3 = np.uint64(1609587929392839161)
+_P4 = np.uint64(9650029242287828579)
+_P5 = np.uint64(2870177450012600261)
+
+
+@nb.njit(inline="always")
+def _rotl(x, r):
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@nb.njit(inline="always")
+def _read64(d, p):
+    v = np.uint64(0)
+    for k in range(8):
+        v |= np.uint64(d[p + k]) << np.uint64(8 * k)
+    return v
+
+
+@nb.njit(inline="always")
+def _read32(d, p):
+    v = np.uint64(0)
+    for k in range(4):
+        v |= np.uint64(d[p + k]) << np.uint64(8 * k)
+    return v
+
+
+@nb.njit(inline="always")
+def _round(acc, lane):
+    acc = acc + lane * _P2
+    acc = _rotl(acc, 31)
+    return acc * _P1
+
+
+@nb.njit(inline="always")
+def _merge(acc, val):
+    acc ^= _round(np.uint64(0), val)
+    return acc * _P1 + _P4
+
+
+@nb.njit(cache=True)
+def xxh64(d, start, end, seed):
+    """XXH64 of the bytes d[start:end] (d: uint8 array)."""
+    seed = np.uint64(seed)
+    p = start
+    n = end - start
+    if n >= 32:
+        v1 = seed + _P1 + _P2
+        v2 = seed + _P2
+        v3 = seed
+        v4 = seed - _P1
+        limit = end - 32
+        while p <= limit:
+            v1 = _round(v1, _read64(d, p))
+            v2 = _round(v2, _read64(d, p + 8))
+            v3 = _round(v3, _read64(d, p + 16))
+            v4 = _round(v4, _read64(d, p + 24))
+            p += 32
+        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
+        h = _merge(h, v1)
+        h = _merge(h, v2)
+        h = _merge(h, v3)
+        h = _merge(h, v4)
+    else:
+        h = seed + _P5
+    h += np.uint64(n)
+    while p + 8 <= end:
+        h ^= _round(np.uint64(0), _read64(d, p))
+        h = _rotl(h, 27) * _P1 + _P4
+        p += 8
+    if p + 4 <= end:
+        h ^= _read32(d, p) * _P1
+        h = _rotl(h, 23) * _P2 + _P3
+        p += 4
+    while p < end:
+        h ^= np.uint64(d[p]) * _P5
+        h = _rotl(h, 11) * _P1
+        p += 1
+    h ^= h >> np.uint64(33)
+    h *= _P2
+    h ^= h >> np.uint64(29)
+    h *= _P3
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@nb.njit(cache=True)
+def _strip_punct(data, offsets):
+    """Drop punctuation, turn whitespace runs into one space, trim; per document, on UTF-8 bytes.
+
+    ASCII letters/digits and non-ASCII characters are kept, ASCII punctuation is dropped, ASCII
+    whitespace, NBSP and U+2000-U+200B spaces separate words, other general punctuation
+    (U+2010-U+206F: dashes, quotes, ellipsis) is dropped.
+    """
+    out = np.empty(len(data), np.uint8)
+    out_off = np.zeros(len(offsets), np.int64)
+    o = 0
+    for i in range(len(offsets) - 1):
+        p, end = offsets[i], offsets[i + 1]
+        pending_space = False
+        start = o
+        while p < end:
+            c = data[p]
+            if c < 128:
+                if (48 <= c <= 57) or (97 <= c <= 122) or (65 <= c <= 90):
+                    if pending_space and o > start:
+                        out[o] = 32
+                        o += 1
+                    pending_space = False
+                    out[o] = c
+                    o += 1
+                elif c == 32 or (9 <= c <= 13):
+                    pending_space = True
+                p += 1
+                continue
+            n = 2 if c < 0xE0 else (3 if c < 0xF0 else 4)
+            if c == 0xC2 and p + 1 < end and data[p + 1] == 0xA0:  # NBSP
+                pending_space = True
+            elif c == 0xE2 and p + 2 < end and data[p + 1] == 0x80 and data[p + 2] <= 0x8B:
+                pending_space = True  # U+2000..U+200B spaces
+            elif c == 0xE2 and p + 2 < end and (data[p + 1] == 0x80 or data[p + 1] == 0x81):
+                pass  # U+2010..U+207F punctuation: dropped
+            else:
+                if pending_space and o > start:
+                    out[o] = 32
+                    o += 1
+                pending_space = False
+                for k in range(min(n, end - p)):
+                    out[o] = data[p + k]
+                    o += 1
+            p += n
+        out_off[i + 1] = o
+    return out[:o], out_off
+
+
+def normalize_for_hashing(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Lowercase, punctuation removed, whitespace runs -> one space, trimmed (nulls -> "")."""
+    text = pc.utf8_lower(pc.fill_null(text, ""))
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks else pa.array([], pa.string())
+    data, offsets = string_buffers(text)
+    out, out_off = _strip_punct(data, offsets)
+    return pa.LargeStringArray.from_buffers(len(out_off) - 1, pa.py_buffer(out_off), pa.py_buffer(out))
+
+
+def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(data bytes, offsets[n+1]) of a large_string array, zero-copy."""
+    text = text.cast(pa.large_string())
+    n = len(text)
+    _, off_buf, data_buf = text.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[text.offset: text.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+@nb.njit(cache=True)
+def word_spans(data, offsets):
+    """Start/end byte positions of the space-separated words of each document, with doc offsets."""
+    n_docs = len(offsets) - 1
+    total = 0
+    for i in range(n_docs):
+        a, b = offsets[i], offsets[i + 1]
+        inword = False
+        for p in range(a, b):
+            if data[p] != 32:
+                if not inword:
+                    total += 1
+                    inword = True
+            else:
+                inword = False
+    starts = np.empty(total, np.int64)
+    ends = np.empty(total, np.int64)
+    doc_words = np.zeros(n_docs + 1, np.int64)
+    w = 0
+    for i in range(n_docs):
+        a, b = offsets[i], offsets[i + 1]
+        inword = False
+        for p in range(a, b):
+            if data[p] != 32:
+                if not inword:
+                    starts[w] = p
+                    inword = True
+            elif inword:
+                ends[w] = p
+                w += 1
+                inword = False
+        if inword:
+            ends[w] = b
+            w += 1
+        doc_words[i + 1] = w
+    return starts, ends, doc_words
