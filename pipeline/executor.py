@@ -114,7 +114,9 @@ class RayExecutor:
         if not items:
             return iter(())
         ds = ray.data.from_items([{"i": i} for i in range(len(items))], override_num_blocks=len(items))
-        args = (pickle.dumps(task), pickle.dumps(items))
+        from ray import cloudpickle  # tasks may hold closures or classes defined in tests
+
+        args = (cloudpickle.dumps(task), cloudpickle.dumps(items))
         if stateful:
             # Fractional CPUs per actor: on a 2-core machine whole-CPU actors starve the read tasks.
             per_actor = min(cpus, 0.5) if not gpus else cpus

@@ -14,6 +14,7 @@ _BUILTIN_MODULES = (
     "thresher.stages.normalize",
     "thresher.stages.length_filter",
     "thresher.stages.exact_dedup",
+    "thresher.stages.minhash_dedup",
 )
 _loaded = False
 

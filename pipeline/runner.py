@@ -157,16 +157,46 @@ class SegmentTask:
         return results
 
 
-class PartialTask:
-    def __init__(self, cfg: StageConfig, source: StageDir, seed: int, index: int):
-        self.cfg, self.source, self.seed, self.index = cfg, source, seed, index
+class ShardReader:
+    """Picklable shard name -> table, for the functions of a global pass."""
+
+    def __init__(self, source: StageDir):
+        self.source = source
+
+    def __call__(self, shard: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.source.part(shard), columns=columns)
+
+
+class _FnTask:
+    def __init__(self, fn):
+        self.fn = fn
 
     def setup(self) -> None:
-        self.stage = self.cfg.build(stage_seed(self.seed, self.index))
-        self.stage.setup()
+        pass
 
-    def __call__(self, shard: str):
-        return shard, self.stage.partial(pq.read_table(self.source.part(shard)))
+    def __call__(self, item):
+        return self.fn(item)
+
+
+class RunnerFitContext:
+    def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress):
+        self.executor, self.shards, self.source = executor, shards, source
+        self.scratch = target.state.parent / "scratch"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self._progress, self._label, self._round = progress, target.label, 0
+
+    def reader(self) -> ShardReader:
+        return ShardReader(self.source)
+
+    def map(self, fn, items: list):
+        self._round += 1
+        bar = self._progress.bar(f"[{self._label}] global pass, round {self._round}", len(items))
+        try:
+            for result in self.executor.map(_FnTask(fn), items):
+                bar.update(0)
+                yield result
+        finally:
+            bar.close()
 
 
 class FinalizeTask:
@@ -314,17 +344,12 @@ class Runner:
 
     def _global_pass(self, executor, cfg: StageConfig, source: StageDir, target: StageDir,
                      shards: list[str], seconds: dict) -> None:
-        bar = self.progress.bar(f"[{target.index:02d}] {cfg.name} (global pass)", len(shards))
-        parts = []
-        for shard, part in executor.map(PartialTask(cfg, source, self.config.seed, target.index), shards,
-                                        stateful=cfg.cls.stateful, cpus=cfg.cls.resources.cpus,
-                                        gpus=cfg.cls.resources.gpus):
-            parts.append((shard, part))
-            bar.update(0)
-        parts.sort(key=lambda p: p[0])
+        t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
-        target.save_state(stage.merge([p for _, p in parts]))
-        seconds[f"{target.label}:global"] = bar.close()
+        ctx = RunnerFitContext(executor, shards, source, target, self.progress)
+        target.save_state(stage.fit(ctx))
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        seconds[f"{target.label}:global"] = time.perf_counter() - t0
 
     def _counts(self, d: StageDir) -> StageCounts:
         counts = StageCounts(d.name)

@@ -8,7 +8,8 @@ corpus-wide view exposes it as map-reduce (`partial` per shard, associative `mer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,28 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FitContext(Protocol):
+    """What a global pass gets from the runner: the shards, a way to read one, a parallel map
+    (the executor: Ray or in-process) and a scratch folder for intermediate files."""
+
+    shards: list[str]
+    scratch: Path
+
+    def reader(self) -> Callable[[str], pa.Table]: ...  # picklable: shard name -> table
+    def map(self, fn: Callable[[Any], Any], items: list) -> Iterator[Any]: ...  # fn picklable
+
+
+class _PartialFn:
+    def __init__(self, stage: "Stage", read: Callable[[str], pa.Table]):
+        self.stage, self.read, self._ready = stage, read, False
+
+    def __call__(self, shard: str):
+        if not self._ready:
+            self.stage.setup()
+            self._ready = True
+        return shard, self.stage.partial(self.read(shard))
+
+
 class Stage:
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = (schema.TEXT,)
@@ -48,7 +71,14 @@ class Stage:
     # --- optional global pass -------------------------------------------------------
     @classmethod
     def has_global_pass(cls) -> bool:
-        return cls.partial is not Stage.partial
+        return cls.partial is not Stage.partial or cls.fit is not Stage.fit
+
+    def fit(self, ctx: FitContext) -> Any:
+        """The corpus-wide state. Default: `partial` per shard in parallel, then `merge` in shard
+        order. Stages whose pass is several map-reduce rounds override this, still using only
+        `ctx.map` over pure functions."""
+        parts = sorted(ctx.map(_PartialFn(self, ctx.reader()), ctx.shards), key=lambda p: p[0])
+        return self.merge([p for _, p in parts])
 
     def partial(self, table: pa.Table) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -96,6 +96,37 @@ def _perms(num_perm: int, seed: int, scheme: str):
     return permutations(num_perm, seed, scheme)
 
 
+@nb.njit(cache=True)
+def _shingle_hashes(data, offsets, ngram):
+    starts, ends, doc_words = word_spans(data, offsets)
+    n_docs = len(offsets) - 1
+    doc_off = np.zeros(n_docs + 1, np.int64)
+    for i in range(n_docs):
+        nw = doc_words[i + 1] - doc_words[i]
+        doc_off[i + 1] = doc_off[i] + (0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1))
+    out = np.empty(doc_off[-1], np.uint64)
+    for i in range(n_docs):
+        w0, w1 = doc_words[i], doc_words[i + 1]
+        for s in range(doc_off[i + 1] - doc_off[i]):
+            out[doc_off[i] + s] = xxh64(data, starts[w0 + s], ends[min(w0 + s + ngram - 1, w1 - 1)], np.uint64(0))
+    return out, doc_off
+
+
+def shingle_hash_sets(text: pa.Array | pa.ChunkedArray, ngram: int = 5) -> list[np.ndarray]:
+    """The sorted, unique 64-bit shingle hashes of each document (for exact Jaccard)."""
+    data, offsets = string_buffers(normalize_for_hashing(text))
+    hashes, doc_off = _shingle_hashes(data, offsets, ngram)
+    return [np.unique(hashes[a:b]) for a, b in zip(doc_off[:-1], doc_off[1:])]
+
+
+def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two sorted unique hash arrays."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
 def shingles(text: str, ngram: int = 5) -> list[bytes]:
     """The shingles `signatures` hashes for one document, as bytes (for datasketch and tests)."""
     words = normalize_for_hashing(pa.array([text]))[0].as_py().split()

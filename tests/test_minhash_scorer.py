@@ -49,3 +49,13 @@ def test_connected_components_label_with_smallest_member():
     # same partition
     assert len(set(zip(labels.tolist(), ref_labels.tolist()))) == len(set(labels.tolist())) == len(set(ref_labels.tolist()))
     assert all(labels[i] <= i for i in range(n))
+
+
+def test_shingle_hash_sets_give_exact_jaccard():
+    from thresher.scorers.minhash import exact_jaccard, shingle_hash_sets
+    from thresher.scorers.minhash_eval import jaccard
+
+    a, b = TEXTS[0], TEXTS[0].replace("void", "empty")
+    sa, sb = shingle_hash_sets(pa.array([a, b]))
+    assert len(sa) == len(shingles(a))
+    assert exact_jaccard(sa, sb) == pytest.approx(jaccard(a, b))

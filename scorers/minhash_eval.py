@@ -1,0 +1,64 @@
+"""Planted near-duplicates and pairwise precision/recall against exact Jaccard.
+
+Used by the quality test and by bench/minhash.py, so both measure the same thing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import defaultdict
+
+from thresher.scorers.minhash import shingles
+
+
+def jaccard(a: str, b: str, ngram: int = 5) -> float:
+    sa, sb = set(shingles(a, ngram)), set(shingles(b, ngram))
+    return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
+
+
+def edit_words(text: str, rng: random.Random, rate: float) -> str:
+    """Delete, substitute or insert words at `rate`: the similarity to the original falls with rate."""
+    words = text.split()
+    out = []
+    for w in words:
+        r = rng.random()
+        if r < rate / 3:
+            continue
+        out.append(rng.choice(words) if r < 2 * rate / 3 else w)
+        if rng.random() < rate / 3:
+            out.append(rng.choice(words))
+    return " ".join(out)
+
+
+def plant_near_duplicates(texts: list[str], seed: int = 0, max_rate: float = 0.1) -> list[tuple[str, str]]:
+    """(id, text) rows: every base text plus one edited copy, ids `b{i}` and `v{i}`."""
+    rng = random.Random(seed)
+    rows = []
+    for i, t in enumerate(texts):
+        rows.append((f"b{i:05d}", t))
+        rows.append((f"v{i:05d}", edit_words(t, rng, rng.uniform(0.0, max_rate))))
+    return rows
+
+
+def pairwise_quality(texts: dict[str, str], clusters: dict[str, str], threshold: float,
+                     recall_margin: float = 0.1, ngram: int = 5) -> dict:
+    """Precision over every pair put in one cluster (correct when exact J >= threshold); recall over
+    the planted pairs (b_i, v_i) whose exact J >= threshold + margin."""
+    members = defaultdict(list)
+    for doc, c in clusters.items():
+        members[c].append(doc)
+    predicted = [(a, b) for ms in members.values() for a, b in itertools.combinations(sorted(ms), 2)]
+    correct = sum(jaccard(texts[a], texts[b], ngram) >= threshold for a, b in predicted)
+    planted = [(k, "v" + k[1:]) for k in texts if k.startswith("b")]
+    sims = {p: jaccard(texts[p[0]], texts[p[1]], ngram) for p in planted}
+    strong = [p for p, s in sims.items() if s >= threshold + recall_margin]
+    found = sum(clusters[a] == clusters[b] for a, b in strong)
+    return {
+        "predicted_pairs": len(predicted),
+        "precision": correct / len(predicted) if predicted else 1.0,
+        "recall_strong": found / len(strong) if strong else 1.0,
+        "strong_pairs": len(strong),
+        "planted_pairs": len(planted),
+        "planted_at_or_above_threshold": sum(s >= threshold for s in sims.values()),
+    }
