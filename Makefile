@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench-minhash clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-bench: setup
-	$(PY) bench/pipeline.py
+.venv-datatrove/bin/python:
+	$(PYTHON) -m venv .venv-datatrove
+	.venv-datatrove/bin/pip install --quiet datatrove spacy regex tokenizers 'xxhash<4'
+
+bench-minhash: setup .venv-datatrove/bin/python
+	$(PY) bench/minhash.py --docs 5000 --datatrove-python .venv-datatrove/bin/python --million 1000000
 
 clean:
-	rm -rf $(VENV) work out build *.egg-info
+	rm -rf $(VENV) .venv-datatrove work out build *.egg-info

@@ -15,6 +15,7 @@ _BUILTIN_MODULES = (
     "thresher.stages.length_filter",
     "thresher.stages.exact_dedup",
     "thresher.stages.minhash_dedup",
+    "thresher.stages.softdedup",
 )
 _loaded = False
 

@@ -170,6 +170,22 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return _band_hashes(np.ascontiguousarray(sig), bands, rows)
 
 
+def candidate_pairs(band: np.ndarray, bhash: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (u, v) doc pairs sharing a (band, hash) bucket: each member links to the bucket's
+    smallest doc (a star is enough for connected components), u < v."""
+    order = np.lexsort((doc, bhash, band))
+    band, bhash, doc = band[order], bhash[order], doc[order]
+    new_group = np.ones(len(doc), dtype=bool)
+    new_group[1:] = (band[1:] != band[:-1]) | (bhash[1:] != bhash[:-1])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(doc)), 0))
+    member = ~new_group & (doc != doc[group_start])
+    u, v = doc[group_start[member]], doc[member]
+    if len(u) == 0:
+        return u, v
+    pairs = np.unique(np.stack([u, v], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
 # --- connected components -----------------------------------------------------------------
 
 def connected_components(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:

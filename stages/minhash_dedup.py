@@ -27,6 +27,7 @@ from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
 from thresher.scorers.minhash import (
     band_hashes,
+    candidate_pairs,
     connected_components,
     exact_jaccard,
     optimal_bands,
@@ -125,20 +126,7 @@ class _Candidates:
         if not files:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         t = pa.concat_tables([pq.read_table(f) for f in files])
-        band = t["band"].to_numpy()
-        bhash = t["bhash"].to_numpy()
-        doc = t["doc"].to_numpy()
-        order = np.lexsort((doc, bhash, band))
-        band, bhash, doc = band[order], bhash[order], doc[order]
-        new_group = np.ones(len(doc), dtype=bool)
-        new_group[1:] = (band[1:] != band[:-1]) | (bhash[1:] != bhash[:-1])
-        group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(doc)), 0))
-        member = ~new_group  # every non-first member links to its group's smallest doc
-        u, v = doc[group_start[member]], doc[member]
-        if len(u) == 0:
-            return u, v
-        pairs = np.unique(np.stack([u, v], axis=1), axis=0)
-        u, v = pairs[:, 0], pairs[:, 1]
+        u, v = candidate_pairs(t["band"].to_numpy(), t["bhash"].to_numpy(), t["doc"].to_numpy())
         if self.p.verify == "none":
             return u, v
         # Signature agreement first (cheap, generous margin), then exact Jaccard on what is left.

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO_DATA, write_pipeline
+from thresher.pipeline.config import load_config
+from thresher.pipeline.executor import InlineExecutor
+from thresher.pipeline.progress import Progress
+from thresher.pipeline.runner import Runner
+from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
+from thresher.stages.softdedup import segment_weights
+
+
+def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: int) -> list[float]:
+    """The Dirichlet-smoothed model written out with exact n-gram tuples (no hashing)."""
+    counts = [Counter() for _ in range(n)]
+    for words in docs:
+        for i in range(len(words)):
+            for k in range(n):
+                if i - k >= 0:
+                    counts[k][tuple(words[i - k:i + 1])] += 1
+    total = sum(counts[0].values())
+    out = []
+    for words in docs:
+        logp = 0.0
+        for i in range(len(words)):
+            p = (counts[0][(words[i],)] + beta / buckets) / (total + beta)
+            for k in range(1, n):
+                if i - k < 0:
+                    break
+                ctx = counts[k - 1][tuple(words[i - k:i])]
+                p = (counts[k][tuple(words[i - k:i + 1])] + beta * p) / (ctx + beta)
+            logp += math.log(p)
+        out.append(math.exp(logp / len(words)))
+    return out
+
+
+def test_model_equals_exact_counts_when_buckets_do_not_collide():
+    texts = ["the cat sat on the mat", "the cat sat on the hat", "a dog sat on the mat today",
+             "the cat sat on the mat"]
+    bits = 24
+    ids, _ = ngram_ids(pa.array(texts), 3, bits)
+    tables = merge_counts([sparse_counts(ids[:, :12]), sparse_counts(ids[:, 12:])], 3, bits)
+    got = commonness(pa.array(texts), tables, beta=2.0)
+    want = _reference_commonness([t.split() for t in texts], 3, 2.0, 1 << bits)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[0] == got[3] > got[1]  # the repeated document is the most common
+
+
+def test_segment_weights():
+    values = np.linspace(0.1, 1.0, 100)
+    bounds, weights = segment_weights(values, 4, 0.01, 100.0)
+    assert len(weights) == 4 and np.all(np.diff(weights) < 0)  # commoner segments weigh less
+    seg = np.searchsorted(bounds, values)
+    assert np.bincount(seg).tolist() == [25, 25, 25, 25]
+    assert weights[seg].mean() == pytest.approx(1.0)
+    _, clipped = segment_weights(values, 4, 0.9, 1.1)
+    assert clipped.min() == 0.9 and clipped.max() == 1.1
+
+
+def _texts(n):
+    with gzip.open(DEMO_DATA / "scripture.jsonl.gz", "rt") as fh:
+        return [json.loads(line)["text"] for line in fh][:n]
+
+
+def _run(tmp_path, rows, stages, name="p.yaml"):
+    with open(tmp_path / "docs.jsonl", "w") as fh:
+        for doc_id, text in rows:
+            fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+    p = write_pipeline(tmp_path / name, inputs=[{"paths": ["docs.jsonl"], "id_column": "id"}], stages=stages,
+                       shard_rows=120, output={"dir": f"out-{name}"}, work_dir=f"work-{name}")
+    res = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False)).run()
+    return pq.read_table(res.output_dir / "data").sort_by("id")
+
+
+def test_repeated_documents_are_down_weighted_not_removed(tmp_path):
+    texts = _texts(300)
+    rows = [(f"u{i:04d}", t) for i, t in enumerate(texts)]
+    rows += [(f"r{i:02d}-{c}", texts[i]) for i in range(10) for c in range(5)]  # 10 chapters x 5 more copies
+    out = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 5, "bits": 20}])
+    assert out.num_rows == len(rows)
+    w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
+    c = dict(zip(out["id"].to_pylist(), out["commonness"].to_pylist()))
+    repeated = [f"u{i:04d}" for i in range(10)]
+    unique = [f"u{i:04d}" for i in range(10, 300)]
+    assert min(c[r] for r in repeated) > np.median([c[u] for u in unique])
+    assert max(w[r] for r in repeated) < np.median([w[u] for u in unique])
+    assert np.mean(list(w.values())) == pytest.approx(1.0, rel=1e-9)
+    assert out["weight"].to_pylist() == out["softdedup_weight"].to_pylist()
+    again = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 5, "bits": 20}], name="again.yaml")
+    assert again["softdedup_weight"].to_pylist() == out["softdedup_weight"].to_pylist()
+
+
+def test_fedrw_from_exact_counts_and_from_minhash_clusters(tmp_path):
+    texts = _texts(20)
+    rows = [(f"a{i:02d}", t) for i, t in enumerate(texts)] + [(f"b{i}", texts[0].upper()) for i in range(3)]
+    out = _run(tmp_path, rows, [{"stage": "softdedup", "mode": "fedrw"}])
+    w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
+    assert w["a00"] == pytest.approx(1 / (math.log(5) + 1e-6)) and w["b0"] == w["a00"]
+    assert w["a01"] == pytest.approx(1 / (math.log(2) + 1e-6))
+    out2 = _run(tmp_path, rows, [{"stage": "minhash_dedup", "policy": "reweight"},
+                                 {"stage": "softdedup", "mode": "fedrw", "count_column": "dup_cluster_size"}],
+                name="mh.yaml")
+    assert dict(zip(out2["id"].to_pylist(), out2["softdedup_weight"].to_pylist())) == pytest.approx(w)
