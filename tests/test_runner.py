@@ -22,7 +22,7 @@ from thresher.pipeline.runner import Runner, StageContractError, apply_stage, pl
 from thresher.pipeline.stage import Stage
 
 STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30},
-          {"stage": "exact_dedup"}]
+          {"stage": "exact_dedup"}, {"stage": "minhash_dedup"}, {"stage": "softdedup", "bits": 18}]
 
 
 def _pipeline(tmp_path: Path, data: Path, name="p.yaml", **extra) -> Path:
@@ -42,7 +42,8 @@ def test_accounting_adds_up_against_the_files(demo_subset, tmp_path):
     res = _run(_pipeline(tmp_path, demo_subset))
     m = res.manifest
     stages = m["stages"]
-    assert [s["name"] for s in stages] == ["ingest", "normalize", "length_filter", "exact_dedup"]
+    assert [s["name"] for s in stages] == ["ingest", "normalize", "length_filter", "exact_dedup",
+                                           "minhash_dedup", "softdedup"]
     for prev, cur in zip(stages, stages[1:]):
         assert cur["rows_in"] == prev["rows_out"]
     for s in stages:
@@ -57,7 +58,8 @@ def test_accounting_adds_up_against_the_files(demo_subset, tmp_path):
         by_reason[f"{stage}:{reason}"] = by_reason.get(f"{stage}:{reason}", 0) + 1
     assert by_reason == m["totals"]["rejected"]
     assert set(out["id"].to_pylist()).isdisjoint(rejected["id"].to_pylist())
-    assert out["weight"].to_pylist() == [1.0] * out.num_rows
+    assert out["weight"].to_pylist() == out["softdedup_weight"].to_pylist()
+    assert stages[4]["rejected"]["near_duplicate"] >= 5  # edited mirror copies
     # mirror.jsonl.gz also carries copies of fortunes, so that group appears too.
     assert m["output"]["groups"].keys() == {"scripture", "python-docs", "fortunes"}
 
@@ -67,8 +69,9 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     from thresher.stages.exact_dedup import text_hashes
 
     out = pq.read_table(res.output_dir / "data")
-    kept = dict(zip(out["exact_hash"].to_pylist(), out["id"].to_pylist()))
-    assert len(kept) == out.num_rows  # no two kept rows share a hash
+    after = pq.read_table(res.work_dir / "03-exact_dedup")
+    kept = dict(zip(after["exact_hash"].to_pylist(), after["id"].to_pylist()))
+    assert len(kept) == after.num_rows  # no two kept rows share a hash
     dups = pq.read_table(res.work_dir / "rejected" / "03-exact_dedup")
     assert dups.num_rows == res.manifest["stages"][3]["rejected"]["exact_duplicate"]
     for h, doc_id in zip(text_hashes(dups["text"]).tolist(), dups["id"].to_pylist()):
@@ -99,7 +102,7 @@ def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
 def test_resume_inside_a_stage_recomputes_only_missing_shards(demo_subset, tmp_path):
     cfg = _pipeline(tmp_path, demo_subset)
     first = _run(cfg)
-    stage = first.work_dir / "03-exact_dedup"
+    stage = first.work_dir / "05-softdedup"
     (stage / "_SUCCESS").unlink()
     victim = sorted(stage.glob("part-*.parquet"))[1]
     shard = victim.name[len("part-"):-len(".parquet")]
@@ -179,4 +182,4 @@ def test_contract_errors_surface_from_tasks(demo_subset, tmp_path, monkeypatch):
 
 def test_global_pass_stages_start_segments(demo_subset, tmp_path):
     cfg = load_config(_pipeline(tmp_path, demo_subset))
-    assert plan_segments(cfg.stages) == [[1, 2], [3]]
+    assert plan_segments(cfg.stages) == [[1, 2], [3], [4], [5]]
