@@ -102,11 +102,6 @@ class RayExecutor:
         ctx.print_on_execution_start = False
         ctx.verbose_stats_logs = False
 
-    def _cluster_cpus(self) -> float:
-        import ray
-
-        return float(ray.cluster_resources().get("CPU", 1.0))
-
     def map(self, task: ShardTask, items: list, *, stateful: bool = False, cpus: float = 1.0,
             gpus: float = 0.0) -> Iterator[Any]:
         import ray.data
@@ -118,15 +113,15 @@ class RayExecutor:
 
         args = (cloudpickle.dumps(task), cloudpickle.dumps(items))
         if stateful:
-            # Fractional CPUs per actor: on a 2-core machine whole-CPU actors starve the read tasks.
-            per_actor = min(cpus, 0.5) if not gpus else cpus
-            size = max(1, min(len(items), int(self._cluster_cpus() // max(per_actor, 1.0)) or 1))
-            if gpus:
-                import ray as _ray
+            import ray
 
-                size = max(1, min(size, int(_ray.cluster_resources().get("GPU", 1) // gpus)))
+            # Fractional CPUs per model actor: on a 2-core machine whole-CPU actors starve the
+            # read tasks. One actor per CPU (or per GPU share) at most, never more than shards.
+            resources = ray.cluster_resources()
+            slots = resources.get("GPU", 0.0) / gpus if gpus else resources.get("CPU", 1.0)
+            size = max(1, min(len(items), int(slots)))
             ds = ds.map_batches(_RayTaskFn, fn_constructor_args=args, batch_size=1, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=per_actor,
+                                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=min(cpus, 0.5),
                                 num_gpus=gpus or None)
         else:
             ds = ds.map_batches(_call_task, fn_args=args, batch_size=1, batch_format="pyarrow", num_cpus=cpus)

@@ -24,19 +24,22 @@ def _rotl(x, r):
 
 
 @nb.njit(inline="always")
-def _read64(d, p):
+def _read_le(d, p, nbytes):
+    """Little-endian unsigned integer of nbytes bytes at d[p]."""
     v = np.uint64(0)
-    for k in range(8):
+    for k in range(nbytes):
         v |= np.uint64(d[p + k]) << np.uint64(8 * k)
     return v
 
 
 @nb.njit(inline="always")
-def _read32(d, p):
-    v = np.uint64(0)
-    for k in range(4):
-        v |= np.uint64(d[p + k]) << np.uint64(8 * k)
-    return v
+def fmix64(h):
+    """MurmurHash3's 64-bit finaliser: a bijection that spreads every input bit."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
 
 
 @nb.njit(inline="always")
@@ -65,10 +68,10 @@ def xxh64(d, start, end, seed):
         v4 = seed - _P1
         limit = end - 32
         while p <= limit:
-            v1 = _round(v1, _read64(d, p))
-            v2 = _round(v2, _read64(d, p + 8))
-            v3 = _round(v3, _read64(d, p + 16))
-            v4 = _round(v4, _read64(d, p + 24))
+            v1 = _round(v1, _read_le(d, p, 8))
+            v2 = _round(v2, _read_le(d, p + 8, 8))
+            v3 = _round(v3, _read_le(d, p + 16, 8))
+            v4 = _round(v4, _read_le(d, p + 24, 8))
             p += 32
         h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
         h = _merge(h, v1)
@@ -79,11 +82,11 @@ def xxh64(d, start, end, seed):
         h = seed + _P5
     h += np.uint64(n)
     while p + 8 <= end:
-        h ^= _round(np.uint64(0), _read64(d, p))
+        h ^= _round(np.uint64(0), _read_le(d, p, 8))
         h = _rotl(h, 27) * _P1 + _P4
         p += 8
     if p + 4 <= end:
-        h ^= _read32(d, p) * _P1
+        h ^= _read_le(d, p, 4) * _P1
         h = _rotl(h, 23) * _P2 + _P3
         p += 4
     while p < end:
@@ -171,19 +174,9 @@ def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def word_spans(data, offsets):
     """Start/end byte positions of the space-separated words of each document, with doc offsets."""
     n_docs = len(offsets) - 1
-    total = 0
-    for i in range(n_docs):
-        a, b = offsets[i], offsets[i + 1]
-        inword = False
-        for p in range(a, b):
-            if data[p] != 32:
-                if not inword:
-                    total += 1
-                    inword = True
-            else:
-                inword = False
-    starts = np.empty(total, np.int64)
-    ends = np.empty(total, np.int64)
+    bound = (offsets[n_docs] - offsets[0]) // 2 + n_docs  # a word takes a byte and a separator
+    starts = np.empty(bound, np.int64)
+    ends = np.empty(bound, np.int64)
     doc_words = np.zeros(n_docs + 1, np.int64)
     w = 0
     for i in range(n_docs):
@@ -202,4 +195,4 @@ def word_spans(data, offsets):
             ends[w] = b
             w += 1
         doc_words[i + 1] = w
-    return starts, ends, doc_words
+    return starts[:w], ends[:w], doc_words

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.integrate import quad
 
-from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh64
+from thresher.scorers.hashing import fmix64, normalize_for_hashing, string_buffers, word_spans, xxh64
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)
@@ -35,15 +35,6 @@ def permutations(num_perm: int, seed: int, scheme: str = "legacy") -> tuple[np.n
         b = gen.randint(0, 1 << 64, num_perm, dtype=np.uint64)
         return a, b
     raise ValueError(f"unknown MinHash scheme {scheme!r}; use one of {SCHEMES}")
-
-
-@nb.njit(inline="always")
-def _fmix64(h):
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
 
 
 @nb.njit(cache=True)
@@ -65,7 +56,7 @@ def _signatures(data, offsets, a, b, ngram, legacy):
         for s in range(count):
             last = min(w0 + s + ngram - 1, w1 - 1)
             h = xxh64(data, starts[w0 + s], ends[last], np.uint64(0))
-            hv[s] = h if legacy else _fmix64(h)
+            hv[s] = h if legacy else fmix64(h)
         # Permutation-major: independent iterations over the shingles pipeline well.
         for j in range(num_perm):
             aj, bj = a[j], b[j]

@@ -16,18 +16,9 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh64
+from thresher.scorers.hashing import fmix64, normalize_for_hashing, string_buffers, word_spans, xxh64
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-@nb.njit(cache=True)
-def _mix(h):
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
 
 
 @nb.njit(cache=True)
@@ -46,7 +37,7 @@ def _ngram_ids(data, offsets, n, mask):
                 j = i - k
                 if j < w0:
                     break
-                g = _mix(g * _MIX + xxh64(data, starts[j], ends[j], np.uint64(k)))
+                g = fmix64(g * _MIX + xxh64(data, starts[j], ends[j], np.uint64(k)))
                 ids[k, i] = np.int64(g & mask)
     return ids, doc_words
 

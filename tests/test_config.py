@@ -19,7 +19,7 @@ def _errors(tmp_path, text: str) -> ConfigError:
 
 def test_demo_config_is_valid():
     cfg = load_config(REPO / "configs" / "demo.yaml")
-    assert [s.name for s in cfg.stages] == ["normalize", "length_filter", "exact_dedup"]
+    assert [s.name for s in cfg.stages] == ["normalize", "length_filter", "exact_dedup", "minhash_dedup", "softdedup"]
     assert cfg.stages[1].params.min_words == 20
     assert cfg.resolve(cfg.output.dir) == (REPO / "out" / "demo")
 

@@ -183,3 +183,32 @@ def test_contract_errors_surface_from_tasks(demo_subset, tmp_path, monkeypatch):
 def test_global_pass_stages_start_segments(demo_subset, tmp_path):
     cfg = load_config(_pipeline(tmp_path, demo_subset))
     assert plan_segments(cfg.stages) == [[1, 2], [3], [4], [5]]
+
+
+class _Upper(Stage):
+    """A stateful stage (as a model-loading stage would be): runs in a Ray actor pool."""
+
+    name = "upper_for_test"
+    stateful = True
+
+    def setup(self):
+        self.loaded = True
+
+    def transform(self, table, state=None):
+        import pyarrow.compute as pc
+
+        assert self.loaded
+        return table.set_column(table.column_names.index("text"), "text", pc.utf8_upper(table["text"]))
+
+
+def test_stateful_stages_run_in_an_actor_pool(demo_subset, tmp_path, monkeypatch, ray_session):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    monkeypatch.setitem(registry._STAGES, _Upper.name, _Upper)
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "mirror.jsonl.gz")]}],
+                       stages=[{"stage": _Upper.name}], shard_rows=40)
+    res = _run(p, RayExecutor())
+    out = pq.read_table(res.output_dir / "data")
+    assert out.num_rows == res.manifest["totals"]["rows_in"] > 100
+    assert all(t == t.upper() for t in out["text"].to_pylist())
