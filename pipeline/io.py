@@ -12,7 +12,7 @@ import glob
 import gzip
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,9 +40,6 @@ class InputFile:
     spec_index: int
     size: int
     mtime_ns: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from thresher.pipeline import schema
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant, totals
 from thresher.pipeline.config import PipelineConfig, StageConfig
-from thresher.pipeline.executor import InlineExecutor, RayExecutor, make_executor
+from thresher.pipeline.executor import make_executor
 from thresher.pipeline.io import InputFile, discover_inputs, read_input, write_json, write_parquet
 from thresher.pipeline.output import add_weight_and_group, as_rejected, group_totals
 from thresher.pipeline.progress import Progress

@@ -68,7 +68,6 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     res = _run(_pipeline(tmp_path, demo_subset))
     from thresher.stages.exact_dedup import text_hashes
 
-    out = pq.read_table(res.output_dir / "data")
     after = pq.read_table(res.work_dir / "03-exact_dedup")
     kept = dict(zip(after["exact_hash"].to_pylist(), after["id"].to_pylist()))
     assert len(kept) == after.num_rows  # no two kept rows share a hash
