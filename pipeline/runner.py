@@ -146,7 +146,7 @@ class SegmentTask:
             if table is None:
                 table = pq.read_table(prev.part(shard))
             t0 = time.perf_counter()
-            kept, rejected = apply_stage(stage, table, state, self.batch_rows)
+            kept, rejected = apply_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
             write_parquet(kept, d.part(shard))
             if rejected.num_rows:
                 write_parquet(as_rejected(rejected, stage.name), d.rejected_part(shard))
@@ -181,7 +181,8 @@ class _FnTask:
 class RunnerFitContext:
     def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress):
         self.executor, self.shards, self.source = executor, shards, source
-        self.scratch = target.state.parent / "scratch"
+        self.state_dir = target.state.parent
+        self.scratch = self.state_dir / "scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
         self._progress, self._label, self._round = progress, target.label, 0
 

@@ -37,7 +37,8 @@ class FitContext(Protocol):
     (the executor: Ray or in-process) and a scratch folder for intermediate files."""
 
     shards: list[str]
-    scratch: Path
+    scratch: Path  # removed after the fit
+    state_dir: Path  # kept: for state too large to pickle whole (see Stage.shard_state)
 
     def reader(self) -> Callable[[str], pa.Table]: ...  # picklable: shard name -> table
     def map(self, fn: Callable[[Any], Any], items: list) -> Iterator[Any]: ...  # fn picklable
@@ -85,6 +86,11 @@ class Stage:
 
     def merge(self, parts: list[Any]) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def shard_state(self, state: Any, shard: str) -> Any:
+        """The part of the state one shard's transform needs; a stage whose state grows with the
+        corpus stores it per shard under `ctx.state_dir` and loads only that shard's slice here."""
+        return state
 
     # --- per batch ------------------------------------------------------------------
     def setup(self) -> None:

@@ -6,12 +6,14 @@ signatures and band hashes are in flight, never the corpus:
   2. per band partition: rows with equal (band, hash) become candidate edges; an edge is kept
      only if its exact shingle Jaccard reaches `threshold` (signatures screen first);
   3. on the driver: connected components of the (few) verified edges; the representative of a
-     cluster is its smallest id, as in exact_dedup.
+     cluster is its smallest id, as in exact_dedup. The cluster table is written per shard, so
+     each transform loads only the rows of its own shard.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -161,11 +163,12 @@ def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> pa.Array:
 
 
 def clusters_from_edges(u: np.ndarray, v: np.ndarray, ids_of) -> pa.Table:
-    """(id, cluster = smallest id, size, is_rep) for every document in a non-trivial component."""
+    """(id, cluster = smallest id, size, is_rep, doc) for every document in a non-trivial component."""
     nodes, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
     labels = connected_components(inv[: len(u)], inv[len(u):], len(nodes))
     ids = ids_of(nodes)
-    t = pa.table({"label": labels, schema.ID: ids}).sort_by([("label", "ascending"), (schema.ID, "ascending")])
+    t = pa.table({"label": labels, schema.ID: ids, "doc": nodes}).sort_by(
+        [("label", "ascending"), (schema.ID, "ascending")])
     label = t["label"].to_numpy()
     first = np.ones(len(label), dtype=bool)
     first[1:] = label[1:] != label[:-1]
@@ -178,6 +181,7 @@ def clusters_from_edges(u: np.ndarray, v: np.ndarray, ids_of) -> pa.Table:
         CLUSTER: rep_ids.take(pa.array(group)),
         SIZE: pa.array(sizes[group].astype(np.int32)),
         IS_REP: pa.array(first),
+        "doc": t["doc"],
     })
 
 
@@ -188,7 +192,7 @@ class MinHashDedup(Stage):
     outputs = (CLUSTER, SIZE, IS_REP)
     Params = MinHashParams
 
-    def fit(self, ctx: FitContext) -> pa.Table:
+    def fit(self, ctx: FitContext) -> dict:
         p, scratch, shards = self.params, ctx.scratch, list(ctx.shards)
         for sub in ("sig", "ids", "bands"):
             (scratch / sub).mkdir(parents=True, exist_ok=True)
@@ -199,10 +203,24 @@ class MinHashDedup(Stage):
             us.append(u)
             vs.append(v)
         u, v = np.concatenate(us), np.concatenate(vs)
-        if len(u) == 0:
-            return pa.table({schema.ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.string()),
-                             SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
-        return clusters_from_edges(u, v, lambda docs: _ids_of(scratch, shards, docs))
+        # The cluster table is stored per shard, so a transform loads only its own shard's rows.
+        out = ctx.state_dir / "clusters"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        if len(u):
+            clusters = clusters_from_edges(u, v, lambda docs: _ids_of(scratch, shards, docs))
+            shard_of = pc.shift_right(clusters["doc"], _ROW_BITS).to_numpy()
+            for o in np.unique(shard_of):
+                part = clusters.filter(pa.array(shard_of == o)).drop_columns(["doc"])
+                write_parquet(part, out / f"{shards[int(o)]}.parquet")
+        return {"clusters": str(out)}
+
+    def shard_state(self, state: dict, shard: str) -> pa.Table:
+        path = Path(state["clusters"]) / f"{shard}.parquet"
+        if path.exists():
+            return pq.read_table(path)
+        return pa.table({schema.ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.string()),
+                         SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
 
     def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
         idx = pc.index_in(table[schema.ID], value_set=state[schema.ID])
