@@ -175,28 +175,3 @@ def candidate_pairs(band: np.ndarray, bhash: np.ndarray, doc: np.ndarray) -> tup
         return u, v
     pairs = np.unique(np.stack([u, v], axis=1), axis=0)
     return pairs[:, 0], pairs[:, 1]
-
-
-# --- connected components -----------------------------------------------------------------
-
-def connected_components(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
-    """Label each of n nodes with the smallest node index of its component (edges u-v)."""
-    label = np.arange(n, dtype=np.int64)
-    if len(u) == 0:
-        return label
-    u = np.asarray(u, np.int64)
-    v = np.asarray(v, np.int64)
-    while True:
-        before = label.copy()
-        # hook: each endpoint takes the smaller label of the two, then pointer jumping
-        lu, lv = label[u], label[v]
-        m = np.minimum(lu, lv)
-        np.minimum.at(label, lu, m)
-        np.minimum.at(label, lv, m)
-        while True:
-            nxt = label[label]
-            if np.array_equal(nxt, label):
-                break
-            label = nxt
-        if np.array_equal(label, before):
-            return label

@@ -1,13 +1,13 @@
 """Near-duplicate clustering: MinHash signatures, LSH banding, verified candidates, components.
 
-The global pass is three map-reduce rounds over files in the stage's scratch folder, so only
-signatures and band hashes are in flight, never the corpus:
+The global pass is map-reduce rounds over files in the stage's scratch folder, so no task and
+not the driver ever holds the corpus, the band table or the duplicate graph whole:
   1. per shard: signatures (kept as .npy for verification), band hashes partitioned by hash;
   2. per band partition: rows with equal (band, hash) become candidate edges; an edge is kept
      only if its exact shingle Jaccard reaches `threshold` (signatures screen first);
-  3. on the driver: connected components of the (few) verified edges; the representative of a
-     cluster is its smallest id, as in exact_dedup. The cluster table is written per shard, so
-     each transform loads only the rows of its own shard.
+  3. connected components by partitioned min-label propagation (scorers/components.py);
+  4. per component partition: the representative is the smallest id (as in exact_dedup); the
+     cluster rows are written per shard, so each transform loads only its own shard's rows.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from thresher.pipeline import schema
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
+from thresher.scorers.components import connected_components, partition_of
 from thresher.scorers.minhash import (
     band_hashes,
     candidate_pairs,
-    connected_components,
     exact_jaccard,
     optimal_bands,
     shingle_hash_sets,
@@ -122,14 +122,20 @@ class _Candidates:
             out[sel] = self._sig(int(o))[row_of[sel]]
         return out
 
-    def __call__(self, partition: int) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, partition: int) -> int:
+        """Writes the verified edges of this band partition to edges/<partition>.parquet."""
         folder = self.scratch / "bands" / f"{partition:05d}"
         files = sorted(folder.glob("*.parquet")) if folder.exists() else []
         if not files:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
+            return 0
         t = pa.concat_tables([pq.read_table(f) for f in files])
-        u, v = candidate_pairs(t["band"].to_numpy(), t["bhash"].to_numpy(), t["doc"].to_numpy())
-        if self.p.verify == "none":
+        u, v = self._verified(*candidate_pairs(t["band"].to_numpy(), t["bhash"].to_numpy(), t["doc"].to_numpy()))
+        if len(u):
+            write_parquet(pa.table({"u": u, "v": v}), self.scratch / "edges" / f"{partition:05d}.parquet")
+        return len(u)
+
+    def _verified(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.p.verify == "none" or len(u) == 0:
             return u, v
         # Signature agreement first (cheap, generous margin), then exact Jaccard on what is left.
         margin = 0.0 if self.p.verify == "signature" else 0.15
@@ -162,11 +168,9 @@ def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> pa.Array:
     return pa.array(out.tolist(), type=pa.string())
 
 
-def clusters_from_edges(u: np.ndarray, v: np.ndarray, ids_of) -> pa.Table:
-    """(id, cluster = smallest id, size, is_rep, doc) for every document in a non-trivial component."""
-    nodes, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
-    labels = connected_components(inv[: len(u)], inv[len(u):], len(nodes))
-    ids = ids_of(nodes)
+def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array) -> pa.Table:
+    """(id, cluster = smallest id, size, is_rep, doc) for the members of components given as
+    node -> component label (every member of a component must be present)."""
     t = pa.table({"label": labels, schema.ID: ids, "doc": nodes}).sort_by(
         [("label", "ascending"), (schema.ID, "ascending")])
     label = t["label"].to_numpy()
@@ -185,6 +189,43 @@ def clusters_from_edges(u: np.ndarray, v: np.ndarray, ids_of) -> pa.Table:
     })
 
 
+class _ByLabel:
+    """Re-partition final labels by component label, so a component lies in one partition."""
+
+    def __init__(self, final_labels, scratch: Path, partitions: int):
+        self.final_labels, self.scratch, self.partitions = final_labels, scratch, partitions
+
+    def __call__(self, p: int) -> int:
+        labels = self.final_labels(p)
+        if labels.num_rows:
+            part = partition_of(labels["label"].to_numpy(), self.partitions).astype(np.int64)
+            for r in np.unique(part):
+                write_parquet(labels.filter(pa.array(part == r)),
+                              self.scratch / "bylabel" / f"{int(r):05d}" / f"{p:05d}.parquet")
+        return labels.num_rows
+
+
+class _Clusters:
+    """Cluster rows of the components in one label partition, written per shard."""
+
+    def __init__(self, scratch: Path, shards: list[str], out: Path):
+        self.scratch, self.shards, self.out = scratch, shards, out
+
+    def __call__(self, r: int) -> int:
+        folder = self.scratch / "bylabel" / f"{r:05d}"
+        files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+        if not files:
+            return 0
+        t = pa.concat_tables([pq.read_table(f) for f in files])
+        nodes = t["node"].to_numpy()
+        clusters = clusters_from_labels(nodes, t["label"].to_numpy(), _ids_of(self.scratch, self.shards, nodes))
+        shard_of = pc.shift_right(clusters["doc"], _ROW_BITS).to_numpy()
+        for o in np.unique(shard_of):
+            part = clusters.filter(pa.array(shard_of == o)).drop_columns(["doc"])
+            write_parquet(part, self.out / self.shards[int(o)] / f"{r:05d}.parquet")
+        return clusters.num_rows
+
+
 @register
 class MinHashDedup(Stage):
     name = "minhash_dedup"
@@ -194,31 +235,28 @@ class MinHashDedup(Stage):
 
     def fit(self, ctx: FitContext) -> dict:
         p, scratch, shards = self.params, ctx.scratch, list(ctx.shards)
-        for sub in ("sig", "ids", "bands"):
+        for sub in ("sig", "ids", "bands", "edges"):
             (scratch / sub).mkdir(parents=True, exist_ok=True)
         ordinals = {s: i for i, s in enumerate(shards)}
         list(ctx.map(_SignShard(p, ctx.reader(), scratch, ordinals), shards))
-        us, vs = [], []
-        for u, v in ctx.map(_Candidates(p, scratch, shards, ctx.reader()), list(range(p.partitions))):
-            us.append(u)
-            vs.append(v)
-        u, v = np.concatenate(us), np.concatenate(vs)
-        # The cluster table is stored per shard, so a transform loads only its own shard's rows.
+        list(ctx.map(_Candidates(p, scratch, shards, ctx.reader()), list(range(p.partitions))))
+        # Components and cluster rows are map-reduce rounds over files too; the cluster table
+        # is stored per shard, so a transform loads only the rows of its own shard.
         out = ctx.state_dir / "clusters"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        if len(u):
-            clusters = clusters_from_edges(u, v, lambda docs: _ids_of(scratch, shards, docs))
-            shard_of = pc.shift_right(clusters["doc"], _ROW_BITS).to_numpy()
-            for o in np.unique(shard_of):
-                part = clusters.filter(pa.array(shard_of == o)).drop_columns(["doc"])
-                write_parquet(part, out / f"{shards[int(o)]}.parquet")
+        edge_files = sorted((scratch / "edges").glob("*.parquet"))
+        if edge_files:
+            final = connected_components(ctx.map, edge_files, scratch / "cc", p.partitions)
+            parts = list(range(p.partitions))
+            list(ctx.map(_ByLabel(final, scratch, p.partitions), parts))
+            list(ctx.map(_Clusters(scratch, shards, out), parts))
         return {"clusters": str(out)}
 
     def shard_state(self, state: dict, shard: str) -> pa.Table:
-        path = Path(state["clusters"]) / f"{shard}.parquet"
-        if path.exists():
-            return pq.read_table(path)
+        folder = Path(state["clusters"]) / shard
+        if folder.exists():
+            return pa.concat_tables([pq.read_table(f) for f in sorted(folder.glob("*.parquet"))])
         return pa.table({schema.ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.string()),
                          SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
 

@@ -13,7 +13,7 @@ from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner, apply_stage
 from thresher.scorers.minhash_eval import pairwise_quality, plant_near_duplicates
-from thresher.stages.minhash_dedup import MinHashDedup, clusters_from_edges
+from thresher.stages.minhash_dedup import MinHashDedup, clusters_from_labels
 
 
 def _real_texts(n: int) -> list[str]:
@@ -70,12 +70,12 @@ def test_reweight_weights_follow_cluster_size(tmp_path):
     assert set(out["dup_cluster"].to_pylist()) == {"c0", "u"}
 
 
-def test_clusters_are_transitive_with_smallest_id_as_rep():
+def test_clusters_take_the_smallest_id_as_rep():
     import numpy as np
 
     ids = {10: "m", 11: "b", 12: "x", 20: "q", 21: "p"}
-    t = clusters_from_edges(np.array([10, 11, 20]), np.array([11, 12, 21]),
-                            lambda docs: pa.array([ids[int(d)] for d in docs]))
+    nodes = np.array([10, 11, 12, 20, 21])
+    t = clusters_from_labels(nodes, np.array([10, 10, 10, 20, 20]), pa.array([ids[int(d)] for d in nodes]))
     got = {r["id"]: (r["dup_cluster"], r["dup_cluster_size"], r["dup_is_rep"]) for r in t.to_pylist()}
     assert got == {"b": ("b", 3, True), "m": ("b", 3, False), "x": ("b", 3, False),
                    "p": ("p", 2, True), "q": ("p", 2, False)}

@@ -5,7 +5,7 @@ import xxhash
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
-from thresher.scorers.minhash import connected_components, optimal_bands, shingles, signatures
+from thresher.scorers.minhash import optimal_bands, shingles, signatures
 
 TEXTS = [
     "In the beginning God created the heaven and the earth. And the earth was without form, and void.",
@@ -33,22 +33,41 @@ def test_optimal_bands_equal_datasketch():
         assert optimal_bands(threshold, 128) == _optimal_param(threshold, 128, 0.5, 0.5)
 
 
-def test_connected_components_label_with_smallest_member():
-    u = np.array([5, 1, 7, 3])
-    v = np.array([1, 2, 8, 7])
-    labels = connected_components(u, v, 10)
-    assert labels.tolist() == [0, 1, 1, 3, 4, 1, 6, 3, 3, 9]
-    rng = np.random.default_rng(0)
-    n = 2000
-    u, v = rng.integers(0, n, 1500), rng.integers(0, n, 1500)
-    labels = connected_components(u, v, n)
+def _components(u, v, tmp_path, partitions=4):
+    import pyarrow.parquet as pq
+
+    from thresher.scorers.components import connected_components
+
+    files = []
+    for k, chunk in enumerate(np.array_split(np.arange(len(u)), 3)):  # edges spread over files
+        files.append(tmp_path / f"e{k}.parquet")
+        pq.write_table(pa.table({"u": np.asarray(u)[chunk], "v": np.asarray(v)[chunk]}), files[-1])
+    final = connected_components(map, files, tmp_path / "cc", partitions)
+    t = pa.concat_tables(list(final.all(partitions)))
+    return dict(zip(t["node"].to_pylist(), t["label"].to_pylist()))
+
+
+def test_partitioned_components_label_with_smallest_member(tmp_path):
+    labels = _components(np.array([5, 1, 7, 3, 40]), np.array([1, 2, 8, 7, 41]), tmp_path)
+    assert labels == {1: 1, 2: 1, 5: 1, 3: 3, 7: 3, 8: 3, 40: 40, 41: 40}
+
+
+def test_partitioned_components_equal_scipy_on_a_random_graph(tmp_path):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components as ref
 
+    rng = np.random.default_rng(0)
+    n = 3000
+    u, v = rng.integers(0, n, 2000), rng.integers(0, n, 2000)
+    labels = _components(u, v, tmp_path, partitions=7)
     _, ref_labels = ref(coo_matrix((np.ones(len(u)), (u, v)), shape=(n, n)), directed=False)
-    # same partition
-    assert len(set(zip(labels.tolist(), ref_labels.tolist()))) == len(set(labels.tolist())) == len(set(ref_labels.tolist()))
-    assert all(labels[i] <= i for i in range(n))
+    nodes = sorted(labels)
+    assert nodes == sorted(set(u.tolist()) | set(v.tolist()))
+    ours = [labels[x] for x in nodes]
+    theirs = [ref_labels[x] for x in nodes]
+    assert len(set(zip(ours, theirs))) == len(set(ours)) == len(set(theirs))  # the same partition
+    for x in nodes:
+        assert labels[x] == min(y for y in nodes if labels[y] == labels[x])  # the smallest member
 
 
 def test_shingle_hash_sets_give_exact_jaccard():
