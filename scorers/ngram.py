@@ -1,4 +1,4 @@
-"""Hashed n-gram counts over words and the smoothed n-gram model SoftDedup scores with.
+"""Hashed n-gram counts over words (or a tokenizer's tokens) and the smoothed n-gram model SoftDedup scores with.
 
 Counts live in one dense table per order (2^bits buckets), so per-shard counts merge by adding
 arrays. The model is interpolated Dirichlet-prior smoothing:
@@ -22,29 +22,49 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 @nb.njit(cache=True)
-def _ngram_ids(data, offsets, n, mask):
-    """Bucket ids [n, tokens] of the k-gram ending at each token (k = 1..n); -1 where k > position+1."""
+def _word_hashes(data, offsets):
     starts, ends, doc_words = word_spans(data, offsets)
-    t = len(starts)
+    out = np.empty(len(starts), np.uint64)
+    for i in range(len(starts)):
+        out[i] = xxh64(data, starts[i], ends[i], np.uint64(0))
+    return out, doc_words
+
+
+@nb.njit(cache=True)
+def _ngram_ids(tokens, doc_tokens, n, mask):
+    """Bucket ids [n, tokens] of the k-gram ending at each token (k = 1..n); -1 where k > position+1."""
+    t = len(tokens)
     ids = np.full((n, t), -1, np.int64)
-    for d in range(len(offsets) - 1):
-        w0, w1 = doc_words[d], doc_words[d + 1]
+    for d in range(len(doc_tokens) - 1):
+        w0, w1 = doc_tokens[d], doc_tokens[d + 1]
         for i in range(w0, w1):
-            h = xxh64(data, starts[i], ends[i], np.uint64(0))
-            g = h
+            g = fmix64(tokens[i])
             ids[0, i] = np.int64(g & mask)
             for k in range(1, n):
                 j = i - k
                 if j < w0:
                     break
-                g = fmix64(g * _MIX + xxh64(data, starts[j], ends[j], np.uint64(k)))
+                g = fmix64(g * _MIX + fmix64(tokens[j] + np.uint64(k)))
                 ids[k, i] = np.int64(g & mask)
-    return ids, doc_words
+    return ids
 
 
-def ngram_ids(text: pa.Array | pa.ChunkedArray, n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    data, offsets = string_buffers(normalize_for_hashing(text))
-    return _ngram_ids(data, offsets, n, np.uint64((1 << bits) - 1))
+def token_sequences(text: pa.Array | pa.ChunkedArray, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+    """(token values as uint64, per-document offsets): hashed words of the normalised text, or the
+    ids of a Hugging Face tokenizer when one is given."""
+    if tokenizer is None:
+        return _word_hashes(*string_buffers(normalize_for_hashing(text)))
+    texts = [t or "" for t in (text.to_pylist())]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.fromiter((i for e in encoded for i in e), dtype=np.uint64, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def ngram_ids(text: pa.Array | pa.ChunkedArray, n: int, bits: int, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+    tokens, doc_tokens = token_sequences(text, tokenizer)
+    return _ngram_ids(tokens, doc_tokens, n, np.uint64((1 << bits) - 1)), doc_tokens
 
 
 def sparse_counts(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -88,9 +108,10 @@ def _log_commonness(ids, doc_words, tables, total, beta):
     return out
 
 
-def commonness(text: pa.Array | pa.ChunkedArray, tables: np.ndarray, beta: float = 1.0) -> np.ndarray:
+def commonness(text: pa.Array | pa.ChunkedArray, tables: np.ndarray, beta: float = 1.0,
+               tokenizer=None) -> np.ndarray:
     """Geometric-mean n-gram probability of each document (1 / its n-gram perplexity); NaN if empty."""
     n, buckets = tables.shape
-    ids, doc_words = ngram_ids(text, n, int(buckets).bit_length() - 1)
+    ids, doc_words = ngram_ids(text, n, int(buckets).bit_length() - 1, tokenizer)
     total = float(tables[0].sum())
     return np.exp(_log_commonness(ids, doc_words, tables, total, beta))

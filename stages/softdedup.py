@@ -23,6 +23,7 @@ from thresher.pipeline import schema
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage
 from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
+from thresher.scorers.tokenizer import load_tokenizer
 from thresher.stages.exact_dedup import text_hashes
 
 COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
@@ -32,6 +33,7 @@ class SoftDedupParams(Params):
     mode: Literal["softdedup", "fedrw"] = "softdedup"
     n: int = Field(4, ge=1, le=8, description="n-gram order")
     bits: int = Field(22, ge=10, le=28, description="log2 of the hash buckets per order")
+    tokenizer: str | None = Field(None, description="local Hugging Face tokenizer folder; default: words")
     beta: float = Field(1.0, gt=0.0, description="strength of the lower-order prior")
     segments: int = Field(10, ge=1, description="K equal-count segments")
     w_min: float = Field(0.1, gt=0.0)
@@ -46,12 +48,17 @@ class SoftDedupParams(Params):
         return self
 
 
+def _tokenizer(p: SoftDedupParams):
+    return load_tokenizer(p.tokenizer) if p.tokenizer else None
+
+
 class _Counts:
     def __init__(self, p: SoftDedupParams, read):
         self.p, self.read = p, read
 
     def __call__(self, shard: str):
-        ids, _ = ngram_ids(self.read(shard, columns=[schema.TEXT])[schema.TEXT], self.p.n, self.p.bits)
+        text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
+        ids, _ = ngram_ids(text, self.p.n, self.p.bits, _tokenizer(self.p))
         return sparse_counts(ids)
 
 
@@ -61,7 +68,8 @@ class _Commonness:
 
     def __call__(self, shard: str) -> tuple[str, np.ndarray]:
         tables = np.load(self.tables_path, mmap_mode="r")
-        return shard, commonness(self.read(shard, columns=[schema.TEXT])[schema.TEXT], tables, self.p.beta)
+        text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
+        return shard, commonness(text, tables, self.p.beta, _tokenizer(self.p))
 
 
 class _DupCounts:
@@ -122,7 +130,7 @@ class SoftDedup(Stage):
                 counts = np.array([dup.get(h, 1) for h in text_hashes(table[schema.TEXT]).tolist()], np.float64)
             weight, common = 1.0 / (np.log(counts + 1.0) + p.eps), counts
         else:
-            common = commonness(table[schema.TEXT], state["tables"], p.beta)
+            common = commonness(table[schema.TEXT], state["tables"], p.beta, _tokenizer(p))
             seg = np.searchsorted(state["bounds"], np.nan_to_num(common, nan=0.0), side="left")
             weight = state["weights"][np.minimum(seg, len(state["weights"]) - 1)]
             weight = np.where(np.isnan(common), 1.0, weight)  # no words: nothing to judge, neutral

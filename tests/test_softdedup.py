@@ -110,3 +110,26 @@ def test_fedrw_from_exact_counts_and_from_minhash_clusters(tmp_path):
                                  {"stage": "softdedup", "mode": "fedrw", "count_column": "dup_cluster_size"}],
                 name="mh.yaml")
     assert dict(zip(out2["id"].to_pylist(), out2["softdedup_weight"].to_pylist())) == pytest.approx(w)
+
+
+def test_softdedup_over_a_local_tokenizer(tmp_path):
+    from thresher.scorers.tokenizer import train_bpe_tokenizer
+
+    texts = _texts(300)
+    train_bpe_tokenizer(texts, 500, tmp_path / "tok")
+    rows = [(f"u{i:04d}", t) for i, t in enumerate(texts[:150])]
+    rows += [(f"r{i:02d}-{c}", texts[i]) for i in range(5) for c in range(5)]
+    out = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 4, "bits": 20, "tokenizer": str(tmp_path / "tok")}])
+    c = dict(zip(out["id"].to_pylist(), out["commonness"].to_pylist()))
+    w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
+    repeated = [f"u{i:04d}" for i in range(5)]
+    unique = [f"u{i:04d}" for i in range(5, 150)]
+    assert min(c[r] for r in repeated) > np.median([c[u] for u in unique])
+    assert max(w[r] for r in repeated) < np.median([w[u] for u in unique])
+
+
+def test_missing_tokenizer_folder_is_a_clear_error(tmp_path):
+    from thresher.pipeline.executor import TaskFailed
+
+    with pytest.raises(TaskFailed, match="is not a folder"):
+        _run(tmp_path, [("a", "some words here")], [{"stage": "softdedup", "tokenizer": str(tmp_path / "nope")}])
