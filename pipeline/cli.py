@@ -67,6 +67,63 @@ def run(
                f"manifest: {result.output_dir / 'manifest.json'}")
 
 
+def _pipeline_rows(pipeline: Path):
+    """Every usable input row of a pipeline, with the ids its ingest gives them."""
+    import pyarrow as pa
+
+    from thresher.pipeline.io import discover_inputs, read_input
+
+    cfg = load_config(pipeline)
+    tables = []
+    for f in discover_inputs(cfg):
+        kept, _ = read_input(f, cfg.inputs[f.spec_index])
+        tables.append(kept)
+    return pa.concat_tables(tables)
+
+
+@app.command("train-reference")
+def train_reference_cmd(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML whose inputs are the corpus"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for the model + tokenizer"),
+    fraction: float = typer.Option(0.05, help="share of documents in the reference split D_ref"),
+    size: str = typer.Option("tiny", help="tiny | small | 125m"),
+    vocab_size: int = typer.Option(4096),
+    steps: int = typer.Option(300),
+    seq_len: Optional[int] = typer.Option(None, help="default: the size's context length"),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(3e-3),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a byte-level BPE + small GPT-style LM on a random split of the corpus; the split's
+    ids are saved so ref_perplexity excludes them from scoring."""
+    import pyarrow as pa
+
+    from thresher.pipeline.io import write_json, write_parquet
+    from thresher.scorers.reference_lm import SIZES, train_reference
+    from thresher.scorers.sampling import sample_mask
+    from thresher.stages.ref_perplexity import REFERENCE_IDS
+
+    if size not in SIZES:
+        _fail(f"--size must be one of {', '.join(SIZES)}")
+    if not 0 < fraction <= 1:
+        _fail("--fraction must be in (0, 1]")
+    try:
+        rows = _pipeline_rows(pipeline)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    ref = rows.filter(pa.array(sample_mask(rows["id"], fraction, seed)))
+    if ref.num_rows == 0:
+        _fail(f"the reference split is empty ({rows.num_rows} documents x {fraction}); raise --fraction")
+    typer.echo(f"reference split: {ref.num_rows:,} of {rows.num_rows:,} documents", err=True)
+    info = train_reference(ref["text"].to_pylist(), output, size=size, vocab_size=vocab_size, steps=steps,
+                           seq_len=seq_len, batch_size=batch_size, lr=lr, seed=seed,
+                           log=lambda m: typer.echo(m, err=True))
+    write_parquet(ref.select(["id"]), output / REFERENCE_IDS)
+    write_json({**info, "fraction": fraction, "seed": seed, "documents": ref.num_rows,
+                "pipeline": str(pipeline)}, output / "train_info.json")
+    typer.echo(f"reference model: {output} ({info['parameters']:,} parameters, final loss {info['final_loss']:.3f})")
+
+
 @app.command()
 def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
     """List the stages a pipeline can use, with their columns and parameters."""

@@ -194,7 +194,7 @@ def parse_config(data: Any, source: str = "<config>", node: yaml.Node | None = N
             continue
         try:
             params = cls.Params.model_validate({k: v for k, v in entry.items() if k != "stage"})
-            stages.append(StageConfig(str(name), cls, params))
+            stages.append(StageConfig(str(name), cls, _resolve_paths(params, base_dir or Path.cwd())))
         except ValidationError as exc:
             for err in exc.errors():
                 eloc = loc + tuple(err["loc"])
@@ -205,6 +205,16 @@ def parse_config(data: Any, source: str = "<config>", node: yaml.Node | None = N
     if issues:
         raise ConfigError(source, issues)
     return PipelineConfig(raw, stages, base_dir or Path.cwd())
+
+
+def _resolve_paths(params: Params, base_dir: Path) -> Params:
+    """Stage parameters listed in `path_fields` are relative to the YAML file, like inputs."""
+    update = {}
+    for name in getattr(params, "path_fields", ()):
+        value = getattr(params, name)
+        if value and not Path(value).expanduser().is_absolute():
+            update[name] = str((base_dir / value).resolve())
+    return params.model_copy(update=update) if update else params
 
 
 def _check_stage_columns(raw: _RawConfig, stages: list[StageConfig], node) -> list[ConfigIssue]:

@@ -16,6 +16,8 @@ _BUILTIN_MODULES = (
     "thresher.stages.exact_dedup",
     "thresher.stages.minhash_dedup",
     "thresher.stages.softdedup",
+    "thresher.stages.ref_perplexity",
+    "thresher.stages.ppl_select",
 )
 _loaded = False
 

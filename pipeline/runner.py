@@ -329,8 +329,9 @@ class Runner:
         runs = [(cfg.stages[i - 1], dirs[i]) for i in segment]
         todo = [s for s in shards if not all(d.shard_done(s) for d in seg_dirs)]
         stateful = any(c.cls.stateful for c, _ in runs)
-        cpus = max(c.cls.resources.cpus for c, _ in runs)
-        gpus = max(c.cls.resources.gpus for c, _ in runs)
+        resources = [c.cls.resources_for(c.params) for c, _ in runs]
+        cpus = max(r.cpus for r in resources)
+        gpus = max(r.gpus for r in resources)
         bar = self.progress.bar(f"[{segment[0]:02d}] {label}", len(shards))
         for _ in range(len(shards) - len(todo)):
             bar.update(0)

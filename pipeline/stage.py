@@ -65,6 +65,11 @@ class Stage:
     # long-lived actors and calls `setup` once per actor instead of once per shard.
     stateful: ClassVar[bool] = False
 
+    @classmethod
+    def resources_for(cls, params: Params) -> Resources:
+        """Resources of a configured stage (e.g. a GPU only when the parameters ask for one)."""
+        return cls.resources
+
     def __init__(self, params: Params | None = None, seed: int = 0):
         self.params = params if params is not None else self.Params()
         self.seed = seed

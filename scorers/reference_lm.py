@@ -1,0 +1,188 @@
+"""A reference causal LM: train a small one on a corpus sample, and score documents with any.
+
+Scoring: each document is [bos] + its tokens, cut into windows of the model's context length
+that overlap by one token, so every token is predicted exactly once with as much context as
+the window allows. Windows of a whole batch of documents are sorted by length and packed into
+batches under a token budget (little padding), run under `torch.inference_mode`, bf16 + SDPA on
+a GPU, fp32 on a CPU. Per document: summed NLL (nats), predicted tokens and UTF-8 bytes, from
+which `ref_ppl` = exp(NLL / tokens) and `ref_bpb` = NLL / ln 2 / bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Scores:
+    nll: np.ndarray  # summed negative log-likelihood per document, nats
+    tokens: np.ndarray  # predicted tokens per document
+    bytes: np.ndarray  # UTF-8 bytes per document
+
+    @property
+    def ppl(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.tokens > 0, np.exp(self.nll / np.maximum(self.tokens, 1)), np.nan)
+
+    @property
+    def bpb(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.bytes > 0, self.nll / math.log(2) / np.maximum(self.bytes, 1), np.nan)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_reference(path: str | Path, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer, device) from a local folder: bf16 + SDPA on a GPU, fp32 on a CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from thresher.scorers.tokenizer import load_tokenizer
+
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"reference model {path!r}: no config.json there; give the local folder of a "
+                                "saved Hugging Face causal LM (e.g. from `thresher train-reference`)")
+    device = pick_device(device)
+    torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
+                   "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, attn_implementation="sdpa",
+                                                 local_files_only=True)
+    model.to(device).eval()
+    return model, load_tokenizer(str(folder)), device
+
+
+def context_length(model) -> int:
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    return 1024
+
+
+def _bos_id(tokenizer) -> int:
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to start documents with")
+
+
+def windows(token_ids: list[list[int]], bos: int, ctx: int) -> list[tuple[int, list[int]]]:
+    """(document index, window) pairs: [bos]+tokens in windows of <= ctx overlapping by one token."""
+    out = []
+    for d, ids in enumerate(token_ids):
+        seq = [bos] + list(ids)
+        if len(seq) < 2:
+            continue
+        step = ctx - 1
+        for start in range(0, len(seq) - 1, step):
+            out.append((d, seq[start:start + ctx]))
+    return out
+
+
+def score_texts(model, tokenizer, texts: list[str], device: str, batch_tokens: int = 16384,
+                max_length: int | None = None) -> Scores:
+    import torch
+    import torch.nn.functional as F
+
+    ctx = min(max_length or context_length(model), context_length(model))
+    ids = tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"]
+    wins = windows(ids, _bos_id(tokenizer), ctx)
+    nll = np.zeros(len(texts), dtype=np.float64)
+    ntok = np.zeros(len(texts), dtype=np.int64)
+    order = sorted(range(len(wins)), key=lambda i: len(wins[i][1]), reverse=True)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    i = 0
+    with torch.inference_mode():
+        while i < len(order):
+            width = len(wins[order[i]][1])  # longest first: the batch is as wide as its first window
+            rows = max(1, batch_tokens // width)
+            batch = [wins[j] for j in order[i:i + rows]]
+            i += rows
+            x = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (_, w) in enumerate(batch):
+                x[r, :len(w)] = torch.tensor(w)
+                mask[r, :len(w)] = 1
+            x, mask = x.to(device), mask.to(device)
+            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+            target = x[:, 1:]
+            valid = mask[:, 1:].bool()
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="none")
+            loss = (loss.view(target.shape) * valid).sum(dim=1).double().cpu().numpy()
+            counts = valid.sum(dim=1).cpu().numpy()
+            for r, (d, _) in enumerate(batch):
+                nll[d] += loss[r]
+                ntok[d] += counts[r]
+    nbytes = np.array([len((t or "").encode("utf-8")) for t in texts], dtype=np.int64)
+    return Scores(nll, ntok, nbytes)
+
+
+# --- training ------------------------------------------------------------------------------
+
+SIZES = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, n_positions=256),
+    "small": dict(n_layer=6, n_head=6, n_embd=384, n_positions=512),
+    "125m": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024),
+}
+
+
+def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", vocab_size: int = 4096,
+                    steps: int = 200, seq_len: int | None = None, batch_size: int = 16, lr: float = 3e-3,
+                    seed: int = 0, device: str = "auto", log=print) -> dict:
+    """Train a byte-level BPE tokenizer and a GPT-2 style model on `texts`; save both to out_dir."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from thresher.scorers.tokenizer import train_bpe_tokenizer
+
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    tok = train_bpe_tokenizer(texts, vocab_size, out)
+    dims = SIZES[size]
+    seq_len = min(seq_len or dims["n_positions"], dims["n_positions"])
+    config = GPT2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **dims)
+    model = GPT2LMHeadModel(config)
+    device = pick_device(device)
+    model.to(device).train()
+    # One stream of documents separated by EOS, cut into training sequences.
+    stream = []
+    for ids in tok([t for t in texts if t], add_special_tokens=False)["input_ids"]:
+        stream.extend(ids + [tok.eos_token_id])
+    n_seq = len(stream) // seq_len
+    if n_seq < 1:
+        raise ValueError(f"the reference sample has {len(stream)} tokens, fewer than one sequence of {seq_len}")
+    data = torch.tensor(stream[: n_seq * seq_len]).view(n_seq, seq_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 10)  # linear warm-up, then cosine decay to 10%
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    gen = torch.Generator().manual_seed(seed)
+    t0, losses = time.perf_counter(), []
+    for step in range(steps):
+        idx = torch.randint(0, n_seq, (min(batch_size, n_seq),), generator=gen)
+        batch = data[idx].to(device)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
+            log(f"step {step + 1}/{steps} loss {losses[-1]:.3f}")
+    model.save_pretrained(str(out))
+    return {"size": size, "parameters": sum(p.numel() for p in model.parameters()), "train_tokens": len(stream),
+            "steps": steps, "seq_len": seq_len, "final_loss": float(np.mean(losses[-10:])),
+            "seconds": time.perf_counter() - t0}

@@ -1,0 +1,85 @@
+"""Perplexity-band selection (Ankner et al. 2024): keep a fraction r of documents by band.
+
+low keeps the r*N lowest-perplexity documents, high the r*N highest, medium those between the
+percentiles 50 - 50r and 50 + 50r; globally or within each domain. Ranks are exact: documents
+are ordered by (perplexity, id), so ties break deterministically and exactly round(r*N) are
+kept per group. Documents without a score (empty text) are dropped as `ppl_missing`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from thresher.pipeline import schema
+from thresher.pipeline.registry import register
+from thresher.pipeline.stage import Params, Stage, mark_dropped
+
+_ALL = ""
+
+
+def band_ranks(n: int, band: str, rate: float) -> tuple[int, int]:
+    """[start, stop) ranks kept out of n sorted documents."""
+    k = int(math.floor(rate * n + 0.5))
+    if band == "low":
+        return 0, k
+    if band == "high":
+        return n - k, n
+    start = (n - k) // 2
+    return start, start + k
+
+
+@register
+class PplSelect(Stage):
+    name = "ppl_select"
+    inputs = (schema.ID, schema.DOMAIN)
+    outputs = ()
+
+    class Params(Params):
+        band: Literal["low", "medium", "high"] = "high"
+        rate: float = Field(0.5, gt=0.0, le=1.0, description="fraction of documents kept")
+        per_domain: bool = False
+        column: str = Field("ref_ppl", description="the score to rank by")
+
+    def _keys(self, table: pa.Table) -> pa.Table:
+        if self.params.column not in table.column_names:
+            raise ValueError(f"ppl_select: column {self.params.column!r} is missing; run ref_perplexity "
+                             f"(or the stage that adds it) before ppl_select")
+        group = table[schema.DOMAIN] if self.params.per_domain else pa.array([_ALL] * table.num_rows, pa.string())
+        return pa.table({"group": group, "score": pc.cast(table[self.params.column], pa.float64()),
+                         schema.ID: table[schema.ID]})
+
+    def partial(self, table: pa.Table) -> pa.Table:
+        keys = self._keys(table)
+        return keys.filter(pc.invert(pc.is_nan(keys["score"])).fill_null(False))
+
+    def merge(self, parts: list[pa.Table]) -> dict[str, tuple]:
+        """Per group: the (score, id) keys bounding the kept ranks, (lo inclusive, hi exclusive)."""
+        if not parts:
+            return {}
+        allkeys = pa.concat_tables(parts)
+        state = {}
+        for g in sorted(set(allkeys["group"].to_pylist())):
+            t = allkeys.filter(pc.equal(allkeys["group"], g)).sort_by([("score", "ascending"), (schema.ID, "ascending")])
+            start, stop = band_ranks(t.num_rows, self.params.band, self.params.rate)
+            key = lambda i: (t["score"][i].as_py(), t[schema.ID][i].as_py())  # noqa: E731
+            state[g] = (key(start) if start < t.num_rows else None, key(stop) if stop < t.num_rows else None)
+        return state
+
+    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+        keys = self._keys(table)
+        score = keys["score"].to_numpy(zero_copy_only=False)
+        missing = np.isnan(score)
+        outside = np.zeros(table.num_rows, dtype=bool)
+        for i, (g, s, doc_id) in enumerate(zip(keys["group"].to_pylist(), score.tolist(), keys[schema.ID].to_pylist())):
+            if missing[i]:
+                continue
+            lo, hi = state[g]
+            key = (s, doc_id)
+            outside[i] = (lo is None or key < lo) or (hi is not None and key >= hi)
+        return mark_dropped(mark_dropped(table, missing, "ppl_missing"), outside, "ppl_band")

@@ -1,0 +1,81 @@
+"""Reference-model perplexity (Ankner et al. 2024): score every document with a small causal LM.
+
+Runs in long-lived workers (an actor pool; `num_gpus` per actor on a GPU cluster) that load the
+model once. Documents of the reference model's own training split (`reference_ids.parquet`,
+written by `thresher train-reference`) are dropped with reason `reference_split`, so the model
+never scores the text it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from thresher.pipeline import schema
+from thresher.pipeline.registry import register
+from thresher.pipeline.stage import Params, Resources, Stage, mark_dropped
+
+REFERENCE_IDS = "reference_ids.parquet"
+
+
+class RefPerplexityParams(Params):
+    path_fields: ClassVar[tuple[str, ...]] = ("model",)
+    model: str = Field(description="local folder of a Hugging Face causal LM + tokenizer")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_tokens: int = Field(16384, gt=0, description="tokens per forward batch (padding included)")
+    max_length: int | None = Field(None, gt=1, description="window length; default: the model's context")
+    num_gpus: float | None = Field(None, ge=0, description="per worker; default 1 when scoring on a GPU")
+    exclude_reference: bool = True
+
+
+@register
+class RefPerplexity(Stage):
+    name = "ref_perplexity"
+    inputs = (schema.ID, schema.TEXT)
+    outputs = ("ref_ppl", "ref_bpb", "ref_tokens")
+    stateful = True
+    Params = RefPerplexityParams
+
+    @classmethod
+    def resources_for(cls, params: RefPerplexityParams) -> Resources:
+        if params.num_gpus is not None:
+            return Resources(cpus=1.0, gpus=params.num_gpus)
+        if params.device == "cuda":
+            return Resources(cpus=1.0, gpus=1.0)
+        if params.device == "auto":
+            import torch
+
+            return Resources(cpus=1.0, gpus=1.0 if torch.cuda.is_available() else 0.0)
+        return Resources(cpus=1.0)
+
+    def setup(self) -> None:
+        from thresher.scorers.reference_lm import load_reference
+
+        p = self.params
+        self.model, self.tokenizer, self.device = load_reference(p.model, p.device, p.dtype)
+        ref = Path(p.model) / REFERENCE_IDS
+        self.reference_ids = (pq.read_table(ref)[schema.ID] if p.exclude_reference and ref.exists()
+                              else pa.array([], pa.string()))
+
+    def transform(self, table: pa.Table, state=None) -> pa.Table:
+        from thresher.scorers.reference_lm import score_texts
+
+        excluded = pc.is_in(table[schema.ID], value_set=self.reference_ids).to_numpy(zero_copy_only=False)
+        n = table.num_rows
+        ppl, bpb, tokens = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
+        todo = np.flatnonzero(~excluded)
+        if len(todo):
+            texts = table[schema.TEXT].take(pa.array(todo)).to_pylist()
+            s = score_texts(self.model, self.tokenizer, texts, self.device, self.params.batch_tokens,
+                            self.params.max_length)
+            ppl[todo], bpb[todo], tokens[todo] = s.ppl, s.bpb, s.tokens
+        table = (table.append_column("ref_ppl", pa.array(ppl)).append_column("ref_bpb", pa.array(bpb))
+                 .append_column("ref_tokens", pa.array(tokens)))
+        return mark_dropped(table, excluded, "reference_split")
