@@ -91,11 +91,33 @@ def windows(token_ids: list[list[int]], bos: int, ctx: int) -> list[tuple[int, l
     return out
 
 
-def score_texts(model, tokenizer, texts: list[str], device: str, batch_tokens: int = 16384,
-                max_length: int | None = None) -> Scores:
+def _window_nll(model, x, mask):
+    """Summed NLL and predicted-token count per row. Logits are computed only at real (not padded)
+    positions and in chunks, never as one [batch, length, vocab] tensor."""
     import torch
     import torch.nn.functional as F
 
+    chunk = 256 if x.device.type == "cpu" else 8192  # logits chunk: cache-sized on a CPU
+    hidden = model.base_model(input_ids=x, attention_mask=mask).last_hidden_state[:, :-1]
+    valid = mask[:, 1:].bool()
+    h, target = hidden[valid], x[:, 1:][valid]
+    row = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(valid)[valid]
+    head = model.get_output_embeddings()
+    losses = torch.empty(len(target), dtype=torch.float32, device=x.device)
+    for a in range(0, len(target), chunk):
+        logits = head(h[a:a + chunk]).float()
+        losses[a:a + chunk] = F.cross_entropy(logits, target[a:a + chunk], reduction="none")
+    per_row = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device).index_add_(0, row, losses.double())
+    return per_row.cpu().numpy(), valid.sum(dim=1).cpu().numpy()
+
+
+def score_texts(model, tokenizer, texts: list[str], device: str, batch_tokens: int | None = None,
+                max_length: int | None = None) -> Scores:
+    """Batches of at most `batch_tokens` (default: 1,024 on a CPU, where bigger batches only spill
+    the caches, and 32,768 on a GPU, where they fill it)."""
+    import torch
+
+    batch_tokens = batch_tokens or (1024 if device == "cpu" else 32768)
     ctx = min(max_length or context_length(model), context_length(model))
     ids = tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"]
     wins = windows(ids, _bos_id(tokenizer), ctx)
@@ -116,12 +138,7 @@ def score_texts(model, tokenizer, texts: list[str], device: str, batch_tokens: i
                 x[r, :len(w)] = torch.tensor(w)
                 mask[r, :len(w)] = 1
             x, mask = x.to(device), mask.to(device)
-            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
-            target = x[:, 1:]
-            valid = mask[:, 1:].bool()
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="none")
-            loss = (loss.view(target.shape) * valid).sum(dim=1).double().cpu().numpy()
-            counts = valid.sum(dim=1).cpu().numpy()
+            loss, counts = _window_nll(model, x, mask)
             for r, (d, _) in enumerate(batch):
                 nll[d] += loss[r]
                 ntok[d] += counts[r]

@@ -29,7 +29,8 @@ class RefPerplexityParams(Params):
     model: str = Field(description="local folder of a Hugging Face causal LM + tokenizer")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    batch_tokens: int = Field(16384, gt=0, description="tokens per forward batch (padding included)")
+    batch_tokens: int | None = Field(None, gt=0, description="tokens per forward batch (padding included); "
+                                     "default 1,024 on a CPU, 32,768 on a GPU")
     max_length: int | None = Field(None, gt=1, description="window length; default: the model's context")
     num_gpus: float | None = Field(None, ge=0, description="per worker; default 1 when scoring on a GPU")
     exclude_reference: bool = True

@@ -1,0 +1,133 @@
+"""Reference-model scoring throughput: ours (length-sorted batched windows) vs a naive loop.
+
+    .venv/bin/python bench/refscore.py [--size small] [--docs 300]
+
+Same model, same documents, same windows, measured in one run; on a GPU also model FLOPs
+utilisation (6 * params per token is training; scoring is a forward pass: 2 * params per token
+plus attention). Writes bench/results/refscore.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import demo_texts, machine, write_result  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def naive_loop(model, tok, texts, device, ctx) -> tuple[float, int]:
+    """One document at a time, one window per forward call: what a first script would do."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for t in texts:
+            ids = [tok.bos_token_id] + tok(t, add_special_tokens=False)["input_ids"]
+            for start in range(0, len(ids) - 1, ctx - 1):
+                w = torch.tensor([ids[start:start + ctx]], device=device)
+                out = model(input_ids=w, labels=w)
+                total += out.loss.item() * (w.shape[1] - 1)
+                count += w.shape[1] - 1
+    return total, count
+
+
+def stage_on_ray(model_dir: str, docs: list[str]) -> float:
+    """Wall time of the ref_perplexity stage in a pipeline on local Ray (one actor per core)."""
+    import json
+
+    import ray
+
+    from thresher.pipeline.config import parse_config
+    from thresher.pipeline.progress import Progress
+    from thresher.pipeline.runner import Runner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/docs.jsonl", "w") as fh:
+            fh.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+        cfg = parse_config({"inputs": [{"paths": ["docs.jsonl"]}], "shard_rows": max(1, len(docs) // 8),
+                            "stages": [{"stage": "ref_perplexity", "model": model_dir, "device": "auto"}]},
+                           base_dir=Path(tmp))
+        ray.init(include_dashboard=False, logging_level="warning")
+        try:
+            res = Runner(cfg, progress=Progress(False), output_dir=f"{tmp}/out", work_dir=f"{tmp}/work").run()
+        finally:
+            ray.shutdown()
+    return res.manifest["timing"]["stage_seconds"]["01-ref_perplexity"]
+
+
+def main() -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from thresher.scorers.reference_lm import SIZES, context_length, load_reference, score_texts
+    from thresher.scorers.tokenizer import train_bpe_tokenizer
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="small", choices=list(SIZES))
+    ap.add_argument("--docs", type=int, default=300)
+    ap.add_argument("--batch-tokens", type=int, default=None, help="default: the scorer's per-device choice")
+    args = ap.parse_args()
+    texts = [t for t in demo_texts(("python_docs", "scripture", "fortunes")) if len(t) > 100]
+    rng = np.random.default_rng(0)
+    docs = [texts[i] for i in rng.choice(len(texts), args.docs, replace=False)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = train_bpe_tokenizer(texts[:2000], 8192, tmp)
+        torch.manual_seed(0)
+        GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                   eos_token_id=tok.eos_token_id, **SIZES[args.size])).save_pretrained(tmp)
+        model, tok, device = load_reference(tmp)
+        params = sum(p.numel() for p in model.parameters())
+        ctx = context_length(model)
+        score_texts(model, tok, docs[:4], device, args.batch_tokens)  # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        s = score_texts(model, tok, docs, device, args.batch_tokens)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t_ours = time.perf_counter() - t0
+        stage_seconds = stage_on_ray(tmp, docs)
+        t0 = time.perf_counter()
+        naive_nll, naive_tokens = naive_loop(model, tok, docs, device, ctx)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t_naive = time.perf_counter() - t0
+    tokens = int(s.tokens.sum())
+    assert tokens == naive_tokens, (tokens, naive_tokens)
+    result = {
+        "machine": machine(),
+        "inputs": {"docs": len(docs), "tokens": tokens, "model": f"GPT-2 style {args.size}", "parameters": params,
+                   "context": ctx, "device": device, "dtype": str(next(model.parameters()).dtype),
+                   "batch_tokens": args.batch_tokens, "torch_threads": torch.get_num_threads()},
+        "tokens_per_s": {"ours": tokens / t_ours, "naive": tokens / t_naive,
+                         "stage_on_ray": tokens / stage_seconds},
+        "seconds": {"ours": t_ours, "naive": t_naive, "stage_on_ray": stage_seconds},
+        "speedup_vs_naive": t_naive / t_ours,
+        "stage_speedup_vs_naive": t_naive / stage_seconds,
+        "nll_relative_difference": abs(float(s.nll.sum()) - naive_nll) / naive_nll,
+    }
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        flops_per_token = 2 * params + 2 * model.config.n_layer * ctx * model.config.n_embd
+        achieved = flops_per_token * tokens / t_ours / 1e12
+        result["mfu"] = achieved / peak if peak else None
+        result["achieved_tflops"] = achieved
+    path = write_result("refscore.json", result)
+    print(f"ours {result['tokens_per_s']['ours']:,.0f} tokens/s, naive {result['tokens_per_s']['naive']:,.0f} "
+          f"tokens/s: {result['speedup_vs_naive']:.1f}x on {device}; the stage on Ray "
+          f"{result['tokens_per_s']['stage_on_ray']:,.0f} tokens/s ({result['stage_speedup_vs_naive']:.1f}x)" +
+          (f", MFU {result['mfu']:.1%}" if result.get("mfu") else ""))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
