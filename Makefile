@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch==2.13.0 sits on the same pip line so pip keeps the local CPU build instead of a CUDA one.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/build_kenlm.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install torch==2.13.0 -e '.[dev]'
+	PYTHON=$(PY) tools/build_kenlm.sh $(VENV)/bin
 	touch $(STAMP)
 
 demo: setup tests/data/demo

@@ -124,6 +124,54 @@ def train_reference_cmd(
     typer.echo(f"reference model: {output} ({info['parameters']:,} parameters, final loss {info['final_loss']:.3f})")
 
 
+def _corpus_texts(paths: list[Path], text_column: str):
+    """Texts of .txt (one document per line), .jsonl(.gz) or .parquet files."""
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            table = pq.read_table(path)
+            if text_column not in table.column_names:
+                raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(table.column_names)}); "
+                                 "use --text-column")
+            yield from (t for t in table[text_column].to_pylist() if t)
+        elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+            with (gzip.open if name.endswith(".gz") else open)(path, "rt", encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            yield json.loads(line)[text_column]
+                        except (ValueError, KeyError) as exc:
+                            raise InputError(f"{path}:{lineno}: no {text_column!r} field ({exc})") from None
+        else:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                yield from (line for line in fh if line.strip())
+
+
+@app.command("train-kenlm")
+def train_kenlm_cmd(
+    corpus: list[Path] = typer.Argument(..., help=".txt (a document per line), .jsonl(.gz) or .parquet files"),
+    output: Path = typer.Option(..., "--output", "-o", help="model prefix: writes PREFIX.arpa and PREFIX.bin"),
+    order: int = typer.Option(5, help="n-gram order"),
+    text_column: str = typer.Option("text"),
+    memory: str = typer.Option("20%", help="lmplz -S memory cap"),
+) -> None:
+    """Train a modified Kneser-Ney KenLM model (lmplz) on CCNet-normalised text."""
+    from thresher.scorers.kenlm_model import train_kenlm
+
+    missing = [str(p) for p in corpus if not p.exists()]
+    if missing:
+        _fail(f"corpus file(s) not found: {', '.join(missing)}")
+    try:
+        arpa, binary = train_kenlm(_corpus_texts(corpus, text_column), output, order=order, memory=memory)
+    except (InputError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(f"KenLM {order}-gram: {arpa} and {binary}")
+
+
 @app.command()
 def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
     """List the stages a pipeline can use, with their columns and parameters."""

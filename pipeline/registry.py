@@ -18,6 +18,7 @@ _BUILTIN_MODULES = (
     "thresher.stages.softdedup",
     "thresher.stages.ref_perplexity",
     "thresher.stages.ppl_select",
+    "thresher.stages.harmful_filter",
 )
 _loaded = False
 

@@ -1,0 +1,104 @@
+"""Harmful-content filter by perplexity ("Perplexed by Quality", Jansen et al. 2022).
+
+A KenLM model trained only on harmful text finds harmful documents *likely*: a document is
+harmful when its perplexity under that model is BELOW tau. tau is given, or chosen from data:
+the valley between the two modes of log-perplexity over the corpus, or the best macro-F1 on a
+labelled validation file (JSONL with the text and a 0/1 label).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from thresher.pipeline import schema
+from thresher.pipeline.registry import register
+from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
+from thresher.scorers.kenlm_model import document_perplexity
+from thresher.scorers.thresholds import best_f1_threshold, valley_threshold
+
+
+class HarmfulParams(Params):
+    path_fields: ClassVar[tuple[str, ...]] = ("model", "validation")
+    model: str = Field(description="KenLM model (.bin or .arpa) trained on harmful text only")
+    tau: float | None = Field(None, gt=0, description="perplexity threshold; set tau_method: given")
+    tau_method: Literal["given", "valley", "f1"] = "valley"
+    validation: str | None = Field(None, description="labelled JSONL for tau_method: f1")
+    text_field: str = "text"
+    label_field: str = "label"
+    action: Literal["remove", "flag"] = "remove"
+
+    @model_validator(mode="after")
+    def _method_inputs(self):
+        if self.tau_method == "given" and self.tau is None:
+            raise ValueError("tau_method: given needs tau")
+        if self.tau_method == "f1" and not self.validation:
+            raise ValueError("tau_method: f1 needs a labelled validation file (validation: PATH)")
+        return self
+
+
+def _load(path: str):
+    import kenlm
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"KenLM model {path!r} does not exist; train one with `thresher train-kenlm`")
+    return kenlm.Model(path)
+
+
+class _LogPpl:
+    def __init__(self, model_path: str, read):
+        self.model_path, self.read, self._model = model_path, read, None
+
+    def __call__(self, shard: str) -> np.ndarray:
+        self._model = self._model or _load(self.model_path)
+        texts = self.read(shard, columns=[schema.TEXT])[schema.TEXT].to_pylist()
+        return np.log10(document_perplexity(self._model, texts))
+
+
+def read_labelled(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                texts.append(row[text_field])
+                labels.append(bool(int(row[label_field])))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: need JSON with {text_field!r} and a 0/1 {label_field!r} "
+                                 f"({exc})") from None
+    return texts, np.array(labels, dtype=bool)
+
+
+@register
+class HarmfulFilter(Stage):
+    name = "harmful_filter"
+    inputs = (schema.TEXT,)
+    outputs = ("harm_ppl", "harmful")
+    Params = HarmfulParams
+
+    def fit(self, ctx: FitContext) -> dict:
+        p = self.params
+        if p.tau_method == "given":
+            return {"tau": p.tau, "method": "given"}
+        if p.tau_method == "f1":
+            texts, labels = read_labelled(p.validation, p.text_field, p.label_field)
+            tau, f1 = best_f1_threshold(document_perplexity(_load(p.model), texts), labels)
+            return {"tau": tau, "method": "f1", "validation_macro_f1": f1}
+        logs = np.concatenate(list(ctx.map(_LogPpl(p.model, ctx.reader()), ctx.shards)) or [np.array([])])
+        return {"tau": 10.0 ** valley_threshold(logs), "method": "valley"}
+
+    def setup(self) -> None:
+        self.model = _load(self.params.model)
+
+    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+        ppl = document_perplexity(self.model, table[schema.TEXT].to_pylist())
+        harmful = np.nan_to_num(ppl, nan=np.inf) < state["tau"]
+        table = table.append_column("harm_ppl", pa.array(ppl)).append_column("harmful", pa.array(harmful))
+        return mark_dropped(table, harmful, "harmful") if self.params.action == "remove" else table
