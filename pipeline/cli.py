@@ -172,6 +172,93 @@ def train_kenlm_cmd(
     typer.echo(f"KenLM {order}-gram: {arpa} and {binary}")
 
 
+# --- cluster jobs -------------------------------------------------------------------------
+
+_ADDRESS = typer.Option("http://127.0.0.1:8265", "--address", envvar="RAY_JOB_ADDRESS",
+                        help="the cluster's job server (dashboard) address")
+
+
+def _jobs():
+    from thresher.jobs import submit as jobs
+
+    return jobs
+
+
+@app.command()
+def submit(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML"),
+    address: str = _ADDRESS,
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="follow the logs until the job ends"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="override output.dir"),
+    work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
+    python: str = typer.Option("python", help="the cluster's Python that has thresher's dependencies"),
+) -> None:
+    """Submit a pipeline as a Ray Job; thresher travels as a wheel in the job's runtime_env."""
+    jobs = _jobs()
+    try:
+        job_id = jobs.submit(pipeline, address, python=python, output=output, work_dir=work_dir)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except (jobs.ClusterError, RuntimeError) as exc:
+        _fail(str(exc), code=3)
+    typer.echo(job_id)
+    if wait:
+        final = jobs.wait(address, job_id, echo=lambda m: typer.echo(m, err=True))
+        if final != "SUCCEEDED":
+            tail = "\n".join(jobs.logs(address, job_id).splitlines()[-30:])
+            _fail(f"job {job_id} {final}; last log lines:\n{tail}", code=1)
+        typer.echo(f"job {job_id} SUCCEEDED", err=True)
+
+
+@app.command()
+def status(job_id: str, address: str = _ADDRESS) -> None:
+    """A job's status (exit code 1 when it failed or was stopped)."""
+    jobs = _jobs()
+    try:
+        info = jobs.status(address, job_id)
+    except jobs.ClusterError as exc:
+        _fail(str(exc), code=3)
+    typer.echo(json.dumps(info, indent=2))
+    if info["status"] in ("FAILED", "STOPPED"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(job_id: str, address: str = _ADDRESS, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
+    """A job's logs (--follow: until it ends)."""
+    jobs = _jobs()
+    try:
+        if follow:
+            jobs.wait(address, job_id, echo=typer.echo)
+        else:
+            typer.echo(jobs.logs(address, job_id), nl=False)
+    except jobs.ClusterError as exc:
+        _fail(str(exc), code=3)
+
+
+@app.command()
+def stop(job_id: str, address: str = _ADDRESS) -> None:
+    """Stop a running job."""
+    jobs = _jobs()
+    try:
+        stopped = jobs.stop(address, job_id)
+    except jobs.ClusterError as exc:
+        _fail(str(exc), code=3)
+    typer.echo(f"{job_id}: {'stop requested' if stopped else 'not running'}")
+
+
+@app.command("list")
+def list_cmd(address: str = _ADDRESS) -> None:
+    """Jobs on the cluster."""
+    jobs = _jobs()
+    try:
+        rows = jobs.list_jobs(address)
+    except jobs.ClusterError as exc:
+        _fail(str(exc), code=3)
+    for r in rows:
+        typer.echo(f"{r['job_id']}\t{r['status']}\t{r['name']}")
+
+
 @app.command()
 def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
     """List the stages a pipeline can use, with their columns and parameters."""

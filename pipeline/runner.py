@@ -35,6 +35,19 @@ from thresher.pipeline.workdir import StageDir, run_key
 INGEST = "ingest"
 # Fault injection for tests: exit abruptly right after this stage is marked complete.
 CRASH_AFTER_ENV = "THRESHER_TEST_CRASH_AFTER"
+# Fault injection for tests: the first shard task to get here kills its worker process (a marker
+# file, created atomically, makes it happen once), half-way through writing a shard.
+KILL_WORKER_ENV = "THRESHER_TEST_KILL_WORKER_ONCE"
+
+
+def _maybe_kill_worker() -> None:
+    marker = os.environ.get(KILL_WORKER_ENV)
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os._exit(1)
 
 
 class StageContractError(RuntimeError):
@@ -148,6 +161,7 @@ class SegmentTask:
             t0 = time.perf_counter()
             kept, rejected = apply_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
             write_parquet(kept, d.part(shard))
+            _maybe_kill_worker()
             if rejected.num_rows:
                 write_parquet(as_rejected(rejected, stage.name), d.rejected_part(shard))
             stats = _stats(shard, table.num_rows, kept, rejected, t0)

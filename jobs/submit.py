@@ -1,0 +1,101 @@
+"""Ray Jobs from the CLI: submit a pipeline, follow it, stop it, list jobs.
+
+The pipeline YAML is rewritten with absolute paths (inputs, output, work dir, model files) and
+shipped as the job's working_dir; paths must therefore be visible to the cluster (shared storage
+or, for a local cluster, this machine). Thresher itself travels as a runtime wheel (package.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from thresher.jobs.package import build_runtime_wheel
+from thresher.pipeline.config import PipelineConfig, load_config
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be reached, or the job failed; the message says which and what to do."""
+
+
+def client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"cannot reach a Ray job server at {address} ({exc}). Check the address (the "
+                           "dashboard port, default 8265), that the cluster is up, and its auth mode "
+                           "(RAY_AUTH_MODE / token)") from None
+
+
+def resolved_yaml(cfg: PipelineConfig) -> dict:
+    """The pipeline with every path absolute, so it means the same on the cluster."""
+    data = cfg.raw.model_dump(mode="json")
+    for spec in data["inputs"]:
+        spec["paths"] = [str(cfg.resolve(p)) for p in spec["paths"]]
+    data["output"]["dir"] = str(cfg.resolve(cfg.output.dir))
+    data["work_dir"] = str(cfg.resolve(cfg.work_dir))
+    data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]
+    data["ray"]["address"] = None
+    return data
+
+
+def submit(pipeline: Path, address: str, python: str = "python", output: Path | None = None,
+           work_dir: Path | None = None, wheel: Path | None = None) -> str:
+    cfg = load_config(pipeline)
+    data = resolved_yaml(cfg)
+    if output:
+        data["output"]["dir"] = str(Path(output).resolve())
+    if work_dir:
+        data["work_dir"] = str(Path(work_dir).resolve())
+    c = client(address)
+    staging = Path(tempfile.mkdtemp(prefix="thresher-job-"))
+    (staging / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    wheel = wheel or build_runtime_wheel(staging / "wheel")
+    return c.submit_job(
+        entrypoint=f"{python} -m thresher.jobs.entrypoint pipeline.yaml",
+        runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)],
+                     "excludes": ["wheel/"]},
+        metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name},
+    )
+
+
+def wait(address: str, job_id: str, follow_logs: bool = True, poll_s: float = 1.0, echo=print) -> str:
+    c = client(address)
+    if follow_logs:
+        import asyncio
+
+        async def _tail():
+            async for chunk in c.tail_job_logs(job_id):
+                echo(chunk.rstrip("\n"))
+
+        asyncio.run(_tail())
+    while (status := str(c.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+        time.sleep(poll_s)
+    return status
+
+
+def status(address: str, job_id: str) -> dict:
+    info = client(address).get_job_info(job_id)
+    return {"job_id": job_id, "status": str(info.status).split(".")[-1], "message": info.message,
+            "entrypoint": info.entrypoint, "start_time": info.start_time, "end_time": info.end_time}
+
+
+def logs(address: str, job_id: str) -> str:
+    return client(address).get_job_logs(job_id)
+
+
+def stop(address: str, job_id: str) -> bool:
+    return client(address).stop_job(job_id)
+
+
+def list_jobs(address: str) -> list[dict]:
+    return [{"job_id": j.submission_id, "status": str(j.status).split(".")[-1],
+             "name": (j.metadata or {}).get("name", ""), "entrypoint": j.entrypoint}
+            for j in client(address).list_jobs() if j.submission_id]
