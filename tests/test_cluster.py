@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from conftest import REPO, write_pipeline
 from local_cluster import LocalCluster
