@@ -172,6 +172,18 @@ def train_kenlm_cmd(
     typer.echo(f"KenLM {order}-gram: {arpa} and {binary}")
 
 
+@app.command()
+def report(output_dir: Path = typer.Argument(..., help="the output dir of a finished run")) -> None:
+    """Write OUTPUT_DIR/report.html: plots and the manifest's counts."""
+    from thresher.pipeline.report import render
+
+    try:
+        path = render(output_dir)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(str(path))
+
+
 # --- cluster jobs -------------------------------------------------------------------------
 
 _ADDRESS = typer.Option("http://127.0.0.1:8265", "--address", envvar="RAY_JOB_ADDRESS",

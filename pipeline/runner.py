@@ -297,9 +297,11 @@ class Runner:
             for segment in plan_segments(cfg.stages):
                 self._run_segment(executor, segment, dirs, shards, stage_seconds)
                 counts.extend(self._counts(dirs[i]) for i in segment)
+            summaries = self._state_summaries(dirs)
             check_invariant(counts)
             self._verify_files(dirs, counts)
-            manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start)
+            manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
+                                      summaries)
         finally:
             if getattr(self, "_owns_executor", False):
                 executor.close()
@@ -383,7 +385,16 @@ class Runner:
                                       f"stats say {c.rows_out} + {sum(c.rejected.values())}; the work dir "
                                       "was modified or a shard is corrupt: delete it and rerun")
 
-    def _finalize(self, executor, dirs, shards, counts, inputs, key, seconds, t_start) -> dict:
+    def _state_summaries(self, dirs: list[StageDir]) -> dict[str, dict]:
+        out = {}
+        for cfg, d in zip(self.config.stages, dirs[1:]):
+            if cfg.cls.has_global_pass():
+                summary = cfg.build(stage_seed(self.config.seed, d.index)).summarize_state(d.load_state())
+                if summary:
+                    out[d.label] = summary
+        return out
+
+    def _finalize(self, executor, dirs, shards, counts, inputs, key, seconds, t_start, summaries) -> dict:
         out = self.output_dir
         for sub in ("data", "rejected"):
             shutil.rmtree(out / sub, ignore_errors=True)
@@ -417,7 +428,8 @@ class Runner:
             "seed": self.config.seed,
             "work_dir": str(dirs[0].root),
             "inputs": {"files": len(inputs), "bytes": sum(f.size for f in inputs)},
-            "stages": [c.to_dict() for c in counts],
+            "stages": [{**c.to_dict(), **({"state": summaries[d.label]} if d.label in summaries else {})}
+                       for c, d in zip(counts, dirs)],
             "totals": totals(counts),
             "output": {"rows": rows, "files": [f.name for f in files], "columns": columns,
                        "groups": dict(sorted(groups.items()))},

@@ -92,6 +92,10 @@ class Stage:
     def merge(self, parts: list[Any]) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def summarize_state(self, state: Any) -> dict:
+        """A few JSON-able figures of the fitted state (thresholds, counts) for the manifest and report."""
+        return {}
+
     def shard_state(self, state: Any, shard: str) -> Any:
         """The part of the state one shard's transform needs; a stage whose state grows with the
         corpus stores it per shard under `ctx.state_dir` and loads only that shard's slice here."""

@@ -94,6 +94,9 @@ class HarmfulFilter(Stage):
         logs = np.concatenate(list(ctx.map(_LogPpl(p.model, ctx.reader()), ctx.shards)) or [np.array([])])
         return {"tau": 10.0 ** valley_threshold(logs), "method": "valley"}
 
+    def summarize_state(self, state: dict) -> dict:
+        return {k: v for k, v in state.items() if isinstance(v, (int, float, str))}
+
     def setup(self) -> None:
         self.model = _load(self.params.model)
 

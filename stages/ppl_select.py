@@ -71,6 +71,12 @@ class PplSelect(Stage):
             state[g] = (key(start) if start < t.num_rows else None, key(stop) if stop < t.num_rows else None)
         return state
 
+    def summarize_state(self, state: dict) -> dict:
+        """Per group, the perplexity range kept: [lower, upper) (None = open)."""
+        return {"column": self.params.column, "band": self.params.band, "rate": self.params.rate,
+                "kept_range": {g or "all": [lo[0] if lo else None, hi[0] if hi else None]
+                               for g, (lo, hi) in state.items()}}
+
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
         keys = self._keys(table)
         score = keys["score"].to_numpy(zero_copy_only=False)

@@ -117,6 +117,12 @@ class SoftDedup(Stage):
         bounds, weights = segment_weights(np.concatenate([v for _, v in values]), p.segments, p.w_min, p.w_max)
         return {"tables": tables, "bounds": bounds, "weights": weights}
 
+    def summarize_state(self, state: dict) -> dict:
+        if "weights" not in state:
+            return {"mode": self.params.mode}
+        return {"mode": "softdedup", "segment_upper_bounds": [float(b) for b in state["bounds"]],
+                "segment_weights": [float(w) for w in state["weights"]]}
+
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
         p = self.params
         if p.mode == "fedrw":
