@@ -184,6 +184,27 @@ def report(output_dir: Path = typer.Argument(..., help="the output dir of a fini
     typer.echo(str(path))
 
 
+@app.command("export")
+def export_cmd(
+    output_dir: Path = typer.Argument(..., help="the output dir of a finished run"),
+    tokenizer: Path = typer.Option(..., help="local Hugging Face tokenizer folder"),
+    dest: Path = typer.Option(..., "--dest", "-d", help="where the training shards go"),
+    seq_len: int = typer.Option(1024),
+    fmt: str = typer.Option("parquet", "--format", help="parquet (input_ids) or bin (.bin + .idx)"),
+) -> None:
+    """Tokenize the kept rows and pack them into fixed-length training sequences per group."""
+    from thresher.pipeline.export import export
+    from thresher.scorers.tokenizer import TokenizerError
+
+    if fmt not in ("parquet", "bin"):
+        _fail("--format must be parquet or bin")
+    try:
+        summary = export(output_dir, str(tokenizer), dest, seq_len, fmt)
+    except (FileNotFoundError, TokenizerError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{summary['tokens']:,} tokens in {len(summary['groups'])} group(s) -> {dest}")
+
+
 # --- cluster jobs -------------------------------------------------------------------------
 
 _ADDRESS = typer.Option("http://127.0.0.1:8265", "--address", envvar="RAY_JOB_ADDRESS",

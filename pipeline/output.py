@@ -17,7 +17,8 @@ def weight_columns(table: pa.Table) -> list[str]:
                   if c.endswith("_weight") and pa.types.is_floating(table.schema.field(c).type))
 
 
-def add_weight_and_group(table: pa.Table, group_column: str) -> pa.Table:
+def add_weight_and_group(table: pa.Table, group_column: str, scale: dict[str, float] | None = None) -> pa.Table:
+    """`weight` = product of the *_weight columns (times scale[group] when given), `group` = the column."""
     if group_column not in table.column_names:
         raise ValueError(f"output.group_column {group_column!r} is not a column of the output "
                          f"(columns: {', '.join(table.column_names)})")
@@ -25,6 +26,8 @@ def add_weight_and_group(table: pa.Table, group_column: str) -> pa.Table:
     for col in weight_columns(table):
         weight *= table[col].to_numpy(zero_copy_only=False).astype(np.float64)
     group = pc.cast(table[group_column], pa.string())
+    if scale is not None:
+        weight *= np.array([scale.get(g, 0.0) for g in group.to_pylist()], dtype=np.float64)
     table = table.drop_columns([c for c in (schema.WEIGHT, schema.GROUP) if c in table.column_names])
     return table.append_column(schema.WEIGHT, pa.array(weight)).append_column(schema.GROUP, group)
 

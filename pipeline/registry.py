@@ -19,6 +19,7 @@ _BUILTIN_MODULES = (
     "thresher.stages.ref_perplexity",
     "thresher.stages.ppl_select",
     "thresher.stages.harmful_filter",
+    "thresher.stages.mixture",
 )
 _loaded = False
 

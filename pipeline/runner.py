@@ -215,16 +215,20 @@ class RunnerFitContext:
 
 
 class FinalizeTask:
-    def __init__(self, last: StageDir, out_dir: Path, group_column: str, row_group_size: int):
+    """Weights and groups of one shard; writes it when `write`, else only reports group totals."""
+
+    def __init__(self, last: StageDir, out_dir: Path, group_column: str, row_group_size: int,
+                 scale: dict[str, float] | None = None, write: bool = True):
         self.last, self.out_dir = last, out_dir
         self.group_column, self.row_group_size = group_column, row_group_size
+        self.scale, self.write = scale, write
 
     def setup(self) -> None:
         pass
 
     def __call__(self, shard: str) -> dict:
-        table = add_weight_and_group(pq.read_table(self.last.part(shard)), self.group_column)
-        if table.num_rows:
+        table = add_weight_and_group(pq.read_table(self.last.part(shard)), self.group_column, self.scale)
+        if table.num_rows and self.write:
             write_parquet(table, self.out_dir / "data" / f"part-{shard}.parquet", self.row_group_size)
         return {"shard": shard, "rows": table.num_rows, "groups": group_totals(table),
                 "columns": table.column_names}
@@ -248,6 +252,17 @@ def plan_segments(stages: list[StageConfig]) -> list[list[int]]:
         else:
             segments[-1].append(i)
     return segments
+
+
+def _sum_groups(results) -> dict[str, dict]:
+    """Rows and weight per group, summed over FinalizeTask results."""
+    totals: dict[str, dict] = {}
+    for res in results:
+        for g, v in res["groups"].items():
+            acc = totals.setdefault(g, {"rows": 0, "weight": 0.0})
+            acc["rows"] += v["rows"]
+            acc["weight"] += v["weight"]
+    return dict(sorted(totals.items()))
 
 
 def _parquet_rows(paths) -> int:
@@ -385,6 +400,13 @@ class Runner:
                                       f"stats say {c.rows_out} + {sum(c.rejected.values())}; the work dir "
                                       "was modified or a shard is corrupt: delete it and rerun")
 
+    def _mixture(self, dirs: list[StageDir]):
+        """(config, state) of the last stage that sets group proportions, if any."""
+        for cfg, d in reversed(list(zip(self.config.stages, dirs[1:]))):
+            if getattr(cfg.cls, "output_file", None):
+                return cfg, d.load_state()
+        return None
+
     def _state_summaries(self, dirs: list[StageDir]) -> dict[str, dict]:
         out = {}
         for cfg, d in zip(self.config.stages, dirs[1:]):
@@ -401,16 +423,20 @@ class Runner:
         (out / "manifest.json").unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        task = FinalizeTask(dirs[-1], out, self.config.output.group_column, self.config.output.row_group_size)
-        groups: dict[str, dict] = {}
-        rows, columns = 0, []
-        for res in executor.map(task, shards):
-            rows += res["rows"]
-            columns = columns or (res["columns"] if res["rows"] else [])
-            for g, v in res["groups"].items():
-                acc = groups.setdefault(g, {"rows": 0, "weight": 0.0})
-                acc["rows"] += v["rows"]
-                acc["weight"] += v["weight"]
+        group_column, scale = self.config.output.group_column, None
+        mixture = self._mixture(dirs)
+        if mixture is not None:  # each group's total weight becomes its mixture proportion
+            cfg, state = mixture
+            group_column = cfg.params.group_column
+            raw = _sum_groups(executor.map(FinalizeTask(dirs[-1], out, group_column, 1, write=False), shards))
+            p = dict(zip(state["groups"], state["proportions"]))
+            scale = {g: p.get(g, 0.0) / v["weight"] for g, v in raw.items() if v["weight"] > 0}
+            write_json(state, out / cfg.cls.output_file)
+        task = FinalizeTask(dirs[-1], out, group_column, self.config.output.row_group_size, scale)
+        results = list(executor.map(task, shards))
+        rows = sum(r["rows"] for r in results)
+        columns = next((r["columns"] for r in results if r["rows"]), [])
+        groups = _sum_groups(results)
         if self.config.output.write_rejected:
             for d in dirs:
                 for p in sorted(d.rejected.glob("part-*.parquet")):
@@ -432,7 +458,7 @@ class Runner:
                        for c, d in zip(counts, dirs)],
             "totals": totals(counts),
             "output": {"rows": rows, "files": [f.name for f in files], "columns": columns,
-                       "groups": dict(sorted(groups.items()))},
+                       "groups": groups},
             "timing": {"wall_seconds": round(wall, 3), "docs_per_second": round(counts[0].rows_in / wall, 1),
                        "stage_seconds": {k: round(v, 3) for k, v in seconds.items()}},
             "versions": {"python": sys.version.split()[0], "pyarrow": pa.__version__,

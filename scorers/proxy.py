@@ -1,0 +1,79 @@
+"""A proxy training run over data groups: a small causal LM trained on a mixture that a schedule
+(a fixed mix, or an AioliMixer) sets step by step, with per-group validation losses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class GroupData:
+    """Per-group token streams cut into fixed-length sequences: train and validation."""
+
+    def __init__(self, texts: dict[str, list[str]], tokenizer, seq_len: int, val_fraction: float = 0.1):
+        import torch
+
+        self.groups = sorted(texts)
+        self.train, self.val = {}, {}
+        for g in self.groups:
+            stream = []
+            for ids in tokenizer(texts[g], add_special_tokens=False)["input_ids"]:
+                stream.extend(ids + [tokenizer.eos_token_id])
+            n = len(stream) // seq_len
+            if n < 4:
+                raise ValueError(f"group {g!r} has {len(stream)} tokens: too few for a proxy run at seq_len {seq_len}")
+            seqs = torch.tensor(stream[: n * seq_len]).view(n, seq_len)
+            n_val = max(1, int(math.ceil(n * val_fraction)))
+            self.val[g], self.train[g] = seqs[:n_val], seqs[n_val:]
+
+
+def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_size: int = 2048,
+              size: dict | None = None, lr: float = 3e-3, seed: int = 0, val_batches: int = 4) -> dict:
+    """Train from scratch; `schedule(step, losses_fn)` returns the mix for the step. Returns the
+    final validation loss per group and their mean."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    seq_len = next(iter(data.train.values())).shape[1]
+    dims = size or dict(n_layer=2, n_head=2, n_embd=64)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, **dims))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+
+    def val_losses() -> np.ndarray:
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            for g in data.groups:
+                x = data.val[g][: val_batches * batch_size]
+                out.append(model(input_ids=x, labels=x).loss.item())
+        model.train()
+        return np.array(out)
+
+    for step in range(steps):
+        mix = np.asarray(schedule(step, val_losses), dtype=float)
+        counts = rng.multinomial(batch_size, mix / mix.sum())
+        parts = [data.train[g][rng.integers(0, len(data.train[g]), c)] for g, c in zip(data.groups, counts) if c]
+        x = torch.cat(parts)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    final = val_losses()
+    return {"val_loss": dict(zip(data.groups, final.tolist())), "mean_val_loss": float(final.mean())}
+
+
+def aioli_schedule(mixer):
+    def schedule(step, val_losses):
+        if mixer.wants_losses(step):
+            mixer.observe(step, val_losses())
+        return mixer.proportions(step)
+    return schedule
+
+
+def fixed_schedule(p):
+    p = np.asarray(p, dtype=float)
+    return lambda step, val_losses: p

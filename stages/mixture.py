@@ -1,0 +1,119 @@
+"""Group proportions from an Aioli proxy run (Chen et al. 2024), and the weighted mixture.
+
+Global pass: a deterministic sample of documents per group (smallest id hashes), a byte-level
+BPE on it, then two proxy runs from the same seed: the stratified baseline (proportions = group
+sizes) and Aioli. mixture.json records the proportions per round, the A estimates, the final
+proportions and both runs' validation losses. Every output row's `weight` is then normalised
+within its group so the group's total equals its proportion.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from pydantic import Field
+
+from thresher.pipeline import schema
+from thresher.pipeline.registry import register
+from thresher.pipeline.stage import Params, Stage
+
+PROPORTION = "mixture_proportion"
+
+
+class MixtureParams(Params):
+    path_fields: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    group_column: str = "domain"
+    docs_per_group: int = Field(300, ge=10, description="proxy-run sample per group")
+    tokenizer: str | None = Field(None, description="local tokenizer; default: a BPE trained on the sample")
+    vocab_size: int = Field(2048, ge=256)
+    seq_len: int = Field(64, ge=8)
+    batch_size: int = Field(8, ge=2)
+    steps: int = Field(300, ge=10, description="proxy training steps (each run)")
+    round_steps: int = Field(100, ge=4, description="U")
+    sweeps: int = Field(1, ge=1, description="k")
+    chunk_steps: int = Field(4, ge=1, description="s")
+    focus: float = Field(0.625, gt=0.0, lt=1.0, description="f")
+    eta: float = Field(0.2, gt=0.0)
+    lr: float = Field(3e-3, gt=0.0)
+
+
+def _hash(ids) -> np.ndarray:
+    return np.fromiter((xxhash.xxh64_intdigest(i.encode()) for i in ids), dtype=np.uint64, count=len(ids))
+
+
+@register
+class Mixture(Stage):
+    name = "mixture"
+    inputs = (schema.ID, schema.TEXT)
+    outputs = (PROPORTION,)
+    Params = MixtureParams
+    output_file: ClassVar[str] = "mixture.json"
+
+    def _groups(self, table: pa.Table) -> pa.Array:
+        col = self.params.group_column
+        if col not in table.column_names:
+            raise ValueError(f"mixture: group_column {col!r} is not a column (columns: {', '.join(table.column_names)})")
+        return pc.cast(table[col], pa.string())
+
+    def partial(self, table: pa.Table) -> dict:
+        """Per group: the docs_per_group rows with the smallest id hashes, and the group's size."""
+        groups = self._groups(table).to_pylist()
+        h = _hash(table[schema.ID].to_pylist())
+        texts = table[schema.TEXT].to_pylist()
+        out: dict[str, tuple[int, list]] = {}
+        for g in set(groups):
+            idx = [i for i, x in enumerate(groups) if x == g]
+            best = sorted(idx, key=lambda i: h[i])[: self.params.docs_per_group]
+            out[g] = (len(idx), [(int(h[i]), texts[i]) for i in best])
+        return out
+
+    def merge(self, parts: list[dict]) -> dict:
+        from thresher.scorers.aioli import AioliMixer
+        from thresher.scorers.proxy import GroupData, aioli_schedule, fixed_schedule, proxy_run
+        from thresher.scorers.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+        p = self.params
+        sizes: dict[str, int] = {}
+        samples: dict[str, list] = {}
+        for part in parts:
+            for g, (n, rows) in part.items():
+                sizes[g] = sizes.get(g, 0) + n
+                samples.setdefault(g, []).extend(rows)
+        groups = sorted(sizes)
+        if len(groups) < 2:
+            return {"groups": groups, "proportions": [1.0] * len(groups), "note": "one group: nothing to mix"}
+        texts = {g: [t for _, t in sorted(samples[g])[: p.docs_per_group]] for g in groups}
+        with tempfile.TemporaryDirectory() as tmp:
+            tok = load_tokenizer(p.tokenizer) if p.tokenizer else train_bpe_tokenizer(
+                [t for g in groups for t in texts[g]], p.vocab_size, tmp)
+            data = GroupData(texts, tok, p.seq_len)
+        total = sum(sizes.values())
+        stratified = np.array([sizes[g] / total for g in groups])
+        common = dict(steps=p.steps, batch_size=p.batch_size, vocab_size=len(tok), lr=p.lr, seed=self.seed)
+        baseline = proxy_run(data, fixed_schedule(stratified), **common)
+        mixer = AioliMixer(groups, sweeps=p.sweeps, chunk_steps=p.chunk_steps, focus=p.focus, eta=p.eta,
+                           round_steps=p.round_steps, initial=stratified)
+        aioli = proxy_run(data, aioli_schedule(mixer), **common)
+        return {
+            "groups": groups,
+            "group_rows": [sizes[g] for g in groups],
+            "initial_proportions": stratified.tolist(),
+            "proportions_per_round": [stratified.tolist()] + [h["proportions"] for h in mixer.history],
+            "A_per_round": [h["A"] for h in mixer.history],
+            "proportions": mixer.p.tolist(),
+            "validation": {"stratified": baseline, "aioli": aioli},
+            "proxy": {k: v for k, v in p.model_dump().items() if k != "tokenizer"},
+        }
+
+    def summarize_state(self, state: dict) -> dict:
+        return state
+
+    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+        p = dict(zip(state["groups"], state["proportions"]))
+        groups = self._groups(table).to_pylist()
+        return table.append_column(PROPORTION, pa.array([p.get(g, 0.0) for g in groups], pa.float64()))

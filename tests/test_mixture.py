@@ -1,0 +1,105 @@
+"""Mixtures: the Aioli proxy run, weights normalised to proportions, the sampler, the export."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import chisquare
+
+from conftest import DEMO_DATA, write_pipeline
+from thresher.pipeline.config import load_config
+from thresher.pipeline.executor import InlineExecutor
+from thresher.pipeline.export import export
+from thresher.pipeline.progress import Progress
+from thresher.pipeline.runner import Runner
+from thresher.pipeline.sampler import WeightedMixtureSampler
+from thresher.scorers.tokenizer import train_bpe_tokenizer
+
+
+def _fake_output(tmp_path, weights_per_shard):
+    texts = []
+    with gzip.open(DEMO_DATA / "scripture.jsonl.gz", "rt") as fh:
+        texts = [json.loads(line)["text"] for line in fh]
+    out = tmp_path / "out" / "data"
+    out.mkdir(parents=True)
+    k = 0
+    for s, weights in enumerate(weights_per_shard):
+        n = len(weights)
+        pq.write_table(pa.table({"id": [f"r{k + i:03d}" for i in range(n)], "text": texts[k:k + n],
+                                 "group": ["a" if (k + i) % 3 else "b" for i in range(n)],
+                                 "weight": np.asarray(weights, float)}), out / f"part-{s:05d}.parquet")
+        k += n
+    return tmp_path / "out"
+
+
+def test_sampler_frequencies_match_weights_and_resume(tmp_path):
+    rng = np.random.default_rng(0)
+    weights = [rng.uniform(0.1, 3.0, 25), rng.uniform(0.1, 3.0, 15)]
+    out = _fake_output(tmp_path, weights)
+    sampler = WeightedMixtureSampler(out / "data", seed=7, block=1000)
+    draws = sampler.indices(0, 40_000)
+    w = np.concatenate(weights)
+    observed = np.bincount(draws, minlength=len(w))
+    expected = w / w.sum() * len(draws)
+    assert chisquare(observed, expected).pvalue > 1e-3
+    np.testing.assert_array_equal(sampler.indices(12_345, 500), draws[12_345:12_845])  # resumable
+    assert not np.array_equal(WeightedMixtureSampler(out / "data", seed=8).indices(0, 100), draws[:100])
+    rows = list(WeightedMixtureSampler(out / "data", seed=7, start_step=100, num_steps=5, block=1000))
+    ids = [r["id"] for r in rows]
+    assert ids == [f"r{i:03d}" for i in draws[100:105]] and [r["step"] for r in rows] == list(range(100, 105))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "bin"])
+def test_export_packs_every_token_per_group(tmp_path, fmt):
+    out = _fake_output(tmp_path, [np.ones(30), np.ones(20)])
+    data = pq.read_table(out / "data")
+    tok = train_bpe_tokenizer(data["text"].to_pylist(), 600, tmp_path / "tok")
+    summary = export(out, str(tmp_path / "tok"), tmp_path / "export", seq_len=128, fmt=fmt)
+    for g in ("a", "b"):
+        texts = [t for t, gg in zip(data["text"].to_pylist(), data["group"].to_pylist()) if gg == g]
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        expected = [t for x in ids for t in (*x, tok.eos_token_id)]
+        assert summary["groups"][g]["tokens"] == len(expected) and summary["groups"][g]["documents"] == len(texts)
+        if fmt == "bin":
+            stream = np.fromfile(tmp_path / "export" / f"{g}.bin", dtype=np.uint16)
+            starts = np.fromfile(tmp_path / "export" / f"{g}.idx", dtype=np.int64)
+            assert stream.tolist() == expected
+            assert tok.decode(stream[starts[1]:starts[2] - 1].tolist()) == tok.decode(ids[1])
+        else:
+            t = pq.read_table(tmp_path / "export" / f"{g}.parquet")
+            seqs = t["input_ids"].to_pylist()
+            assert all(len(s) == 128 for s in seqs[:-1]) and sum(t["full"].to_pylist()) >= len(seqs) - 1
+            assert [x for s in seqs for x in s] == expected
+    assert summary["tokens"] == sum(v["tokens"] for v in summary["groups"].values())
+
+
+def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
+    stages = [{"stage": "length_filter", "min_words": 30}, {"stage": "softdedup", "bits": 18},
+              {"stage": "mixture", "steps": 160, "round_steps": 40, "docs_per_group": 150, "seq_len": 48}]
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
+                                                     "id_column": "doc_id", "domain_column": "domain"}],
+                       stages=stages, shard_rows=400)
+    res = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False)).run()
+    mix = json.loads((res.output_dir / "mixture.json").read_text())
+    assert mix["groups"] == ["fortunes", "python-docs", "scripture"]
+    assert len(mix["proportions_per_round"]) == 1 + 4 and len(mix["A_per_round"]) == 4
+    for p_round in mix["proportions_per_round"]:
+        assert sum(p_round) == pytest.approx(1.0)
+    out = pq.read_table(res.output_dir / "data")
+    totals = {g: 0.0 for g in mix["groups"]}
+    for g, w in zip(out["group"].to_pylist(), out["weight"].to_pylist()):
+        totals[g] += w
+    assert totals == pytest.approx(dict(zip(mix["groups"], mix["proportions"])))
+    # Within a group, weights keep the soft-dedup ratios.
+    rows = [r for r in out.select(["group", "weight", "softdedup_weight"]).to_pylist() if r["group"] == "scripture"]
+    ratios = {round(r["weight"] / r["softdedup_weight"], 12) for r in rows}
+    assert len(ratios) == 1
+    v = mix["validation"]
+    print(f"proxy validation loss: stratified {v['stratified']['mean_val_loss']:.4f}, "
+          f"aioli {v['aioli']['mean_val_loss']:.4f}; proportions {mix['proportions']}")
+    assert v["aioli"]["mean_val_loss"] <= v["stratified"]["mean_val_loss"] * 1.02
