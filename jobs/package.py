@@ -8,9 +8,12 @@ its `Requires-Dist` lines removed: the same code, no dependency resolution on th
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +36,30 @@ def build_runtime_wheel(out_dir: str | Path, source: Path | None = None) -> Path
         if proc.returncode:
             raise RuntimeError(f"building the thresher wheel failed:\n{proc.stderr[-2000:]}")
         wheel = next(Path(tmp).glob("thresher-*.whl"))
-        unpacked = Path(tmp) / "unpacked"
-        subprocess.run([sys.executable, "-m", "wheel", "unpack", "-d", str(unpacked), str(wheel)], check=True,
-                       capture_output=True)
-        root = next(unpacked.iterdir())
-        metadata = next(root.glob("*.dist-info")) / "METADATA"
-        lines = metadata.read_text().splitlines(keepends=True)
-        metadata.write_text("".join(ln for ln in lines if not ln.startswith("Requires-Dist:")))
-        subprocess.run([sys.executable, "-m", "wheel", "pack", "-d", str(out), str(root)], check=True,
-                       capture_output=True)
-    return next(out.glob("thresher-*.whl"))
+        target = out / wheel.name
+        _strip_requirements(wheel, target)
+    return target
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _strip_requirements(src: Path, dst: Path) -> None:
+    """Copy a wheel without its Requires-Dist lines, keeping RECORD's hash of METADATA right."""
+    with zipfile.ZipFile(src) as zin:
+        names = zin.namelist()
+        metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        meta = b"".join(ln for ln in zin.read(metadata).splitlines(keepends=True)
+                        if not ln.startswith(b"Requires-Dist:"))
+        lines = []
+        for ln in zin.read(record).decode().splitlines():
+            if ln.split(",", 1)[0] == metadata:
+                ln = f"{metadata},{_record_hash(meta)},{len(meta)}"
+            lines.append(ln)
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                data = meta if info.filename == metadata else (
+                    ("\n".join(lines) + "\n").encode() if info.filename == record else zin.read(info.filename))
+                zout.writestr(info, data)

@@ -225,11 +225,12 @@ def submit(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="override output.dir"),
     work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
     python: str = typer.Option("python", help="the cluster's Python that has thresher's dependencies"),
+    wheel: Optional[Path] = typer.Option(None, help="a thresher wheel to ship (default: built from this checkout)"),
 ) -> None:
     """Submit a pipeline as a Ray Job; thresher travels as a wheel in the job's runtime_env."""
     jobs = _jobs()
     try:
-        job_id = jobs.submit(pipeline, address, python=python, output=output, work_dir=work_dir)
+        job_id = jobs.submit(pipeline, address, python=python, output=output, work_dir=work_dir, wheel=wheel)
     except ConfigError as exc:
         _fail(str(exc))
     except (jobs.ClusterError, RuntimeError) as exc:

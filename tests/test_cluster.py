@@ -89,3 +89,19 @@ def test_a_worker_killed_mid_stage_loses_no_rows(demo_subset, tmp_path, ray_sess
     assert res.manifest["totals"] == clean.manifest["totals"]
     assert _digests(res.output_dir) == _digests(clean.output_dir)
     assert pq.read_table(res.output_dir / "data").num_rows == clean.manifest["output"]["rows"]
+
+
+def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
+    import zipfile
+
+    from thresher.jobs.package import build_runtime_wheel
+
+    wheel = build_runtime_wheel(tmp_path / "w")
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist" not in meta and "Name: thresher" in meta
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
+                           "--target", str(tmp_path / "site"), str(wheel)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "site" / "thresher" / "pipeline" / "runner.py").exists()
+    assert (tmp_path / "site" / "thresher" / "configs" / "demo.yaml").exists()
