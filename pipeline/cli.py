@@ -151,6 +151,33 @@ def _corpus_texts(paths: list[Path], text_column: str):
                 yield from (line for line in fh if line.strip())
 
 
+@app.command("bpb-matrix")
+def bpb_matrix_cmd(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML whose inputs (and domains) are the corpus"),
+    models: list[Path] = typer.Option(..., "--models", help="local causal LM folders (repeat the option)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the matrix, as Parquet"),
+    pages: int = typer.Option(50, help="pages per domain (the same fixed sample for every model)"),
+    max_length: int = typer.Option(512, help="window length in tokens"),
+) -> None:
+    """Bits per byte of each model on each domain (rows: models; columns: domains)."""
+    from thresher.pipeline.io import write_parquet
+    from thresher.scorers.bpb_matrix import bpb_matrix
+    from thresher.scorers.domain_sample import merge_samples, sample_part
+
+    try:
+        rows = _pipeline_rows(pipeline)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    sample = merge_samples([sample_part(rows["domain"].to_pylist(), rows["id"].to_pylist(),
+                                        rows["text"].to_pylist(), pages)], pages)
+    try:
+        table = bpb_matrix(models, {d: v["texts"] for d, v in sample.items()}, max_length)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    write_parquet(table, output)
+    typer.echo(f"{table.num_rows} model(s) x {table.num_columns - 1} domain(s) -> {output}")
+
+
 @app.command("train-kenlm")
 def train_kenlm_cmd(
     corpus: list[Path] = typer.Argument(..., help=".txt (a document per line), .jsonl(.gz) or .parquet files"),

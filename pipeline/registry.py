@@ -20,6 +20,8 @@ _BUILTIN_MODULES = (
     "thresher.stages.ppl_select",
     "thresher.stages.harmful_filter",
     "thresher.stages.mixture",
+    "thresher.stages.ppl_correlation",
+    "thresher.stages.topics",
 )
 _loaded = False
 

@@ -1,0 +1,150 @@
+"""Topics and per-topic weights (ToReMi, Zhu et al. 2025).
+
+Global pass: a deterministic sample of documents (smallest id hashes) is embedded, with a local
+sentence-embedding model when one is configured (mean-pooled last hidden states), otherwise
+TF-IDF + truncated SVD; MiniBatchKMeans clusters the embeddings, and each cluster is labelled
+with its top TF-IDF terms. Per-topic weights come from the per-topic mean of a reference loss
+column (e.g. ref_bpb) with ToReMi's update from w = 1:
+  stage 1: w <- min(w * L_t / mean L, w_max) for topics whose loss is above the mean;
+  stage 2: w <- clip(w * (2 - L_t / mean L), w_min, w_max).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from thresher.pipeline import schema
+from thresher.pipeline.registry import register
+from thresher.pipeline.stage import Params, Stage
+from thresher.scorers.domain_sample import merge_samples, sample_part
+
+_ALL = "all"
+
+
+class TopicsParams(Params):
+    path_fields: ClassVar[tuple[str, ...]] = ("embedding_model",)
+    k: int = Field(8, ge=2, description="number of topics")
+    sample: int = Field(20_000, ge=10, description="documents the clustering is fitted on")
+    svd_dim: int = Field(64, ge=2)
+    max_features: int = Field(50_000, ge=100)
+    top_terms: int = Field(4, ge=1)
+    embedding_model: str | None = Field(None, description="local HF encoder folder; default TF-IDF + SVD")
+    loss_column: str | None = Field(None, description="per-document reference loss, e.g. ref_bpb")
+    toremi_stage: Literal[1, 2] = 1
+    w_min: float = Field(0.2, gt=0.0)
+    w_max: float = Field(5.0, gt=0.0)
+    seed: int = 0
+
+
+def toremi_weights(losses: np.ndarray, stage: int, w_min: float, w_max: float) -> np.ndarray:
+    ratio = losses / losses.mean()
+    w = np.ones_like(losses)
+    if stage == 1:
+        return np.where(ratio > 1.0, np.minimum(w * ratio, w_max), w)
+    return np.clip(w * (2.0 - ratio), w_min, w_max)
+
+
+class _Embedder:
+    def __init__(self, p: TopicsParams):
+        self.p = p
+
+    def fit(self, texts: list[str]) -> "_Embedder":
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.tfidf = TfidfVectorizer(max_features=self.p.max_features, sublinear_tf=True, stop_words="english",
+                                     token_pattern=r"(?u)\b[^\W\d_]{2,}\b")
+        x = self.tfidf.fit_transform(texts)
+        if self.p.embedding_model is None:
+            dim = min(self.p.svd_dim, x.shape[1] - 1, x.shape[0] - 1)
+            self.svd = TruncatedSVD(dim, random_state=self.p.seed).fit(x)
+        return self
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self.p.embedding_model is None:
+            e = self.svd.transform(self.tfidf.transform(texts))
+        else:
+            e = _encode(self.p.embedding_model, texts)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def _encode(path: str, texts: list[str], batch: int = 32) -> np.ndarray:
+    """Mean-pooled last hidden states of a local encoder (sentence-transformers style)."""
+    import torch
+    from transformers import AutoModel
+
+    from thresher.scorers.tokenizer import load_tokenizer
+
+    tok, model = load_tokenizer(path), AutoModel.from_pretrained(path, local_files_only=True).eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch):
+            enc = tok(texts[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            h = model(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+            out.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+@register
+class Topics(Stage):
+    name = "topics"
+    inputs = (schema.ID, schema.TEXT)
+    outputs = ("topic", "topic_label", "topic_weight")
+    Params = TopicsParams
+
+    def partial(self, table: pa.Table) -> dict:
+        p = self.params
+        part = sample_part([_ALL] * table.num_rows, table[schema.ID].to_pylist(), table[schema.TEXT].to_pylist(),
+                           p.sample)
+        if p.loss_column:
+            if p.loss_column not in table.column_names:
+                raise ValueError(f"topics: loss_column {p.loss_column!r} is missing; run ref_perplexity first")
+            loss = dict(zip(table[schema.ID].to_pylist(), table[p.loss_column].to_pylist()))
+            part[_ALL][2] = [(h, i, (t, loss[i])) for h, i, t in part[_ALL][2]]
+        return part
+
+    def merge(self, parts: list[dict]) -> dict:
+        from sklearn.cluster import MiniBatchKMeans
+
+        p = self.params
+        picks = merge_samples(parts, p.sample).get(_ALL, {"texts": []})["texts"]
+        texts = [x[0] if p.loss_column else x for x in picks]
+        if len(texts) < p.k:
+            raise ValueError(f"topics: {len(texts)} documents cannot make {p.k} topics; lower k")
+        embedder = _Embedder(p).fit(texts)
+        emb = embedder(texts)
+        km = MiniBatchKMeans(p.k, random_state=p.seed, n_init=5, batch_size=1024).fit(emb)
+        x = embedder.tfidf.transform(texts)
+        terms = np.array(embedder.tfidf.get_feature_names_out())
+        labels = []
+        for t in range(p.k):
+            rows = np.flatnonzero(km.labels_ == t)
+            mean = np.asarray(x[rows].mean(axis=0)).ravel() if len(rows) else np.zeros(len(terms))
+            labels.append(" ".join(terms[np.argsort(-mean)[: p.top_terms]]))
+        weights = np.ones(p.k)
+        topic_loss = None
+        if p.loss_column:
+            loss = np.array([x[1] for x in picks], dtype=np.float64)
+            ok = np.isfinite(loss)
+            topic_loss = np.array([loss[ok & (km.labels_ == t)].mean() if np.any(ok & (km.labels_ == t)) else np.nan
+                                   for t in range(p.k)])
+            topic_loss = np.where(np.isnan(topic_loss), np.nanmean(topic_loss), topic_loss)
+            weights = toremi_weights(topic_loss, p.toremi_stage, p.w_min, p.w_max)
+        return {"embedder": embedder, "kmeans": km, "labels": labels, "weights": weights.tolist(),
+                "topic_loss": None if topic_loss is None else topic_loss.tolist()}
+
+    def summarize_state(self, state: dict) -> dict:
+        return {"labels": state["labels"], "weights": state["weights"], "topic_loss": state["topic_loss"]}
+
+    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+        topic = state["kmeans"].predict(state["embedder"](table[schema.TEXT].to_pylist())) if table.num_rows \
+            else np.zeros(0, np.int64)
+        labels = pa.array(state["labels"], pa.string()).take(pa.array(topic, pa.int64()))
+        weights = np.asarray(state["weights"])[topic]
+        return (table.append_column("topic", pa.array(topic, pa.int32())).append_column("topic_label", labels)
+                .append_column("topic_weight", pa.array(weights, pa.float64())))
