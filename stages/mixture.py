@@ -36,7 +36,7 @@ class MixtureParams(Params):
     steps: int = Field(300, ge=10, description="proxy training steps (each run)")
     round_steps: int = Field(100, ge=4, description="U")
     sweeps: int = Field(1, ge=1, description="k")
-    chunk_steps: int = Field(4, ge=1, description="s")
+    chunk_steps: int = Field(2, ge=1, description="s (short: the learning phase costs proxy steps)")
     focus: float = Field(0.625, gt=0.0, lt=1.0, description="f")
     eta: float = Field(0.2, gt=0.0)
     lr: float = Field(3e-3, gt=0.0)

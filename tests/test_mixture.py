@@ -80,14 +80,17 @@ def test_export_packs_every_token_per_group(tmp_path, fmt):
 
 def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     stages = [{"stage": "length_filter", "min_words": 30}, {"stage": "softdedup", "bits": 18},
-              {"stage": "mixture", "steps": 160, "round_steps": 40, "docs_per_group": 150, "seq_len": 48}]
+              {"stage": "mixture", "steps": 160, "round_steps": 80, "docs_per_group": 150, "seq_len": 48, "chunk_steps": 2}]
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
                                                      "id_column": "doc_id", "domain_column": "domain"}],
                        stages=stages, shard_rows=400)
     res = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False)).run()
     mix = json.loads((res.output_dir / "mixture.json").read_text())
+    v = mix["validation"]
+    print(f"proxy validation loss: stratified {v['stratified']['mean_val_loss']:.4f}, "
+          f"aioli {v['aioli']['mean_val_loss']:.4f}; proportions {mix['proportions']}")
     assert mix["groups"] == ["fortunes", "python-docs", "scripture"]
-    assert len(mix["proportions_per_round"]) == 1 + 4 and len(mix["A_per_round"]) == 4
+    assert len(mix["proportions_per_round"]) == 1 + 2 and len(mix["A_per_round"]) == 2
     for p_round in mix["proportions_per_round"]:
         assert sum(p_round) == pytest.approx(1.0)
     out = pq.read_table(res.output_dir / "data")
@@ -99,7 +102,5 @@ def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     rows = [r for r in out.select(["group", "weight", "softdedup_weight"]).to_pylist() if r["group"] == "scripture"]
     ratios = {round(r["weight"] / r["softdedup_weight"], 12) for r in rows}
     assert len(ratios) == 1
-    v = mix["validation"]
-    print(f"proxy validation loss: stratified {v['stratified']['mean_val_loss']:.4f}, "
-          f"aioli {v['aioli']['mean_val_loss']:.4f}; proportions {mix['proportions']}")
-    assert v["aioli"]["mean_val_loss"] <= v["stratified"]["mean_val_loss"] * 1.02
+    # Same model, data, steps and seed; only the mixture schedule differs.
+    assert v["aioli"]["mean_val_loss"] <= v["stratified"]["mean_val_loss"]
