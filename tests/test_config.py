@@ -95,3 +95,9 @@ def test_cli_validate_exit_codes(tmp_path):
     ko = subprocess.run(cli + [str(bad)], capture_output=True, text=True)
     assert ko.returncode == 2
     assert "stages[0].stage" in ko.stderr and "unknown stage 'nope'" in ko.stderr
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "full.yaml", "cluster.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert cfg.stages
