@@ -29,7 +29,8 @@ class GroupData:
 
 
 def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_size: int = 2048,
-              size: dict | None = None, lr: float = 3e-3, seed: int = 0, val_batches: int = 4) -> dict:
+              size: dict | None = None, lr: float = 3e-3, seed: int = 0, val_batches: int = 4,
+              device: str = "auto") -> dict:
     """Train from scratch; `schedule(step, losses_fn)` returns the mix for the step. Returns the
     final validation loss per group and their mean."""
     import torch
@@ -39,7 +40,10 @@ def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_
     rng = np.random.default_rng(seed)
     seq_len = next(iter(data.train.values())).shape[1]
     dims = size or dict(n_layer=2, n_head=2, n_embd=64)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, **dims))
+    from thresher.scorers.reference_lm import pick_device
+
+    device = pick_device(device)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, **dims)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 
     def val_losses() -> np.ndarray:
@@ -47,7 +51,7 @@ def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_
         out = []
         with torch.inference_mode():
             for g in data.groups:
-                x = data.val[g][: val_batches * batch_size]
+                x = data.val[g][: val_batches * batch_size].to(device)
                 out.append(model(input_ids=x, labels=x).loss.item())
         model.train()
         return np.array(out)
@@ -56,7 +60,7 @@ def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_
         mix = np.asarray(schedule(step, val_losses), dtype=float)
         counts = rng.multinomial(batch_size, mix / mix.sum())
         parts = [data.train[g][rng.integers(0, len(data.train[g]), c)] for g, c in zip(data.groups, counts) if c]
-        x = torch.cat(parts)
+        x = torch.cat(parts).to(device)
         loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -10,7 +10,7 @@ within its group so the group's total equals its proportion.
 from __future__ import annotations
 
 import tempfile
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,8 @@ class MixtureParams(Params):
     focus: float = Field(0.625, gt=0.0, lt=1.0, description="f")
     eta: float = Field(0.2, gt=0.0)
     lr: float = Field(3e-3, gt=0.0)
+    proxy_size: Literal["tiny", "small"] = Field("tiny", description="proxy model (small: worth a GPU)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 def _hash(ids) -> np.ndarray:
@@ -94,7 +96,11 @@ class Mixture(Stage):
             data = GroupData(texts, tok, p.seq_len)
         total = sum(sizes.values())
         stratified = np.array([sizes[g] / total for g in groups])
-        common = dict(steps=p.steps, batch_size=p.batch_size, vocab_size=len(tok), lr=p.lr, seed=self.seed)
+        from thresher.scorers.reference_lm import SIZES
+
+        size = {k: v for k, v in SIZES[p.proxy_size].items() if k != "n_positions"}
+        common = dict(steps=p.steps, batch_size=p.batch_size, vocab_size=len(tok), lr=p.lr, seed=self.seed,
+                      size=size, device=p.device)
         baseline = proxy_run(data, fixed_schedule(stratified), **common)
         mixer = AioliMixer(groups, sweeps=p.sweeps, chunk_steps=p.chunk_steps, focus=p.focus, eta=p.eta,
                            round_steps=p.round_steps, initial=stratified)

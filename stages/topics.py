@@ -2,7 +2,7 @@
 
 Global pass: a deterministic sample of documents (smallest id hashes) is embedded, with a local
 sentence-embedding model when one is configured (mean-pooled last hidden states), otherwise
-TF-IDF + truncated SVD; MiniBatchKMeans clusters the embeddings, and each cluster is labelled
+hashed TF-IDF + truncated SVD; MiniBatchKMeans clusters the embeddings, and each cluster is labelled
 with its top TF-IDF terms. Per-topic weights come from the per-topic mean of a reference loss
 column (e.g. ref_bpb) with ToReMi's update from w = 1:
   stage 1: w <- min(w * L_t / mean L, w_max) for topics whose loss is above the mean;
@@ -30,7 +30,8 @@ class TopicsParams(Params):
     k: int = Field(8, ge=2, description="number of topics")
     sample: int = Field(20_000, ge=10, description="documents the clustering is fitted on")
     svd_dim: int = Field(64, ge=2)
-    max_features: int = Field(50_000, ge=100)
+    max_features: int = Field(50_000, ge=100, description="vocabulary for the topic labels")
+    hash_features: int = Field(2**18, ge=1024, description="hashed TF-IDF dimensions")
     top_terms: int = Field(4, ge=1)
     embedding_model: str | None = Field(None, description="local HF encoder folder; default TF-IDF + SVD")
     loss_column: str | None = Field(None, description="per-document reference loss, e.g. ref_bpb")
@@ -48,25 +49,45 @@ def toremi_weights(losses: np.ndarray, stage: int, w_min: float, w_max: float) -
     return np.clip(w * (2.0 - ratio), w_min, w_max)
 
 
+_TOKENS = r"(?u)\b[^\W\d_]{2,}\b"
+
+
+def top_terms(texts: list[str], labels: np.ndarray, k: int, n_terms: int, max_features: int) -> list[str]:
+    """Each cluster's label: the terms with the highest mean TF-IDF over its documents."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    tfidf = TfidfVectorizer(max_features=max_features, sublinear_tf=True, stop_words="english", token_pattern=_TOKENS)
+    x = tfidf.fit_transform(texts)
+    terms = np.array(tfidf.get_feature_names_out())
+    out = []
+    for t in range(k):
+        rows = np.flatnonzero(labels == t)
+        mean = np.asarray(x[rows].mean(axis=0)).ravel() if len(rows) else np.zeros(len(terms))
+        out.append(" ".join(terms[np.argsort(-mean)[:n_terms]]))
+    return out
+
+
 class _Embedder:
     def __init__(self, p: TopicsParams):
         self.p = p
 
     def fit(self, texts: list[str]) -> "_Embedder":
+        """Hashed TF-IDF (no vocabulary to hold or ship to workers) + SVD, fitted on the sample."""
         from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
-        self.tfidf = TfidfVectorizer(max_features=self.p.max_features, sublinear_tf=True, stop_words="english",
-                                     token_pattern=r"(?u)\b[^\W\d_]{2,}\b")
-        x = self.tfidf.fit_transform(texts)
         if self.p.embedding_model is None:
+            self.hashing = HashingVectorizer(n_features=self.p.hash_features, alternate_sign=False, norm=None,
+                                             stop_words="english", token_pattern=_TOKENS)
+            self.idf = TfidfTransformer(sublinear_tf=True).fit(self.hashing.transform(texts))
+            x = self.idf.transform(self.hashing.transform(texts))
             dim = min(self.p.svd_dim, x.shape[1] - 1, x.shape[0] - 1)
             self.svd = TruncatedSVD(dim, random_state=self.p.seed).fit(x)
         return self
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if self.p.embedding_model is None:
-            e = self.svd.transform(self.tfidf.transform(texts))
+            e = self.svd.transform(self.idf.transform(self.hashing.transform(texts)))
         else:
             e = _encode(self.p.embedding_model, texts)
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
@@ -119,13 +140,7 @@ class Topics(Stage):
         embedder = _Embedder(p).fit(texts)
         emb = embedder(texts)
         km = MiniBatchKMeans(p.k, random_state=p.seed, n_init=5, batch_size=1024).fit(emb)
-        x = embedder.tfidf.transform(texts)
-        terms = np.array(embedder.tfidf.get_feature_names_out())
-        labels = []
-        for t in range(p.k):
-            rows = np.flatnonzero(km.labels_ == t)
-            mean = np.asarray(x[rows].mean(axis=0)).ravel() if len(rows) else np.zeros(len(terms))
-            labels.append(" ".join(terms[np.argsort(-mean)[: p.top_terms]]))
+        labels = top_terms(texts, km.labels_, p.k, p.top_terms, p.max_features)
         weights = np.ones(p.k)
         topic_loss = None
         if p.loss_column:

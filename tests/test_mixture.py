@@ -102,5 +102,8 @@ def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     rows = [r for r in out.select(["group", "weight", "softdedup_weight"]).to_pylist() if r["group"] == "scripture"]
     ratios = {round(r["weight"] / r["softdedup_weight"], 12) for r in rows}
     assert len(ratios) == 1
+    from thresher.pipeline.report import render
+
+    assert "Aioli mixture proportions per round" in render(res.output_dir).read_text()
     # Same model, data, steps and seed; only the mixture schedule differs.
     assert v["aioli"]["mean_val_loss"] <= v["stratified"]["mean_val_loss"]
