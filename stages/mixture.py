@@ -15,12 +15,12 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import Params, Stage
+from thresher.scorers.domain_sample import merge_samples, sample_part
 
 PROPORTION = "mixture_proportion"
 
@@ -44,10 +44,6 @@ class MixtureParams(Params):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-def _hash(ids) -> np.ndarray:
-    return np.fromiter((xxhash.xxh64_intdigest(i.encode()) for i in ids), dtype=np.uint64, count=len(ids))
-
-
 @register
 class Mixture(Stage):
     name = "mixture"
@@ -63,16 +59,9 @@ class Mixture(Stage):
         return pc.cast(table[col], pa.string())
 
     def partial(self, table: pa.Table) -> dict:
-        """Per group: the docs_per_group rows with the smallest id hashes, and the group's size."""
-        groups = self._groups(table).to_pylist()
-        h = _hash(table[schema.ID].to_pylist())
-        texts = table[schema.TEXT].to_pylist()
-        out: dict[str, tuple[int, list]] = {}
-        for g in set(groups):
-            idx = [i for i, x in enumerate(groups) if x == g]
-            best = sorted(idx, key=lambda i: h[i])[: self.params.docs_per_group]
-            out[g] = (len(idx), [(int(h[i]), texts[i]) for i in best])
-        return out
+        """Per group: its size and the docs_per_group rows with the smallest id hashes."""
+        return sample_part(self._groups(table).to_pylist(), table[schema.ID].to_pylist(),
+                           table[schema.TEXT].to_pylist(), self.params.docs_per_group)
 
     def merge(self, parts: list[dict]) -> dict:
         from thresher.scorers.aioli import AioliMixer
@@ -80,16 +69,12 @@ class Mixture(Stage):
         from thresher.scorers.tokenizer import load_tokenizer, train_bpe_tokenizer
 
         p = self.params
-        sizes: dict[str, int] = {}
-        samples: dict[str, list] = {}
-        for part in parts:
-            for g, (n, rows) in part.items():
-                sizes[g] = sizes.get(g, 0) + n
-                samples.setdefault(g, []).extend(rows)
+        sample = merge_samples(parts, p.docs_per_group)
+        sizes = {g: v["rows"] for g, v in sample.items()}
         groups = sorted(sizes)
         if len(groups) < 2:
             return {"groups": groups, "proportions": [1.0] * len(groups), "note": "one group: nothing to mix"}
-        texts = {g: [t for _, t in sorted(samples[g])[: p.docs_per_group]] for g in groups}
+        texts = {g: sample[g]["texts"] for g in groups}
         with tempfile.TemporaryDirectory() as tmp:
             tok = load_tokenizer(p.tokenizer) if p.tokenizer else train_bpe_tokenizer(
                 [t for g in groups for t in texts[g]], p.vocab_size, tmp)
