@@ -430,7 +430,11 @@ class Runner:
             group_column = cfg.params.group_column
             raw = _sum_groups(executor.map(FinalizeTask(dirs[-1], out, group_column, 1, write=False), shards))
             p = dict(zip(state["groups"], state["proportions"]))
-            scale = {g: p.get(g, 0.0) / v["weight"] for g, v in raw.items() if v["weight"] > 0}
+            # A group whose rows all weigh 0 cannot carry its share: the others are renormalised.
+            live = {g: p.get(g, 0.0) for g, v in raw.items() if v["weight"] > 0}
+            norm = sum(live.values()) or 1.0
+            scale = {g: live[g] / norm / raw[g]["weight"] for g in live}
+            state = {**state, "groups_without_weight": sorted(set(raw) - set(live))}
             write_json(state, out / cfg.cls.output_file)
         task = FinalizeTask(dirs[-1], out, group_column, self.config.output.row_group_size, scale)
         results = list(executor.map(task, shards))

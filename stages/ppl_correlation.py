@@ -113,7 +113,8 @@ class PplCorrelation(Stage):
         clf = state["classifier"]
         prob = clf.prob_include(table[schema.TEXT].to_pylist()) if clf is not None else np.full(len(domains), np.nan)
         known = state["weights"]
-        weight = np.array([known[d] if d in known else (prob[i] * state["included_mean_weight"]
-                                                        if clf is not None else 0.0)
-                           for i, d in enumerate(domains)], dtype=np.float64)
+        # Unseen domains: P(include) x the mean included weight; with no excluded domain to learn
+        # from there is no classifier, and they get the mean included weight.
+        unseen = state["included_mean_weight"] * (prob if clf is not None else np.ones(len(domains)))
+        weight = np.array([known.get(d, unseen[i]) for i, d in enumerate(domains)], dtype=np.float64)
         return table.append_column("pc_weight", pa.array(weight)).append_column("pc_prob", pa.array(prob))
