@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench-minhash clean
+.PHONY: setup demo test test-slow bench-minhash bench-pipeline bench-refscore clean
 
 setup: $(STAMP)
 
@@ -34,3 +34,9 @@ bench-minhash: setup .venv-datatrove/bin/python
 
 clean:
 	rm -rf $(VENV) .venv-datatrove work out build *.egg-info
+
+bench-pipeline: setup
+	$(PY) bench/pipeline.py
+
+bench-refscore: setup
+	$(PY) bench/refscore.py --size small --docs 300

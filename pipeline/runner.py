@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from thresher.pipeline import schema
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant, totals
 from thresher.pipeline.config import PipelineConfig, StageConfig
-from thresher.pipeline.executor import make_executor
+from thresher.pipeline.executor import InlineExecutor, make_executor
 from thresher.pipeline.io import InputFile, discover_inputs, read_input, write_json, write_parquet
 from thresher.pipeline.output import add_weight_and_group, as_rejected, group_totals
 from thresher.pipeline.progress import Progress
@@ -204,10 +204,12 @@ class RunnerFitContext:
         return ShardReader(self.source)
 
     def map(self, fn, items: list):
+        """Runs fn over items through the executor; a single item runs here, sparing a cluster job."""
         self._round += 1
         bar = self._progress.bar(f"[{self._label}] global pass, round {self._round}", len(items))
+        executor = self.executor if len(items) > 1 else InlineExecutor()
         try:
-            for result in self.executor.map(_FnTask(fn), items):
+            for result in executor.map(_FnTask(fn), items):
                 bar.update(0)
                 yield result
         finally:

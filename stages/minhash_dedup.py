@@ -39,6 +39,7 @@ from thresher.scorers.minhash import (
 
 CLUSTER, SIZE, IS_REP, WEIGHT = "dup_cluster", "dup_cluster_size", "dup_is_rep", "dedup_weight"
 _ROW_BITS = 32  # doc index = shard ordinal << 32 | row
+_EDGES_PER_PARTITION = 2_000_000  # connected-components partitions hold about this many edges
 
 
 class MinHashParams(Params):
@@ -247,9 +248,12 @@ class MinHashDedup(Stage):
         out.mkdir(parents=True)
         edge_files = sorted((scratch / "edges").glob("*.parquet"))
         if edge_files:
-            final = connected_components(ctx.map, edge_files, scratch / "cc", p.partitions)
-            parts = list(range(p.partitions))
-            list(ctx.map(_ByLabel(final, scratch, p.partitions), parts))
+            # The duplicate graph is usually small: partition it only as far as its size asks.
+            edges = sum(pq.ParquetFile(f).metadata.num_rows for f in edge_files)
+            n_parts = max(1, min(p.partitions, edges // _EDGES_PER_PARTITION + 1))
+            final = connected_components(ctx.map, edge_files, scratch / "cc", n_parts)
+            parts = list(range(n_parts))
+            list(ctx.map(_ByLabel(final, scratch, n_parts), parts))
             list(ctx.map(_Clusters(scratch, shards, out), parts))
         return {"clusters": str(out)}
 
