@@ -11,6 +11,18 @@ from thresher.pipeline import schema
 REJECTED_COLUMNS = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN, schema.DROP_STAGE, schema.DROP_REASON)
 
 
+def lookup(column: pa.Array | pa.ChunkedArray, mapping: dict[str, float], default: float = 0.0) -> np.ndarray:
+    """mapping[value] for each row of a string column (default for nulls and unknown values),
+    looked up once per distinct value."""
+    enc = pc.dictionary_encode(column)
+    out = []
+    for c in enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]:
+        values = [mapping.get(v, default) for v in c.dictionary.to_pylist()] + [default]
+        idx = np.asarray(c.indices.fill_null(len(values) - 1), dtype=np.int64)
+        out.append(np.array(values, dtype=np.float64)[idx])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def weight_columns(table: pa.Table) -> list[str]:
     """Columns that multiply into a row's weight: every numeric `*_weight` a stage added."""
     return sorted(c for c in table.column_names
@@ -27,7 +39,7 @@ def add_weight_and_group(table: pa.Table, group_column: str, scale: dict[str, fl
         weight *= table[col].to_numpy(zero_copy_only=False).astype(np.float64)
     group = pc.cast(table[group_column], pa.string())
     if scale is not None:
-        weight *= np.array([scale.get(g, 0.0) for g in group.to_pylist()], dtype=np.float64)
+        weight *= lookup(group, scale)
     table = table.drop_columns([c for c in (schema.WEIGHT, schema.GROUP) if c in table.column_names])
     return table.append_column(schema.WEIGHT, pa.array(weight)).append_column(schema.GROUP, group)
 

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from thresher.pipeline import schema
+from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import Params, Stage
 from thresher.scorers.domain_sample import merge_samples, sample_part
@@ -106,5 +107,4 @@ class Mixture(Stage):
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
         p = dict(zip(state["groups"], state["proportions"]))
-        groups = self._groups(table).to_pylist()
-        return table.append_column(PROPORTION, pa.array([p.get(g, 0.0) for g in groups], pa.float64()))
+        return table.append_column(PROPORTION, pa.array(lookup(self._groups(table), p)))

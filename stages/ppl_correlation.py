@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from thresher.pipeline import schema
+from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import Params, Stage
 from thresher.scorers.domain_classifier import DomainClassifier
@@ -109,12 +110,12 @@ class PplCorrelation(Stage):
         return {k: state[k] for k in ("domains", "estimate", "projected", "weights")}
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
-        domains = table[schema.DOMAIN].to_pylist()
+        n = table.num_rows
         clf = state["classifier"]
-        prob = clf.prob_include(table[schema.TEXT].to_pylist()) if clf is not None else np.full(len(domains), np.nan)
-        known = state["weights"]
+        prob = clf.prob_include(table[schema.TEXT].to_pylist()) if clf is not None else np.full(n, np.nan)
         # Unseen domains: P(include) x the mean included weight; with no excluded domain to learn
         # from there is no classifier, and they get the mean included weight.
-        unseen = state["included_mean_weight"] * (prob if clf is not None else np.ones(len(domains)))
-        weight = np.array([known.get(d, unseen[i]) for i, d in enumerate(domains)], dtype=np.float64)
+        unseen = state["included_mean_weight"] * (prob if clf is not None else np.ones(n))
+        known = lookup(table[schema.DOMAIN], state["weights"], default=np.nan)
+        weight = np.where(np.isnan(known), unseen, known)
         return table.append_column("pc_weight", pa.array(weight)).append_column("pc_prob", pa.array(prob))

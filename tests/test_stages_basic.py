@@ -41,3 +41,11 @@ def test_exact_dedup_map_reduce_across_shards():
     assert set(rej_a["drop_reason"].to_pylist() + rej_b["drop_reason"].to_pylist()) == {"exact_duplicate"}
     h = text_hashes(pa.array(["x y", "X  Y", "x z"]))
     assert h[0] == h[1] != h[2]
+
+
+def test_lookup_maps_each_row_through_a_dict():
+    from thresher.pipeline.output import lookup
+
+    col = pa.chunked_array([["a", "b", "a"], ["c", None, "b"]])
+    assert lookup(col, {"a": 1.0, "b": 2.0}, default=-1.0).tolist() == [1.0, 2.0, 1.0, -1.0, -1.0, 2.0]
+    assert lookup(pa.array([], pa.string()), {"a": 1.0}).tolist() == []
