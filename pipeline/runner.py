@@ -193,8 +193,14 @@ class _FnTask:
 
 
 class RunnerFitContext:
-    def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress):
+    """Runs a stage's global-pass rounds with that stage's resources (an actor pool when it is
+    stateful, its GPUs), like its transform."""
+
+    def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress,
+                 cfg: StageConfig):
         self.executor, self.shards, self.source = executor, shards, source
+        resources = cfg.cls.resources_for(cfg.params)
+        self._run_as = dict(stateful=cfg.cls.stateful, cpus=resources.cpus, gpus=resources.gpus)
         self.state_dir = target.state.parent
         self.scratch = self.state_dir / "scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -209,7 +215,7 @@ class RunnerFitContext:
         bar = self._progress.bar(f"[{self._label}] global pass, round {self._round}", len(items))
         executor = self.executor if len(items) > 1 else InlineExecutor()
         try:
-            for result in executor.map(_FnTask(fn), items):
+            for result in executor.map(_FnTask(fn), items, **self._run_as):
                 bar.update(0)
                 yield result
         finally:
@@ -381,7 +387,7 @@ class Runner:
                      shards: list[str], seconds: dict) -> None:
         t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
-        ctx = RunnerFitContext(executor, shards, source, target, self.progress)
+        ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg)
         target.save_state(stage.fit(ctx))
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         seconds[f"{target.label}:global"] = time.perf_counter() - t0
