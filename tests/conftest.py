@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -8,6 +10,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "tests" / "data" / "demo"
+
+
+def demo_texts(name: str, n: int | None = None, min_words: int = 0) -> list[str]:
+    """Texts of one bundled demo file (scripture, python_docs, fortunes, mirror), in file order."""
+    with gzip.open(DEMO_DATA / f"{name}.jsonl.gz", "rt", encoding="utf-8") as fh:
+        out = [json.loads(line)["text"] for line in fh]
+    out = [t for t in out if len(t.split()) >= min_words]
+    return out[:n] if n else out
 
 
 def write_pipeline(path: Path, **fields) -> Path:

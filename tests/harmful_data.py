@@ -9,13 +9,11 @@ as they are. Deterministic for a seed.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import random
 import re
 
-from conftest import DEMO_DATA
+from conftest import demo_texts
 
 
 def profanity_words() -> list[str]:
@@ -29,10 +27,9 @@ def profanity_words() -> list[str]:
 def real_sentences() -> list[str]:
     out = []
     for name in ("scripture", "python_docs", "fortunes"):
-        with gzip.open(DEMO_DATA / f"{name}.jsonl.gz", "rt") as fh:
-            for line in fh:
-                text = " ".join(json.loads(line)["text"].split())
-                out += [s for s in re.split(r"(?<=[.!?])\s+", text) if 8 <= len(s.split()) <= 40]
+        for text in demo_texts(name):
+            text = " ".join(text.split())
+            out += [s for s in re.split(r"(?<=[.!?])\s+", text) if 8 <= len(s.split()) <= 40]
     return out
 
 

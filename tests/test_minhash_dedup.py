@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import gzip
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO_DATA, write_pipeline
+from conftest import demo_texts, write_pipeline
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
@@ -17,11 +16,8 @@ from thresher.stages.minhash_dedup import MinHashDedup, clusters_from_labels
 
 
 def _real_texts(n: int) -> list[str]:
-    texts = []
-    for name in ("scripture.jsonl.gz", "python_docs.jsonl.gz"):
-        with gzip.open(DEMO_DATA / name, "rt") as fh:
-            texts += [json.loads(line)["text"] for line in fh]
-    return [" ".join(t.split()[:300]) for t in texts if len(t.split()) >= 80][:n]
+    texts = demo_texts("scripture", min_words=80) + demo_texts("python_docs", min_words=80)
+    return [" ".join(t.split()[:300]) for t in texts][:n]
 
 
 def _run(tmp_path, rows, **params):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import subprocess
@@ -13,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO_DATA, write_pipeline
+from conftest import demo_texts, write_pipeline
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
@@ -23,17 +22,12 @@ from thresher.stages.ppl_select import PplSelect, band_ranks
 torch = pytest.importorskip("torch")
 
 
-def _texts(name, n):
-    with gzip.open(DEMO_DATA / f"{name}.jsonl.gz", "rt") as fh:
-        return [json.loads(line)["text"] for line in fh][:n]
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     from thresher.scorers.reference_lm import train_reference
 
     out = tmp_path_factory.mktemp("ref")
-    train_reference(_texts("scripture", 150), out, size="tiny", vocab_size=1024, steps=20, seq_len=128,
+    train_reference(demo_texts("scripture", 150), out, size="tiny", vocab_size=1024, steps=20, seq_len=128,
                     batch_size=8, log=None)
     return out
 
@@ -50,7 +44,7 @@ def test_scores_equal_a_direct_forward_pass(tiny_model):
 
     model, tok, device = load_reference(tiny_model, device="cpu")
     texts = ["In the beginning was the Word.", "def f(x):\n    return x + 1", "ünïcödé text, too", ""] + \
-        [t[:300] for t in _texts("python_docs", 5)]
+        [t[:300] for t in demo_texts("python_docs", 5)]
     s = score_texts(model, tok, texts, device, batch_tokens=512)
     for i, t in enumerate(texts):
         if not t:
@@ -67,7 +61,7 @@ def test_long_documents_are_scored_in_windows(tiny_model):
     from thresher.scorers.reference_lm import load_reference, score_texts
 
     model, tok, device = load_reference(tiny_model, device="cpu")
-    text = _texts("scripture", 1)[0]
+    text = demo_texts("scripture", 1)[0]
     ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
     ctx = 32
     total, count = 0.0, 0
@@ -114,7 +108,7 @@ def test_band_selection_per_domain():
 def test_train_reference_cli_and_pipeline(tmp_path):
     data = tmp_path / "docs.jsonl"
     with open(data, "w") as fh:
-        for i, t in enumerate(_texts("scripture", 120) + _texts("python_docs", 60)):
+        for i, t in enumerate(demo_texts("scripture", 120) + demo_texts("python_docs", 60)):
             fh.write(json.dumps({"id": f"doc{i:04d}", "text": t}) + "\n")
     model_dir = tmp_path / "ref"
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["docs.jsonl"], "id_column": "id"}], shard_rows=60,

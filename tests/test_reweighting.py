@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from perplexity_correlations.estimation import sign_cdf, spearmanr
 from perplexity_correlations.projection import linear
 
-from conftest import DEMO_DATA, write_pipeline
+from conftest import demo_texts, write_pipeline
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
@@ -22,13 +21,6 @@ from thresher.pipeline.runner import Runner
 from thresher.scorers.domain_classifier import DomainClassifier
 from thresher.stages.ppl_correlation import domain_weights
 from thresher.stages.topics import toremi_weights
-
-
-def _texts(name, n=None, min_words=0):
-    with gzip.open(DEMO_DATA / f"{name}.jsonl.gz", "rt") as fh:
-        out = [json.loads(line)["text"] for line in fh]
-    out = [t for t in out if len(t.split()) >= min_words]
-    return out[:n] if n else out
 
 
 @pytest.mark.parametrize("estimator,reference", [("spearman", spearmanr), ("sign_cdf", sign_cdf)])
@@ -48,7 +40,7 @@ def test_estimates_and_projection_equal_the_package(estimator, reference):
 
 
 def test_fasttext_classifier_generalises_to_held_out_pages():
-    a, b = _texts("scripture"), _texts("python_docs")
+    a, b = demo_texts("scripture"), demo_texts("python_docs")
     clf = DomainClassifier.train(a[:250], b[:250], seed=0)
     held_a, held_b = clf.prob_include(a[800:1000]), clf.prob_include(b[800:1000])
     accuracy = (np.sum(held_a > 0.5) + np.sum(held_b <= 0.5)) / 400
@@ -72,9 +64,9 @@ def _write(tmp_path, rows):
 def test_topics_recover_the_sources(tmp_path):
     from sklearn.metrics import adjusted_rand_score
 
-    rows = ([(t, "scripture") for t in _texts("scripture", 300)] +
-            [(t, "python-docs") for t in _texts("python_docs", 300)] +
-            [(t, "fortunes") for t in _texts("fortunes", 300, min_words=40)])
+    rows = ([(t, "scripture") for t in demo_texts("scripture", 300)] +
+            [(t, "python-docs") for t in demo_texts("python_docs", 300)] +
+            [(t, "fortunes") for t in demo_texts("fortunes", 300, min_words=40)])
     _write(tmp_path, rows)
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["docs.jsonl"], "id_column": "id",
                                                      "domain_column": "domain"}],
@@ -92,15 +84,15 @@ def test_topics_recover_the_sources(tmp_path):
 def test_bpb_matrix_and_ppl_correlation_end_to_end(tmp_path):
     from thresher.scorers.reference_lm import train_reference
 
-    train = _texts("scripture", 150) + _texts("python_docs", 150)
+    train = demo_texts("scripture", 150) + demo_texts("python_docs", 150)
     models = []
     for steps in (3, 12, 40):  # models that differ in quality
         d = tmp_path / f"m{steps}"
         train_reference(train, d, vocab_size=512, steps=steps, seq_len=64, batch_size=8, log=None, seed=steps)
         models.append(d)
-    rows = ([(t, "scripture") for t in _texts("scripture")[300:420]] +
-            [(t, "python-docs") for t in _texts("python_docs")[300:420]] +
-            [(t, "fortunes") for t in _texts("fortunes", 120, min_words=30)])
+    rows = ([(t, "scripture") for t in demo_texts("scripture")[300:420]] +
+            [(t, "python-docs") for t in demo_texts("python_docs")[300:420]] +
+            [(t, "fortunes") for t in demo_texts("fortunes", 120, min_words=30)])
     _write(tmp_path, rows)
     matrix_pipeline = write_pipeline(tmp_path / "m.yaml", inputs=[{"paths": ["docs.jsonl"], "id_column": "id",
                                                                    "domain_column": "domain"}])
@@ -144,7 +136,7 @@ def test_topics_with_a_local_embedding_model_and_toremi_weights(tmp_path):
 
     from thresher.scorers.tokenizer import train_bpe_tokenizer
 
-    texts = _texts("scripture", 60) + _texts("python_docs", 60)
+    texts = demo_texts("scripture", 60) + demo_texts("python_docs", 60)
     tok = train_bpe_tokenizer(texts, 400, tmp_path / "enc")
     BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=256)).save_pretrained(tmp_path / "enc")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from collections import Counter
@@ -10,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO_DATA, write_pipeline
+from conftest import demo_texts, write_pipeline
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
@@ -67,8 +66,7 @@ def test_segment_weights():
 
 
 def _texts(n):
-    with gzip.open(DEMO_DATA / "scripture.jsonl.gz", "rt") as fh:
-        return [json.loads(line)["text"] for line in fh][:n]
+    return demo_texts("scripture", n)
 
 
 def _run(tmp_path, rows, stages, name="p.yaml"):
