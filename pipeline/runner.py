@@ -408,11 +408,11 @@ class Runner:
                                       f"stats say {c.rows_out} + {sum(c.rejected.values())}; the work dir "
                                       "was modified or a shard is corrupt: delete it and rerun")
 
-    def _mixture(self, dirs: list[StageDir]):
-        """(config, state) of the last stage that sets group proportions, if any."""
+    def _mixture(self, dirs: list[StageDir], summaries: dict[str, dict]):
+        """(config, summary) of the last stage that sets group proportions (it writes an output file)."""
         for cfg, d in reversed(list(zip(self.config.stages, dirs[1:]))):
             if getattr(cfg.cls, "output_file", None):
-                return cfg, d.load_state()
+                return cfg, summaries[d.label]
         return None
 
     def _state_summaries(self, dirs: list[StageDir]) -> dict[str, dict]:
@@ -432,7 +432,7 @@ class Runner:
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         group_column, scale = self.config.output.group_column, None
-        mixture = self._mixture(dirs)
+        mixture = self._mixture(dirs, summaries)
         if mixture is not None:  # each group's total weight becomes its mixture proportion
             cfg, state = mixture
             group_column = cfg.params.group_column
