@@ -59,8 +59,21 @@ def load_reference(path: str | Path, device: str = "auto", dtype: str = "auto"):
                    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, attn_implementation="sdpa",
                                                  local_files_only=True)
+    _fuse_tanh_gelu(model)
     model.to(device).eval()
     return model, load_tokenizer(str(folder)), device
+
+
+def _fuse_tanh_gelu(model) -> None:
+    """GPT-2's `gelu_new` is the tanh GELU written as seven element-wise ops; torch's fused kernel
+    computes the same function (equal within float rounding) in one pass, ~8% of scoring time on a CPU."""
+    import torch
+    from transformers.activations import NewGELUActivation
+
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, torch.nn.GELU(approximate="tanh"))
 
 
 def context_length(model) -> int:
@@ -98,7 +111,9 @@ def _window_nll(model, x, mask):
     import torch.nn.functional as F
 
     chunk = 256 if x.device.type == "cpu" else 8192  # logits chunk: cache-sized on a CPU
-    hidden = model.base_model(input_ids=x, attention_mask=mask).last_hidden_state[:, :-1]
+    # Without padding no mask is passed, so attention takes its causal path (half the blocks).
+    hidden = model.base_model(input_ids=x, attention_mask=None if bool(mask.all()) else mask,
+                              use_cache=False).last_hidden_state[:, :-1]
     valid = mask[:, 1:].bool()
     h, target = hidden[valid], x[:, 1:][valid]
     row = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(valid)[valid]

@@ -32,6 +32,14 @@ def tiny_model(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def stock_model(tiny_model):
+    """The saved model exactly as transformers loads it: eager attention, its own GELU, no changes."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny_model), attn_implementation="eager").eval()
+
+
 def _direct_nll(model, tok, text):
     ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
     x = torch.tensor([ids])
@@ -39,7 +47,7 @@ def _direct_nll(model, tok, text):
         return model(input_ids=x, labels=x).loss.item(), len(ids) - 1
 
 
-def test_scores_equal_a_direct_forward_pass(tiny_model):
+def test_scores_equal_a_direct_forward_pass(tiny_model, stock_model):
     from thresher.scorers.reference_lm import load_reference, score_texts
 
     model, tok, device = load_reference(tiny_model, device="cpu")
@@ -50,14 +58,14 @@ def test_scores_equal_a_direct_forward_pass(tiny_model):
         if not t:
             assert s.tokens[i] == 0 and math.isnan(s.ppl[i])
             continue
-        loss, n = _direct_nll(model, tok, t)
+        loss, n = _direct_nll(stock_model, tok, t)
         assert s.tokens[i] == n
         assert s.nll[i] / n == pytest.approx(loss, rel=1e-4)
         assert s.ppl[i] == pytest.approx(math.exp(loss), rel=1e-4)
         assert s.bpb[i] == pytest.approx(loss * n / math.log(2) / len(t.encode()), rel=1e-4)
 
 
-def test_long_documents_are_scored_in_windows(tiny_model):
+def test_long_documents_are_scored_in_windows(tiny_model, stock_model):
     from thresher.scorers.reference_lm import load_reference, score_texts
 
     model, tok, device = load_reference(tiny_model, device="cpu")
@@ -68,7 +76,7 @@ def test_long_documents_are_scored_in_windows(tiny_model):
     for start in range(0, len(ids) - 1, ctx - 1):  # windows overlapping by one token
         w = torch.tensor([ids[start:start + ctx]])
         with torch.no_grad():
-            total += model(input_ids=w, labels=w).loss.item() * (w.shape[1] - 1)
+            total += stock_model(input_ids=w, labels=w).loss.item() * (w.shape[1] - 1)
         count += w.shape[1] - 1
     s = score_texts(model, tok, [text, "short"], device, batch_tokens=256, max_length=ctx)
     assert s.tokens[0] == count == len(ids) - 1
