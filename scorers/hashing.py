@@ -102,6 +102,15 @@ def xxh64(d, start, end, seed):
 
 
 @nb.njit(cache=True)
+def hash_documents(data, offsets, seed):
+    """XXH64 of each document's bytes data[offsets[i]:offsets[i+1]]."""
+    out = np.empty(len(offsets) - 1, np.uint64)
+    for i in range(len(out)):
+        out[i] = xxh64(data, offsets[i], offsets[i + 1], seed)
+    return out
+
+
+@nb.njit(cache=True)
 def _strip_punct(data, offsets):
     """Drop punctuation, turn whitespace runs into one space, trim; per document, on UTF-8 bytes.
 
@@ -168,6 +177,22 @@ def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(off_buf, dtype=np.int64)[text.offset: text.offset + n + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     return data, offsets
+
+
+def string_hashes(strings: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
+    """XXH64 of each string's UTF-8 bytes (nulls hash as the empty string), as uint64."""
+    strings = pc.fill_null(strings, "")
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks() if strings.num_chunks else pa.array([], pa.string())
+    return hash_documents(*string_buffers(strings), seed)
+
+
+def find_sorted(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found) of each query value in the sorted array `keys` (binary search)."""
+    if len(keys) == 0:
+        return np.zeros(len(query), np.int64), np.zeros(len(query), dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return pos, keys[pos] == query
 
 
 @nb.njit(cache=True)

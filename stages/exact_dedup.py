@@ -1,7 +1,8 @@
 """Exact dedup: one document per normalised-text hash, the first in id order (deterministic).
 
 Global pass as map-reduce: each shard reports (hash, smallest id) pairs, the merge keeps the
-smallest id per hash, and the transform keeps a row only if it is that smallest id.
+smallest id per hash in a hash-sorted table, and the transform keeps a row only if it is that
+smallest id, found by binary search.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import Params, Stage, mark_dropped
+from thresher.scorers.hashing import find_sorted, string_hashes
 
 HASH = "exact_hash"
 
@@ -24,9 +25,8 @@ def dedup_key(text: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def text_hashes(text: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
-    keys = dedup_key(text).to_pylist()
-    return np.fromiter((xxhash.xxh3_64_intdigest(k.encode("utf-8"), seed) for k in keys),
-                       dtype=np.uint64, count=len(keys))
+    """XXH64 of each document's dedup key."""
+    return string_hashes(dedup_key(text), seed)
 
 
 def _first_ids(hashes: pa.Array, ids: pa.Array) -> pa.Table:
@@ -46,22 +46,23 @@ class ExactDedup(Stage):
     def partial(self, table: pa.Table) -> pa.Table:
         return _first_ids(pa.array(text_hashes(table[schema.TEXT])), table[schema.ID])
 
-    def merge(self, parts: list[pa.Table]) -> dict[int, str]:
-        merged = _first_ids(*pa.concat_tables(parts).columns) if parts else None
-        if merged is None:
-            return {}
-        return dict(zip(merged[HASH].to_pylist(), merged[schema.ID].to_pylist()))
+    def merge(self, parts: list[pa.Table]) -> pa.Table:
+        """(hash, winning id) for every distinct text, sorted by hash."""
+        if not parts:
+            return pa.table({HASH: pa.array([], pa.uint64()), schema.ID: pa.array([], pa.string())})
+        return _first_ids(*pa.concat_tables(parts).columns).sort_by(HASH)
 
-    def transform(self, table: pa.Table, state: dict[int, str]) -> pa.Table:
+    def summarize_state(self, state: pa.Table) -> dict:
+        return {"distinct_texts": state.num_rows}
+
+    def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
         hashes = text_hashes(table[schema.TEXT])
-        ids = table[schema.ID].to_pylist()
+        pos, found = find_sorted(state[HASH].to_numpy(), hashes)
+        rows = np.flatnonzero(found)
+        same_id = pc.equal(state[schema.ID].take(pa.array(pos[rows])), table[schema.ID].take(pa.array(rows)))
+        rows = rows[same_id.to_numpy(zero_copy_only=False)]
         # Keep the first occurrence of the winning id only, in case ids repeat.
-        seen: set[int] = set()
-        drop = np.zeros(len(ids), dtype=bool)
-        for i, (h, doc_id) in enumerate(zip(hashes.tolist(), ids)):
-            if state.get(h) != doc_id or h in seen:
-                drop[i] = True
-            else:
-                seen.add(h)
+        keep = np.zeros(len(hashes), dtype=bool)
+        keep[rows[np.unique(hashes[rows], return_index=True)[1]]] = True
         table = table.append_column(HASH, pa.array(hashes, pa.uint64()))
-        return mark_dropped(table, drop, "exact_duplicate")
+        return mark_dropped(table, ~keep, "exact_duplicate")

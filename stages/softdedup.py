@@ -10,7 +10,6 @@ such as minhash_dedup's `dup_cluster_size`, or the exact normalised-text count).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +21,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage
+from thresher.scorers.hashing import find_sorted
 from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
 from thresher.scorers.tokenizer import load_tokenizer
 from thresher.stages.exact_dedup import text_hashes
@@ -76,8 +76,17 @@ class _DupCounts:
     def __init__(self, read):
         self.read = read
 
-    def __call__(self, shard: str) -> Counter:
-        return Counter(text_hashes(self.read(shard, columns=[schema.TEXT])[schema.TEXT]).tolist())
+    def __call__(self, shard: str) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct text hashes, copies of each) in one shard."""
+        return np.unique(text_hashes(self.read(shard, columns=[schema.TEXT])[schema.TEXT]), return_counts=True)
+
+
+def add_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct hashes, total copies) over all shards."""
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    keys, inverse = np.unique(np.concatenate([h for h, _ in parts]), return_inverse=True)
+    return keys, np.bincount(inverse, weights=np.concatenate([c for _, c in parts])).astype(np.int64)
 
 
 def segment_weights(values: np.ndarray, k: int, w_min: float, w_max: float) -> tuple[np.ndarray, np.ndarray]:
@@ -105,10 +114,8 @@ class SoftDedup(Stage):
         if p.mode == "fedrw":
             if p.count_column:
                 return {}
-            total: Counter = Counter()
-            for c in ctx.map(_DupCounts(read), ctx.shards):
-                total.update(c)
-            return {"dup_counts": dict(total)}
+            keys, counts = add_counts(list(ctx.map(_DupCounts(read), ctx.shards)))
+            return {"dup_hashes": keys, "dup_counts": counts}
         tables = merge_counts(list(ctx.map(_Counts(p, read), ctx.shards)), p.n, p.bits)
         tables = tables.astype(np.int32 if tables.max(initial=0) < 2**31 else np.int64)
         path = ctx.scratch / "ngram_counts.npy"
@@ -132,8 +139,9 @@ class SoftDedup(Stage):
                                      "run minhash_dedup with policy: reweight before it, or unset count_column")
                 counts = pc.fill_null(table[p.count_column], 1).to_numpy(zero_copy_only=False).astype(np.float64)
             else:
-                dup = state["dup_counts"]
-                counts = np.array([dup.get(h, 1) for h in text_hashes(table[schema.TEXT]).tolist()], np.float64)
+                pos, found = find_sorted(state["dup_hashes"], text_hashes(table[schema.TEXT]))
+                counts = np.ones(len(found))
+                counts[found] = state["dup_counts"][pos[found]]
             weight, common = 1.0 / (np.log(counts + 1.0) + p.eps), counts
         else:
             common = commonness(table[schema.TEXT], state["tables"], p.beta, _tokenizer(p))

@@ -33,7 +33,7 @@ def test_exact_dedup_map_reduce_across_shards():
     shard_a = pa.table({"id": ["b", "d"], "text": ["Hello  World", "unique"]})
     shard_b = pa.table({"id": ["a", "c"], "text": ["hello world", "HELLO WORLD "]})
     state = stage.merge([stage.partial(shard_a), stage.partial(shard_b)])
-    assert len(state) == 2
+    assert state.num_rows == 2
     kept_a, rej_a = apply_stage(stage, shard_a, state, 10)
     kept_b, rej_b = apply_stage(stage, shard_b, state, 10)
     assert kept_a["id"].to_pylist() == ["d"] and kept_b["id"].to_pylist() == ["a"]
@@ -41,6 +41,11 @@ def test_exact_dedup_map_reduce_across_shards():
     assert set(rej_a["drop_reason"].to_pylist() + rej_b["drop_reason"].to_pylist()) == {"exact_duplicate"}
     h = text_hashes(pa.array(["x y", "X  Y", "x z"]))
     assert h[0] == h[1] != h[2]
+    # A repeated id keeps one copy; a text the state has never seen is not kept by accident.
+    twice = pa.table({"id": ["a", "a"], "text": ["hello world", "hello world"]})
+    kept, rejected = apply_stage(stage, twice, state, 10)
+    assert kept.num_rows == 1 and rejected["drop_reason"].to_pylist() == ["exact_duplicate"]
+    assert apply_stage(stage, pa.table({"id": ["z"], "text": ["never seen"]}), stage.merge([]), 10)[0].num_rows == 0
 
 
 def test_lookup_maps_each_row_through_a_dict():
