@@ -7,18 +7,36 @@ on how the corpus is sharded or in which order shards finish.
 from __future__ import annotations
 
 import numpy as np
-import xxhash
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from thresher.scorers.hashing import string_hashes
 
 
-def sample_part(groups: list[str], ids: list[str], texts: list[str], per_group: int) -> dict:
-    """Per group: (rows, bytes, [(hash, id, text)] of the per_group smallest id hashes)."""
-    h = np.fromiter((xxhash.xxh64_intdigest(i.encode()) for i in ids), dtype=np.uint64, count=len(ids))
+def sample_part(groups: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedArray,
+                texts: pa.Array | pa.ChunkedArray, per_group: int) -> dict:
+    """Per group: (rows, bytes, [(hash, id, text)] of the per_group smallest id hashes). Only the
+    picked rows become Python objects."""
+    if len(ids) == 0:
+        return {}
+    h = string_hashes(ids)
+    groups = groups.combine_chunks() if isinstance(groups, pa.ChunkedArray) else groups
+    enc = pc.dictionary_encode(pc.fill_null(groups, ""))
+    codes = enc.indices.to_numpy()
+    names = enc.dictionary.to_pylist()
+    nbytes = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False)
+    order = np.lexsort((h, codes))  # by group, then by hash; stable, so ties keep row order
+    sizes = np.bincount(codes, minlength=len(names))
+    group_bytes = np.bincount(codes, weights=nbytes, minlength=len(names))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     out: dict[str, list] = {}
-    for g in sorted(set(groups)):
-        idx = [i for i, x in enumerate(groups) if x == g]
-        best = sorted(idx, key=lambda i: h[i])[:per_group]
-        nbytes = sum(len((texts[i] or "").encode()) for i in idx)
-        out[g] = [len(idx), nbytes, [(int(h[i]), ids[i], texts[i]) for i in best]]
+    for k in sorted(range(len(names)), key=names.__getitem__):
+        if sizes[k] == 0:
+            continue
+        best = order[starts[k]:starts[k] + min(per_group, sizes[k])]
+        take = pa.array(best)
+        picks = list(zip(h[best].tolist(), ids.take(take).to_pylist(), texts.take(take).to_pylist()))
+        out[names[k]] = [int(sizes[k]), int(group_bytes[k]), picks]
     return out
 
 

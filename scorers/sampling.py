@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import xxhash
+
+from thresher.scorers.hashing import string_hashes
 
 
 def sample_mask(ids: pa.Array | pa.ChunkedArray, fraction: float, seed: int = 0) -> np.ndarray:
     """True for the ids whose seeded 64-bit hash falls in the lowest `fraction` of the range."""
-    limit = int(fraction * 2**64)
-    return np.fromiter((xxhash.xxh64_intdigest(i.encode(), seed) < limit for i in ids.to_pylist()),
-                       dtype=bool, count=len(ids))
+    limit = min(int(fraction * 2**64), 2**64 - 1)
+    return string_hashes(ids, seed) < np.uint64(limit) if fraction < 1 else np.ones(len(ids), dtype=bool)

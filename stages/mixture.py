@@ -61,8 +61,7 @@ class Mixture(Stage):
 
     def partial(self, table: pa.Table) -> dict:
         """Per group: its size and the docs_per_group rows with the smallest id hashes."""
-        return sample_part(self._groups(table).to_pylist(), table[schema.ID].to_pylist(),
-                           table[schema.TEXT].to_pylist(), self.params.docs_per_group)
+        return sample_part(self._groups(table), table[schema.ID], table[schema.TEXT], self.params.docs_per_group)
 
     def merge(self, parts: list[dict]) -> dict:
         from thresher.scorers.aioli import AioliMixer

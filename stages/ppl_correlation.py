@@ -82,8 +82,7 @@ class PplCorrelation(Stage):
         seed: int = 0
 
     def partial(self, table: pa.Table) -> dict:
-        return sample_part(table[schema.DOMAIN].to_pylist(), table[schema.ID].to_pylist(),
-                           table[schema.TEXT].to_pylist(), self.params.pages_per_domain)
+        return sample_part(table[schema.DOMAIN], table[schema.ID], table[schema.TEXT], self.params.pages_per_domain)
 
     def merge(self, parts: list[dict]) -> dict:
         p = self.params

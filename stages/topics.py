@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from thresher.pipeline import schema
@@ -120,13 +121,14 @@ class Topics(Stage):
 
     def partial(self, table: pa.Table) -> dict:
         p = self.params
-        part = sample_part([_ALL] * table.num_rows, table[schema.ID].to_pylist(), table[schema.TEXT].to_pylist(),
-                           p.sample)
-        if p.loss_column:
-            if p.loss_column not in table.column_names:
-                raise ValueError(f"topics: loss_column {p.loss_column!r} is missing; run ref_perplexity first")
-            loss = dict(zip(table[schema.ID].to_pylist(), table[p.loss_column].to_pylist()))
-            part[_ALL][2] = [(h, i, (t, loss[i])) for h, i, t in part[_ALL][2]]
+        part = sample_part(pa.repeat(_ALL, table.num_rows), table[schema.ID], table[schema.TEXT], p.sample)
+        if p.loss_column and p.loss_column not in table.column_names:
+            raise ValueError(f"topics: loss_column {p.loss_column!r} is missing; run ref_perplexity first")
+        if p.loss_column and part:
+            picks = part[_ALL][2]
+            rows = pc.index_in(pa.array([i for _, i, _ in picks], pa.string()), value_set=table[schema.ID])
+            loss = table[p.loss_column].take(rows).to_pylist()
+            part[_ALL][2] = [(h, i, (t, x)) for (h, i, t), x in zip(picks, loss)]
         return part
 
     def merge(self, parts: list[dict]) -> dict:
