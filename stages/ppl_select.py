@@ -81,11 +81,21 @@ class PplSelect(Stage):
         keys = self._keys(table)
         score = keys["score"].to_numpy(zero_copy_only=False)
         missing = np.isnan(score)
-        outside = np.zeros(table.num_rows, dtype=bool)
-        for i, (g, s, doc_id) in enumerate(zip(keys["group"].to_pylist(), score.tolist(), keys[schema.ID].to_pylist())):
-            if missing[i]:
+        outside = ~missing  # a row of a group with no kept range is outside it
+        for g, (lo, hi) in state.items():
+            rows = pc.equal(keys["group"], g).to_numpy(zero_copy_only=False) & ~missing
+            if not rows.any():
                 continue
-            lo, hi = state[g]
-            key = (s, doc_id)
-            outside[i] = (lo is None or key < lo) or (hi is not None and key >= hi)
+            out = np.zeros(len(score), dtype=bool) if lo is not None else np.ones(len(score), dtype=bool)
+            if lo is not None:
+                out |= _before(score, keys[schema.ID], lo)
+            if hi is not None:
+                out |= ~_before(score, keys[schema.ID], hi)
+            outside[rows] = out[rows]
         return mark_dropped(mark_dropped(table, missing, "ppl_missing"), outside, "ppl_band")
+
+
+def _before(score: np.ndarray, ids: pa.ChunkedArray, key: tuple[float, str]) -> np.ndarray:
+    """(score, id) < key, row by row: the order the ranks were taken in."""
+    tie = pc.less(ids, key[1]).to_numpy(zero_copy_only=False)
+    return (score < key[0]) | ((score == key[0]) & tie)

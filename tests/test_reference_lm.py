@@ -107,10 +107,12 @@ def test_band_selection_is_exact():
 
 def test_band_selection_per_domain():
     stage = PplSelect(PplSelect.Params(band="low", rate=0.5, per_domain=True))
-    t = pa.table({"id": list("abcdefgh"), "domain": ["x"] * 4 + ["y"] * 4,
-                  "ref_ppl": [4.0, 3.0, 2.0, 1.0, 40.0, 10.0, 30.0, 20.0]})
-    kept, _ = apply_stage(stage, t, stage.merge([stage.partial(t)]), 10)
+    t = pa.table({"id": list("abcdefghi"), "domain": ["x"] * 4 + ["y"] * 4 + ["x"],
+                  "ref_ppl": [4.0, 3.0, 2.0, 1.0, 40.0, 10.0, 30.0, 20.0, float("nan")]})
+    kept, rejected = apply_stage(stage, t, stage.merge([stage.partial(t)]), 10)
     assert sorted(kept["id"].to_pylist()) == ["c", "d", "f", "h"]
+    reasons = dict(zip(rejected["id"].to_pylist(), rejected["drop_reason"].to_pylist()))
+    assert reasons == {"a": "ppl_band", "b": "ppl_band", "e": "ppl_band", "g": "ppl_band", "i": "ppl_missing"}
 
 
 def test_train_reference_cli_and_pipeline(tmp_path):
