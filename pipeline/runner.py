@@ -363,7 +363,7 @@ class Runner:
             self.progress.log(f"[{segment[0]:02d}] {label}: complete, reusing")
             return
         first_cfg = cfg.stages[segment[0] - 1]
-        if first_cfg.cls.has_global_pass() and dirs[segment[0]].load_state() is None:
+        if first_cfg.cls.has_global_pass() and not dirs[segment[0]].has_state:
             self._global_pass(executor, first_cfg, dirs[segment[0] - 1], dirs[segment[0]], shards, seconds)
         runs = [(cfg.stages[i - 1], dirs[i]) for i in segment]
         todo = [s for s in shards if not all(d.shard_done(s) for d in seg_dirs)]
@@ -388,7 +388,8 @@ class Runner:
         t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
         ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg)
-        target.save_state(stage.fit(ctx))
+        state = stage.fit(ctx)
+        target.save_state(state, stage.summarize_state(state))
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         seconds[f"{target.label}:global"] = time.perf_counter() - t0
 
@@ -419,7 +420,9 @@ class Runner:
         out = {}
         for cfg, d in zip(self.config.stages, dirs[1:]):
             if cfg.cls.has_global_pass():
-                summary = cfg.build(stage_seed(self.config.seed, d.index)).summarize_state(d.load_state())
+                summary = d.load_summary()
+                if summary is None:  # a work dir from before summaries were saved with the state
+                    summary = cfg.build(stage_seed(self.config.seed, d.index)).summarize_state(d.load_state())
                 if summary:
                     out[d.label] = summary
         return out

@@ -4,7 +4,9 @@
     <work_dir>/<key>/NN-<stage>/_stats/<shard>.json      written last: the shard is complete
     <work_dir>/<key>/NN-<stage>/_SUCCESS                 the whole stage is complete
     <work_dir>/<key>/rejected/NN-<stage>/part-<shard>.parquet
-    <work_dir>/<key>/state/NN-<stage>/state.pkl          a global pass's merged state
+    <work_dir>/<key>/state/NN-<stage>/state.pkl          a global pass's merged state (written last)
+    <work_dir>/<key>/state/NN-<stage>/summary.json       its summary for the manifest, so finalizing
+                                                         never unpickles a large state again
 """
 
 from __future__ import annotations
@@ -75,11 +77,23 @@ class StageDir:
     def mark_complete(self, summary: dict) -> None:
         write_json(summary, self.out / SUCCESS)
 
-    def save_state(self, state) -> None:
+    @property
+    def summary(self) -> Path:
+        return self.state.with_name("summary.json")
+
+    @property
+    def has_state(self) -> bool:
+        return self.state.exists()
+
+    def save_state(self, state, summary: dict) -> None:
         self.state.parent.mkdir(parents=True, exist_ok=True)
+        write_json(summary, self.summary)
         tmp = self.state.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
         tmp.replace(self.state)
 
     def load_state(self):
         return pickle.loads(self.state.read_bytes()) if self.state.exists() else None
+
+    def load_summary(self) -> dict | None:
+        return json.loads(self.summary.read_text()) if self.summary.exists() else None

@@ -75,6 +75,15 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     assert dups.num_rows == res.manifest["stages"][3]["rejected"]["exact_duplicate"]
     for h, doc_id in zip(text_hashes(dups["text"]).tolist(), dups["id"].to_pylist()):
         assert kept[h] < doc_id  # the survivor is the smallest id of its hash
+    # The global pass's summary is saved beside its state; a rerun finalizes from the summaries
+    # alone, without unpickling any state (here: with every state file gone).
+    summary = res.manifest["stages"][3]["state"]
+    assert summary == {"distinct_texts": after.num_rows}
+    for state in (res.work_dir / "state").glob("*/state.pkl"):
+        state.unlink()
+    again = _run(_pipeline(tmp_path, demo_subset))
+    assert again.manifest["stages"][3]["state"] == summary
+    assert again.manifest["output"] == res.manifest["output"]
 
 
 def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
