@@ -67,18 +67,14 @@ def run(
                f"manifest: {result.output_dir / 'manifest.json'}")
 
 
-def _pipeline_rows(pipeline: Path):
-    """Every usable input row of a pipeline, with the ids its ingest gives them."""
-    import pyarrow as pa
-
+def _pipeline_files(pipeline: Path):
+    """Each input file's usable rows, with the ids its ingest gives them, one file at a time: a
+    command that samples the corpus holds one file and its sample, never the whole corpus."""
     from thresher.pipeline.io import discover_inputs, read_input
 
     cfg = load_config(pipeline)
-    tables = []
     for f in discover_inputs(cfg):
-        kept, _ = read_input(f, cfg.inputs[f.spec_index])
-        tables.append(kept)
-    return pa.concat_tables(tables)
+        yield read_input(f, cfg.inputs[f.spec_index])[0]
 
 
 @app.command("train-reference")
@@ -107,14 +103,17 @@ def train_reference_cmd(
         _fail(f"--size must be one of {', '.join(SIZES)}")
     if not 0 < fraction <= 1:
         _fail("--fraction must be in (0, 1]")
+    total, parts = 0, []
     try:
-        rows = _pipeline_rows(pipeline)
+        for rows in _pipeline_files(pipeline):
+            total += rows.num_rows
+            parts.append(rows.select(["id", "text"]).filter(pa.array(sample_mask(rows["id"], fraction, seed))))
     except (ConfigError, InputError) as exc:
         _fail(str(exc))
-    ref = rows.filter(pa.array(sample_mask(rows["id"], fraction, seed)))
+    ref = pa.concat_tables(parts) if parts else pa.table({"id": pa.array([], pa.string())})
     if ref.num_rows == 0:
-        _fail(f"the reference split is empty ({rows.num_rows} documents x {fraction}); raise --fraction")
-    typer.echo(f"reference split: {ref.num_rows:,} of {rows.num_rows:,} documents", err=True)
+        _fail(f"the reference split is empty ({total} documents x {fraction}); raise --fraction")
+    typer.echo(f"reference split: {ref.num_rows:,} of {total:,} documents", err=True)
     info = train_reference(ref["text"].to_pylist(), output, size=size, vocab_size=vocab_size, steps=steps,
                            seq_len=seq_len, batch_size=batch_size, lr=lr, seed=seed,
                            log=lambda m: typer.echo(m, err=True))
@@ -165,11 +164,10 @@ def bpb_matrix_cmd(
     from thresher.scorers.domain_sample import merge_samples, sample_part
 
     try:
-        rows = _pipeline_rows(pipeline)
+        parts = [sample_part(rows["domain"], rows["id"], rows["text"], pages) for rows in _pipeline_files(pipeline)]
     except (ConfigError, InputError) as exc:
         _fail(str(exc))
-    sample = merge_samples([sample_part(rows["domain"].to_pylist(), rows["id"].to_pylist(),
-                                        rows["text"].to_pylist(), pages)], pages)
+    sample = merge_samples(parts, pages)
     try:
         table = bpb_matrix(models, {d: v["texts"] for d, v in sample.items()}, max_length)
     except FileNotFoundError as exc:
