@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-import xxhash
 
 from thresher.pipeline import schema
 from thresher.pipeline.config import InputSpec, PipelineConfig
+from thresher.scorers.hashing import string_hashes
 
 
 class InputError(ValueError):
@@ -177,8 +177,17 @@ def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int,
     raise InputError(f"{f.path}: unknown format {f.format!r}")
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
 def _stable_ids(source: str, offsets: np.ndarray) -> pa.Array:
-    return pa.array([xxhash.xxh64_hexdigest(f"{source}\x00{o}".encode()) for o in offsets.tolist()], type=pa.string())
+    """xxh64_hexdigest(f"{source}\\0{offset}") of each row, built on whole arrays."""
+    keys = pc.binary_join_element_wise(source, pc.cast(pa.array(offsets, pa.int64()), pa.string()), "\x00")
+    digest = string_hashes(keys).astype(">u8").view(np.uint8).reshape(-1, 8)
+    chars = np.empty((len(digest), 16), dtype=np.uint8)
+    chars[:, 0::2], chars[:, 1::2] = _HEX[digest >> 4], _HEX[digest & 15]
+    ends = np.arange(0, 16 * len(digest) + 1, 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(digest), pa.py_buffer(ends), pa.py_buffer(chars.tobytes()))
 
 
 def _url_host(url) -> str | None:
