@@ -21,3 +21,18 @@ def test_normalized_words():
     words = [data[s:e].tobytes().decode() for s, e in zip(starts, ends)]
     assert words == ["hello", "world", "ça", "va", "one"]
     assert doc_words.tolist() == [0, 4, 4, 4, 5]
+
+
+def test_string_hashes_and_row_ids_equal_xxhash_per_value():
+    from thresher.pipeline.io import _stable_ids
+    from thresher.scorers.hashing import find_sorted, string_hashes
+
+    values = ["", "a", "ünïcödé", None, "x" * 100]
+    chunked = pa.chunked_array([values[:2], values[2:]])
+    assert string_hashes(chunked, 9).tolist() == [xxhash.xxh64_intdigest((v or "").encode(), 9) for v in values]
+    offsets = np.array([0, 7, 2**40])
+    assert _stable_ids("data/ü.jsonl", offsets).to_pylist() == [
+        xxhash.xxh64_hexdigest(f"data/ü.jsonl\x00{o}".encode()) for o in offsets.tolist()]
+    pos, found = find_sorted(np.array([3, 5, 9], np.uint64), np.array([5, 4, 9, 10], np.uint64))
+    assert found.tolist() == [True, False, True, False] and pos[found].tolist() == [1, 2]
+    assert not find_sorted(np.zeros(0, np.uint64), np.array([1], np.uint64))[1].any()
