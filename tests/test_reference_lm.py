@@ -138,3 +138,20 @@ def test_train_reference_cli_and_pipeline(tmp_path):
     out = pq.read_table(res.output_dir / "data")
     assert not ref_ids & set(out["id"].to_pylist())
     assert np.all(np.isfinite(out["ref_ppl"].to_numpy())) and np.all(out["ref_bpb"].to_numpy() > 0)
+
+
+def test_bfloat16_scoring_path_tracks_float32(tiny_model):
+    """The GPU path's dtype (bf16 weights, logits upcast for the loss) run on the CPU: scores stay
+    within bf16 rounding of fp32 and rank documents the same way."""
+    from scipy.stats import spearmanr
+
+    from thresher.scorers.reference_lm import load_reference, score_texts
+
+    texts = [t[:400] for t in demo_texts("python_docs", 15) + demo_texts("scripture", 15)]
+    fp32 = score_texts(*load_reference(tiny_model, device="cpu")[:2], texts, "cpu")
+    model, tok, _ = load_reference(tiny_model, device="cpu", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    bf16 = score_texts(model, tok, texts, "cpu", batch_tokens=2048)
+    assert (bf16.tokens == fp32.tokens).all()
+    assert np.allclose(bf16.ppl, fp32.ppl, rtol=0.03)
+    assert spearmanr(bf16.ppl, fp32.ppl)[0] > 0.95
