@@ -50,7 +50,7 @@ class ExactDedup(Stage):
         """(hash, winning id) for every distinct text, sorted by hash."""
         if not parts:
             return pa.table({HASH: pa.array([], pa.uint64()), schema.ID: pa.array([], pa.string())})
-        return _first_ids(*pa.concat_tables(parts).columns).sort_by(HASH)
+        return _first_ids(*pa.concat_tables(parts).columns).sort_by(HASH).combine_chunks()
 
     def summarize_state(self, state: pa.Table) -> dict:
         return {"distinct_texts": state.num_rows}
