@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench-minhash bench-pipeline bench-refscore clean
+.PHONY: setup demo test test-slow bench-minhash bench-pipeline bench-refscore bench-kenlm clean
 
 setup: $(STAMP)
 
@@ -40,3 +40,6 @@ bench-pipeline: setup
 
 bench-refscore: setup
 	$(PY) bench/refscore.py --size small --docs 300
+
+bench-kenlm: setup
+	$(PY) bench/kenlm_score.py

@@ -56,7 +56,7 @@ class _LogPpl:
 
     def __call__(self, shard: str) -> np.ndarray:
         self._model = self._model or _load(self.model_path)
-        texts = self.read(shard, columns=[schema.TEXT])[schema.TEXT].to_pylist()
+        texts = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
         return np.log10(document_perplexity(self._model, texts))
 
 
@@ -101,7 +101,7 @@ class HarmfulFilter(Stage):
         self.model = _load(self.params.model)
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
-        ppl = document_perplexity(self.model, table[schema.TEXT].to_pylist())
+        ppl = document_perplexity(self.model, table[schema.TEXT])
         harmful = np.nan_to_num(ppl, nan=np.inf) < state["tau"]
         table = table.append_column("harm_ppl", pa.array(ppl)).append_column("harmful", pa.array(harmful))
         return mark_dropped(table, harmful, "harmful") if self.params.action == "remove" else table

@@ -8,16 +8,18 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_pipeline
+from conftest import demo_texts, write_pipeline
 from harmful_data import labelled_sets
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
-from thresher.scorers.kenlm_model import ccnet_normalize, document_perplexity
+from thresher.scorers.kenlm_model import ccnet_normalize, document_perplexity, normalize, reference_normalize
 from thresher.scorers.thresholds import best_f1_threshold, macro_f1, valley_threshold
 
 kenlm = pytest.importorskip("kenlm")
@@ -27,6 +29,19 @@ pytest.importorskip("better_profanity")
 def test_ccnet_normalisation():
     assert ccnet_normalize("  Héllo, Wörld! It’s 2024…\r\n\n\tSecond\x07  line ") == \
         "hello , world ! it ' s 0000 . . .\nsecond line"
+
+
+def test_batch_normalisation_equals_the_per_character_spec():
+    tricky = ["  Ça   va?\tOui…  ", "İstanbul ǅ ß ﬁ", "x\u00a0y\u2028z\u2029w", "١٢٣ ４５ ²", "a\x85b\x0bc\rd\x1ce",
+              "क्षि ाि", "“quote” — dash – ‘s’", "\n\n  \xa0\n a \n\n", "e\u0301\u0302", "tab\t\tx", "", "a_b-c"]
+    texts = demo_texts("python_docs") + demo_texts("scripture") + demo_texts("fortunes", 3000) + tricky
+    got = normalize(pa.chunked_array([texts[:100], texts[100:]])).to_pylist()
+    want = [reference_normalize(t) for t in texts]
+    assert got == want
+    # KenLM's Python API splits a sentence on str.split(); our token counts must agree with it.
+    lines = [ln for t in want for ln in t.split("\n") if ln]
+    assert pc.list_value_length(pc.utf8_split_whitespace(pa.array(lines))).to_pylist() == \
+        [len(ln.split()) for ln in lines]
 
 
 @pytest.fixture(scope="module")
