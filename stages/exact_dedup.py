@@ -1,8 +1,8 @@
 """Exact dedup: one document per normalised-text hash, the first in id order (deterministic).
 
-Global pass as map-reduce: each shard reports (hash, smallest id) pairs, the merge keeps the
-smallest id per hash in a hash-sorted table, and the transform keeps a row only if it is that
-smallest id, found by binary search.
+Global pass as a keyed group-by (pipeline/key_groups.py): each shard reports (hash, smallest id)
+pairs, the smallest id per hash wins over the whole corpus, and each shard stores only its own
+winners. The transform keeps a row only if it is its hash's winner, found by binary search.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline import schema
+from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage, mark_dropped
+from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
 from thresher.scorers.hashing import find_sorted, string_hashes
 
 HASH = "exact_hash"
@@ -29,9 +30,26 @@ def text_hashes(text: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
     return string_hashes(dedup_key(text), seed)
 
 
-def _first_ids(hashes: pa.Array, ids: pa.Array) -> pa.Table:
-    t = pa.table({HASH: hashes, schema.ID: ids})
-    return t.group_by(HASH).aggregate([(schema.ID, "min")]).rename_columns([HASH, schema.ID])
+def first_ids(keys: pa.Table) -> pa.Table:
+    """The smallest id of each key."""
+    return keys.group_by(KEY).aggregate([(schema.ID, "min")]).rename_columns([KEY, schema.ID])
+
+
+class _ShardFirstIds:
+    def __init__(self, read):
+        self.read = read
+
+    def __call__(self, shard: str) -> pa.Table:
+        t = self.read(shard, columns=[schema.ID, schema.TEXT])
+        return first_ids(pa.table({KEY: text_hashes(t[schema.TEXT]), schema.ID: t[schema.ID]}))
+
+
+def winners(rows: pa.Table) -> pa.Table:
+    """The (key, id, shard) rows holding their key's smallest id over all shards."""
+    return rows.join(first_ids(rows.drop_columns([SHARD])), keys=[KEY, schema.ID], join_type="left semi")
+
+
+EMPTY = pa.table({KEY: pa.array([], pa.uint64()), schema.ID: pa.array([], pa.string())})
 
 
 @register
@@ -43,21 +61,20 @@ class ExactDedup(Stage):
     class Params(Params):
         pass
 
-    def partial(self, table: pa.Table) -> pa.Table:
-        return _first_ids(pa.array(text_hashes(table[schema.TEXT])), table[schema.ID])
+    def fit(self, ctx: FitContext) -> dict:
+        folder, kept = group_by_key(ctx, "winners", _ShardFirstIds(ctx.reader()), winners)
+        return {"winners": str(folder), "texts_kept": kept}
 
-    def merge(self, parts: list[pa.Table]) -> pa.Table:
-        """(hash, winning id) for every distinct text, sorted by hash."""
-        if not parts:
-            return pa.table({HASH: pa.array([], pa.uint64()), schema.ID: pa.array([], pa.string())})
-        return _first_ids(*pa.concat_tables(parts).columns).sort_by(HASH).combine_chunks()
+    def summarize_state(self, state: dict) -> dict:
+        return {"texts_kept": state["texts_kept"]}
 
-    def summarize_state(self, state: pa.Table) -> dict:
-        return {"distinct_texts": state.num_rows}
+    def shard_state(self, state: dict, shard: str) -> pa.Table:
+        return load_shard(state["winners"], shard, EMPTY)
 
     def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
+        """state: this shard's (hash, winning id) rows, sorted by hash."""
         hashes = text_hashes(table[schema.TEXT])
-        pos, found = find_sorted(state[HASH].to_numpy(), hashes)
+        pos, found = find_sorted(state[KEY].to_numpy(), hashes)
         rows = np.flatnonzero(found)
         same_id = pc.equal(state[schema.ID].take(pa.array(pos[rows])), table[schema.ID].take(pa.array(rows)))
         rows = rows[same_id.to_numpy(zero_copy_only=False)]

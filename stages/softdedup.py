@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from thresher.pipeline import schema
+from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage
 from thresher.scorers.hashing import find_sorted
@@ -72,21 +73,24 @@ class _Commonness:
         return shard, commonness(text, tables, self.p.beta, _tokenizer(self.p))
 
 
+COPIES = "copies"
+NO_COPIES = pa.table({KEY: pa.array([], pa.uint64()), COPIES: pa.array([], pa.int64())})
+
+
 class _DupCounts:
     def __init__(self, read):
         self.read = read
 
-    def __call__(self, shard: str) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct text hashes, copies of each) in one shard."""
-        return np.unique(text_hashes(self.read(shard, columns=[schema.TEXT])[schema.TEXT]), return_counts=True)
+    def __call__(self, shard: str) -> pa.Table:
+        """(distinct text hash, copies) in one shard."""
+        keys, copies = np.unique(text_hashes(self.read(shard, columns=[schema.TEXT])[schema.TEXT]), return_counts=True)
+        return pa.table({KEY: keys, COPIES: copies})
 
 
-def add_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted distinct hashes, total copies) over all shards."""
-    if not parts:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    keys, inverse = np.unique(np.concatenate([h for h, _ in parts]), return_inverse=True)
-    return keys, np.bincount(inverse, weights=np.concatenate([c for _, c in parts])).astype(np.int64)
+def total_copies(rows: pa.Table) -> pa.Table:
+    """Each shard's (key, shard) rows with the key's copies summed over all shards."""
+    totals = rows.group_by(KEY).aggregate([(COPIES, "sum")]).rename_columns([KEY, COPIES])
+    return rows.select([KEY, SHARD]).join(totals, KEY)
 
 
 def segment_weights(values: np.ndarray, k: int, w_min: float, w_max: float) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +118,7 @@ class SoftDedup(Stage):
         if p.mode == "fedrw":
             if p.count_column:
                 return {}
-            keys, counts = add_counts(list(ctx.map(_DupCounts(read), ctx.shards)))
-            return {"dup_hashes": keys, "dup_counts": counts}
+            return {"copies": str(group_by_key(ctx, "copies", _DupCounts(read), total_copies)[0])}
         tables = merge_counts(list(ctx.map(_Counts(p, read), ctx.shards)), p.n, p.bits)
         tables = tables.astype(np.int32 if tables.max(initial=0) < 2**31 else np.int64)
         path = ctx.scratch / "ngram_counts.npy"
@@ -130,7 +133,11 @@ class SoftDedup(Stage):
         return {"mode": "softdedup", "segment_upper_bounds": [float(b) for b in state["bounds"]],
                 "segment_weights": [float(w) for w in state["weights"]]}
 
-    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+    def shard_state(self, state: dict, shard: str):
+        """FedRW by text hash: this shard's (hash, copies in the corpus) rows, sorted by hash."""
+        return load_shard(state["copies"], shard, NO_COPIES) if "copies" in state else state
+
+    def transform(self, table: pa.Table, state) -> pa.Table:
         p = self.params
         if p.mode == "fedrw":
             if p.count_column:
@@ -139,9 +146,9 @@ class SoftDedup(Stage):
                                      "run minhash_dedup with policy: reweight before it, or unset count_column")
                 counts = pc.fill_null(table[p.count_column], 1).to_numpy(zero_copy_only=False).astype(np.float64)
             else:
-                pos, found = find_sorted(state["dup_hashes"], text_hashes(table[schema.TEXT]))
+                pos, found = find_sorted(state[KEY].to_numpy(), text_hashes(table[schema.TEXT]))
                 counts = np.ones(len(found))
-                counts[found] = state["dup_counts"][pos[found]]
+                counts[found] = state[COPIES].to_numpy()[pos[found]]
             weight, common = 1.0 / (np.log(counts + 1.0) + p.eps), counts
         else:
             common = commonness(table[schema.TEXT], state["tables"], p.beta, _tokenizer(p))

@@ -29,6 +29,20 @@ def write_pipeline(path: Path, **fields) -> Path:
     return path
 
 
+class MemoryFit:
+    """A FitContext over in-memory shards, run in this process: a global pass without the runner."""
+
+    def __init__(self, shards: dict, folder: Path):
+        self.tables, self.shards = shards, list(shards)
+        self.scratch, self.state_dir = folder / "scratch", folder / "state"
+
+    def reader(self):
+        return lambda shard, columns=None: self.tables[shard].select(columns or self.tables[shard].column_names)
+
+    def map(self, fn, items):
+        return map(fn, items)
+
+
 @pytest.fixture
 def demo_subset(tmp_path) -> Path:
     """A copy of two demo files (scripture + mirror) in tmp_path/data."""

@@ -78,7 +78,7 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     # The global pass's summary is saved beside its state; a rerun finalizes from the summaries
     # alone, without unpickling any state (here: with every state file gone).
     summary = res.manifest["stages"][3]["state"]
-    assert summary == {"distinct_texts": after.num_rows}
+    assert summary == {"texts_kept": after.num_rows}
     for state in (res.work_dir / "state").glob("*/state.pkl"):
         state.unlink()
     again = _run(_pipeline(tmp_path, demo_subset))

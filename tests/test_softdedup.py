@@ -69,12 +69,12 @@ def _texts(n):
     return demo_texts("scripture", n)
 
 
-def _run(tmp_path, rows, stages, name="p.yaml"):
+def _run(tmp_path, rows, stages, name="p.yaml", shard_rows=120):
     with open(tmp_path / "docs.jsonl", "w") as fh:
         for doc_id, text in rows:
             fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
     p = write_pipeline(tmp_path / name, inputs=[{"paths": ["docs.jsonl"], "id_column": "id"}], stages=stages,
-                       shard_rows=120, output={"dir": f"out-{name}"}, work_dir=f"work-{name}")
+                       shard_rows=shard_rows, output={"dir": f"out-{name}"}, work_dir=f"work-{name}")
     res = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False)).run()
     return pq.read_table(res.output_dir / "data").sort_by("id")
 
@@ -100,7 +100,7 @@ def test_repeated_documents_are_down_weighted_not_removed(tmp_path):
 def test_fedrw_from_exact_counts_and_from_minhash_clusters(tmp_path):
     texts = _texts(20)
     rows = [(f"a{i:02d}", t) for i, t in enumerate(texts)] + [(f"b{i}", texts[0].upper()) for i in range(3)]
-    out = _run(tmp_path, rows, [{"stage": "softdedup", "mode": "fedrw"}])
+    out = _run(tmp_path, rows, [{"stage": "softdedup", "mode": "fedrw"}], shard_rows=7)  # copies span shards
     w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
     assert w["a00"] == pytest.approx(1 / (math.log(5) + 1e-6)) and w["b0"] == w["a00"]
     assert w["a01"] == pytest.approx(1 / (math.log(2) + 1e-6))

@@ -4,6 +4,7 @@ import unicodedata
 
 import pyarrow as pa
 
+from conftest import MemoryFit
 from thresher.pipeline.runner import apply_stage
 from thresher.stages.exact_dedup import ExactDedup, text_hashes
 from thresher.stages.length_filter import LengthFilter
@@ -28,24 +29,26 @@ def test_length_filter_reasons():
     assert rejected["drop_reason"].to_pylist() == ["too_short", "too_long"]
 
 
-def test_exact_dedup_map_reduce_across_shards():
+def test_exact_dedup_keeps_one_copy_across_shards(tmp_path):
     stage = ExactDedup()
-    shard_a = pa.table({"id": ["b", "d"], "text": ["Hello  World", "unique"]})
-    shard_b = pa.table({"id": ["a", "c"], "text": ["hello world", "HELLO WORLD "]})
-    state = stage.merge([stage.partial(shard_a), stage.partial(shard_b)])
-    assert state.num_rows == 2
-    kept_a, rej_a = apply_stage(stage, shard_a, state, 10)
-    kept_b, rej_b = apply_stage(stage, shard_b, state, 10)
-    assert kept_a["id"].to_pylist() == ["d"] and kept_b["id"].to_pylist() == ["a"]
-    assert sorted(rej_a["id"].to_pylist() + rej_b["id"].to_pylist()) == ["b", "c"]
-    assert set(rej_a["drop_reason"].to_pylist() + rej_b["drop_reason"].to_pylist()) == {"exact_duplicate"}
+    shards = {"a": pa.table({"id": ["b", "d", "a"], "text": ["Hello  World", "unique", "hello world"]}),
+              "b": pa.table({"id": ["a", "c", "e"], "text": ["hello world", "HELLO WORLD ", "only in b"]})}
+    state = stage.fit(MemoryFit(shards, tmp_path))
+    assert stage.summarize_state(state) == {"texts_kept": 4}  # "a" wins in both shards: its id repeats
+    kept = {s: apply_stage(stage, t, stage.shard_state(state, s), 10) for s, t in shards.items()}
+    assert kept["a"][0]["id"].to_pylist() == ["d", "a"] and kept["b"][0]["id"].to_pylist() == ["a", "e"]
+    assert sorted(kept["a"][1]["id"].to_pylist() + kept["b"][1]["id"].to_pylist()) == ["b", "c"]
+    assert set(kept["a"][1]["drop_reason"].to_pylist()) == {"exact_duplicate"}
+    # Each shard stores only its own winners.
+    assert sorted(stage.shard_state(state, "a")["id"].to_pylist()) == ["a", "d"]
     h = text_hashes(pa.array(["x y", "X  Y", "x z"]))
     assert h[0] == h[1] != h[2]
     # A repeated id keeps one copy; a text the state has never seen is not kept by accident.
     twice = pa.table({"id": ["a", "a"], "text": ["hello world", "hello world"]})
-    kept, rejected = apply_stage(stage, twice, state, 10)
-    assert kept.num_rows == 1 and rejected["drop_reason"].to_pylist() == ["exact_duplicate"]
-    assert apply_stage(stage, pa.table({"id": ["z"], "text": ["never seen"]}), stage.merge([]), 10)[0].num_rows == 0
+    kept_twice, rejected = apply_stage(stage, twice, stage.shard_state(state, "a"), 10)
+    assert kept_twice.num_rows == 1 and rejected["drop_reason"].to_pylist() == ["exact_duplicate"]
+    unseen = pa.table({"id": ["z"], "text": ["never seen"]})
+    assert apply_stage(stage, unseen, stage.shard_state(state, "nope"), 10)[0].num_rows == 0
 
 
 def test_lookup_maps_each_row_through_a_dict():
