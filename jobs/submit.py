@@ -58,12 +58,27 @@ def submit(pipeline: Path, address: str, python: str = "python", output: Path | 
     staging = Path(tempfile.mkdtemp(prefix="thresher-job-"))
     (staging / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     wheel = wheel or build_runtime_wheel(staging / "wheel")
-    return c.submit_job(
-        entrypoint=f"{python} -m thresher.jobs.entrypoint pipeline.yaml",
-        runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)],
-                     "excludes": ["wheel/"]},
-        metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name},
-    )
+    job = dict(entrypoint=f"{python} -m thresher.jobs.entrypoint pipeline.yaml",
+               runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)], "excludes": ["wheel/"]},
+               metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name})
+    return _submit_when_ready(c, job, address)
+
+
+def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wait_s: float = 2.0) -> str:
+    """A cluster that has just started answers "no available agent" until its job agents are up:
+    that answer is retried for up to `patience_s`; any other error is not."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return c.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the Ray cluster at {address} has no job agent ready after "
+                                   f"{patience_s:.0f} s ({exc}); check that its nodes are up "
+                                   "(`ray status`) and submit again") from None
+            time.sleep(wait_s)
 
 
 def wait(address: str, job_id: str, follow_logs: bool = True, poll_s: float = 1.0, echo=print) -> str:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import REPO, write_pipeline
 from local_cluster import LocalCluster
@@ -105,3 +106,26 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "thresher" / "pipeline" / "runner.py").exists()
     assert (tmp_path / "site" / "thresher" / "configs" / "demo.yaml").exists()
+
+
+def test_submit_retries_while_a_new_cluster_has_no_job_agent():
+    from thresher.jobs.submit import ClusterError, _submit_when_ready
+
+    class Client:
+        def __init__(self, answers):
+            self.answers, self.calls = list(answers), 0
+
+        def submit_job(self, **job):
+            self.calls += 1
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    not_ready = RuntimeError("Request failed with status code 500: No available agent to submit job")
+    c = Client([not_ready, not_ready, "raysubmit_1"])
+    assert _submit_when_ready(c, {}, "http://x:8265", wait_s=0.01) == "raysubmit_1" and c.calls == 3
+    with pytest.raises(RuntimeError, match="bad runtime_env"):  # other errors are not retried
+        _submit_when_ready(Client([RuntimeError("bad runtime_env"), "never"]), {}, "http://x:8265", wait_s=0.01)
+    with pytest.raises(ClusterError, match="no job agent ready"):
+        _submit_when_ready(Client([not_ready] * 50), {}, "http://x:8265", patience_s=0.05, wait_s=0.01)
