@@ -43,13 +43,23 @@ class _Reduce:
         files = sorted((self.scratch / f"{partition:05d}").glob("*.parquet"))
         if not files:
             return 0
-        tables = [pq.read_table(f) for f in files]
-        rows = pa.concat_tables([t.append_column(SHARD, pa.array([f.stem] * t.num_rows, pa.string()))
-                                 for f, t in zip(files, tables)])
-        result = self.reduce(rows)
-        for shard in pc.unique(result[SHARD]).to_pylist():
-            mine = result.filter(pc.equal(result[SHARD], shard)).drop_columns([SHARD]).sort_by(KEY)
-            write_parquet(mine, self.out / shard / f"{partition:05d}.parquet")
+        tables = []
+        for f in files:  # the shard is the file's name
+            t = pq.read_table(f)
+            tables.append(t.append_column(SHARD, pa.repeat(f.stem, t.num_rows)))
+        result = self.reduce(pa.concat_tables(tables))
+        if result.num_rows == 0:
+            return 0
+        # One sort by (shard, key), then each shard's rows are one slice.
+        shard = pc.dictionary_encode(result[SHARD].combine_chunks())
+        codes = shard.indices.to_numpy()
+        order = np.lexsort((result[KEY].to_numpy(), codes))
+        codes = codes[order]
+        result = result.drop_columns([SHARD]).take(pa.array(order))
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(codes)]):
+            name = shard.dictionary[codes[a]].as_py()
+            write_parquet(result.slice(a, b - a), self.out / name / f"{partition:05d}.parquet")
         return result.num_rows
 
 
