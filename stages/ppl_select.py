@@ -86,9 +86,7 @@ class PplSelect(Stage):
             rows = pc.equal(keys["group"], g).to_numpy(zero_copy_only=False) & ~missing
             if not rows.any():
                 continue
-            out = np.zeros(len(score), dtype=bool) if lo is not None else np.ones(len(score), dtype=bool)
-            if lo is not None:
-                out |= _before(score, keys[schema.ID], lo)
+            out = _before(score, keys[schema.ID], lo) if lo is not None else np.ones(len(score), dtype=bool)
             if hi is not None:
                 out |= ~_before(score, keys[schema.ID], hi)
             outside[rows] = out[rows]
