@@ -103,19 +103,48 @@ def _shingle_hashes(data, offsets, ngram):
     return out, doc_off
 
 
-def shingle_hash_sets(text: pa.Array | pa.ChunkedArray, ngram: int = 5) -> list[np.ndarray]:
-    """The sorted, unique 64-bit shingle hashes of each document (for exact Jaccard)."""
+@nb.njit(cache=True)
+def _unique_per_doc(hashes, doc_off):
+    out = np.empty_like(hashes)
+    out_off = np.zeros(len(doc_off), np.int64)
+    w = 0
+    for i in range(len(doc_off) - 1):
+        seg = np.sort(hashes[doc_off[i]:doc_off[i + 1]])
+        for j in range(len(seg)):
+            if j == 0 or seg[j] != seg[j - 1]:
+                out[w] = seg[j]
+                w += 1
+        out_off[i + 1] = w
+    return out[:w], out_off
+
+
+def shingle_sets(text: pa.Array | pa.ChunkedArray, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted, unique 64-bit shingle hashes of every document, flat, with offsets[n + 1]."""
     data, offsets = string_buffers(normalize_for_hashing(text))
-    hashes, doc_off = _shingle_hashes(data, offsets, ngram)
-    return [np.unique(hashes[a:b]) for a, b in zip(doc_off[:-1], doc_off[1:])]
+    return _unique_per_doc(*_shingle_hashes(data, offsets, ngram))
 
 
-def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard of two sorted unique hash arrays."""
-    if len(a) == 0 and len(b) == 0:
-        return 1.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    return inter / (len(a) + len(b) - inter)
+@nb.njit(cache=True)
+def pair_jaccard(values, offsets, a, b):
+    """Exact Jaccard of documents a[k] and b[k] (indexes into shingle_sets' offsets), by merging
+    their sorted sets; two empty documents count as equal."""
+    out = np.empty(len(a))
+    for k in range(len(a)):
+        i, i_end = offsets[a[k]], offsets[a[k] + 1]
+        j, j_end = offsets[b[k]], offsets[b[k] + 1]
+        size = (i_end - i) + (j_end - j)
+        inter = 0
+        while i < i_end and j < j_end:
+            if values[i] == values[j]:
+                inter += 1
+                i += 1
+                j += 1
+            elif values[i] < values[j]:
+                i += 1
+            else:
+                j += 1
+        out[k] = 1.0 if size == 0 else inter / (size - inter)
+    return out
 
 
 def shingles(text: str, ngram: int = 5) -> list[bytes]:

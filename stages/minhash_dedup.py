@@ -31,9 +31,9 @@ from thresher.scorers.components import connected_components, partition_of
 from thresher.scorers.minhash import (
     band_hashes,
     candidate_pairs,
-    exact_jaccard,
     optimal_bands,
-    shingle_hash_sets,
+    pair_jaccard,
+    shingle_sets,
     signatures,
 )
 
@@ -143,20 +143,18 @@ class _Candidates:
         similar = (self._rows(u) == self._rows(v)).mean(axis=1) >= self.p.threshold - margin
         u, v = u[similar], v[similar]
         if self.p.verify == "exact" and len(u):
-            sets = self._shingle_sets(np.unique(np.concatenate([u, v])))
-            keep = np.array([exact_jaccard(sets[a], sets[b]) >= self.p.threshold
-                             for a, b in zip(u.tolist(), v.tolist())], dtype=bool)
-            u, v = u[keep], v[keep]
+            docs = np.unique(np.concatenate([u, v]))
+            values, offsets = self._shingle_sets(docs)
+            jaccard = pair_jaccard(values, offsets, np.searchsorted(docs, u), np.searchsorted(docs, v))
+            u, v = u[jaccard >= self.p.threshold], v[jaccard >= self.p.threshold]
         return u, v
 
-    def _shingle_sets(self, docs: np.ndarray) -> dict[int, np.ndarray]:
-        out = {}
+    def _shingle_sets(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """shingle_sets of the sorted `docs`, in their order (each shard's rows are one run)."""
         shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
-        for o in np.unique(shard_of):
-            sel = shard_of == o
-            text = self.read(self.shards[int(o)], columns=[schema.TEXT])[schema.TEXT].take(pa.array(row_of[sel]))
-            out.update(zip(docs[sel].tolist(), shingle_hash_sets(text, self.p.ngram)))
-        return out
+        texts = [self.read(self.shards[int(o)], columns=[schema.TEXT])[schema.TEXT].take(pa.array(row_of[shard_of == o]))
+                 for o in np.unique(shard_of)]
+        return shingle_sets(pa.chunked_array(texts), self.p.ngram)
 
 
 def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> pa.Array:

@@ -70,11 +70,15 @@ def test_partitioned_components_equal_scipy_on_a_random_graph(tmp_path):
         assert labels[x] == min(y for y in nodes if labels[y] == labels[x])  # the smallest member
 
 
-def test_shingle_hash_sets_give_exact_jaccard():
-    from thresher.scorers.minhash import exact_jaccard, shingle_hash_sets
+def test_shingle_sets_give_exact_jaccard():
+    from thresher.scorers.minhash import pair_jaccard, shingle_sets
     from thresher.scorers.minhash_eval import jaccard
 
-    a, b = TEXTS[0], TEXTS[0].replace("void", "empty")
-    sa, sb = shingle_hash_sets(pa.array([a, b]))
-    assert len(sa) == len(shingles(a))
-    assert exact_jaccard(sa, sb) == pytest.approx(jaccard(a, b))
+    docs = [TEXTS[0], TEXTS[0].replace("void", "empty"), TEXTS[1], "", "a a a a a a a a", ""]
+    values, offsets = shingle_sets(pa.array(docs))
+    assert offsets[1] == len(set(shingles(docs[0])))
+    assert offsets[5] - offsets[4] == 1  # a repeated shingle counts once
+    a, b = np.array([0, 0, 1, 3]), np.array([1, 2, 2, 5])
+    got = pair_jaccard(values, offsets, a, b)
+    assert got[:3] == pytest.approx([jaccard(docs[i], docs[j]) for i, j in zip(a[:3], b[:3])])
+    assert got[3] == 1.0  # two empty documents
