@@ -54,12 +54,14 @@ def test_sampler_frequencies_match_weights_and_resume(tmp_path):
     assert ids == [f"r{i:03d}" for i in draws[100:105]] and [r["step"] for r in rows] == list(range(100, 105))
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "bin"])
-def test_export_packs_every_token_per_group(tmp_path, fmt):
+@pytest.mark.parametrize("fmt, seq_len", [("parquet", 128), ("parquet", 4), ("bin", 128)])
+def test_export_packs_every_token_per_group(tmp_path, fmt, seq_len):
     out = _fake_output(tmp_path, [np.ones(30), np.ones(20)])
     data = pq.read_table(out / "data")
     tok = train_bpe_tokenizer(data["text"].to_pylist(), 600, tmp_path / "tok")
-    summary = export(out, str(tmp_path / "tok"), tmp_path / "export", seq_len=128, fmt=fmt)
+    # batch_rows=8: many batches, and with seq_len 4 sequences are written while tokenizing.
+    summary = export(out, str(tmp_path / "tok"), tmp_path / "export", seq_len=seq_len, fmt=fmt, batch_rows=8)
+    assert not list((tmp_path / "export").glob("*.tmp"))
     for g in ("a", "b"):
         texts = [t for t, gg in zip(data["text"].to_pylist(), data["group"].to_pylist()) if gg == g]
         ids = tok(texts, add_special_tokens=False)["input_ids"]
@@ -73,7 +75,11 @@ def test_export_packs_every_token_per_group(tmp_path, fmt):
         else:
             t = pq.read_table(tmp_path / "export" / f"{g}.parquet")
             seqs = t["input_ids"].to_pylist()
-            assert all(len(s) == 128 for s in seqs[:-1]) and sum(t["full"].to_pylist()) >= len(seqs) - 1
+            assert all(len(s) == seq_len for s in seqs[:-1]) and sum(t["full"].to_pylist()) >= len(seqs) - 1
+            assert t["full"].to_pylist() == [len(s) == seq_len for s in seqs]
+            assert len(seqs) == summary["groups"][g]["sequences"]
+            if seq_len == 4:
+                assert pq.ParquetFile(tmp_path / "export" / f"{g}.parquet").num_row_groups > 1
             assert [x for s in seqs for x in s] == expected
     assert summary["tokens"] == sum(v["tokens"] for v in summary["groups"].values())
 
