@@ -12,6 +12,8 @@ document from a unique one; the prior keeps a once-seen continuation well below 
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numba as nb
 import numpy as np
 import pyarrow as pa
@@ -58,7 +60,7 @@ def token_sequences(text: pa.Array | pa.ChunkedArray, tokenizer=None) -> tuple[n
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    flat = np.fromiter((i for e in encoded for i in e), dtype=np.uint64, count=int(offsets[-1]))
+    flat = np.fromiter(chain.from_iterable(encoded), dtype=np.uint64, count=int(offsets[-1]))
     return flat, offsets
 
 
