@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.scorers.hashing import string_hashes
+from thresher.scorers.hashing import filled_array, string_hashes
 
 
 def sample_part(groups: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedArray,
@@ -20,8 +20,7 @@ def sample_part(groups: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedAr
     if len(ids) == 0:
         return {}
     h = string_hashes(ids)
-    groups = groups.combine_chunks() if isinstance(groups, pa.ChunkedArray) else groups
-    enc = pc.dictionary_encode(pc.fill_null(groups, ""))
+    enc = pc.dictionary_encode(filled_array(groups))
     codes = enc.indices.to_numpy()
     names = enc.dictionary.to_pylist()
     nbytes = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False)

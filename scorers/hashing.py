@@ -161,12 +161,17 @@ def _strip_punct(data, offsets):
 
 def normalize_for_hashing(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Lowercase, punctuation removed, whitespace runs -> one space, trimmed (nulls -> "")."""
-    text = pc.utf8_lower(pc.fill_null(text, ""))
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks() if text.num_chunks else pa.array([], pa.string())
-    data, offsets = string_buffers(text)
+    data, offsets = string_buffers(pc.utf8_lower(filled_array(text)))
     out, out_off = _strip_punct(data, offsets)
     return pa.LargeStringArray.from_buffers(len(out_off) - 1, pa.py_buffer(out_off), pa.py_buffer(out))
+
+
+def filled_array(strings: pa.Array | pa.ChunkedArray | list) -> pa.Array:
+    """One contiguous string array, nulls as "": what the byte-level kernels read."""
+    strings = pa.array(strings, pa.string()) if isinstance(strings, list) else strings
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks() if strings.num_chunks else pa.array([], strings.type)
+    return pc.fill_null(strings, "")
 
 
 def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -181,10 +186,7 @@ def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def string_hashes(strings: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
     """XXH64 of each string's UTF-8 bytes (nulls hash as the empty string), as uint64."""
-    strings = pc.fill_null(strings, "")
-    if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks() if strings.num_chunks else pa.array([], pa.string())
-    return hash_documents(*string_buffers(strings), seed)
+    return hash_documents(*string_buffers(filled_array(strings)), seed)
 
 
 def find_sorted(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher.scorers.hashing import filled_array
+
 PUNCT = {
     "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "１": '"',
     "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?", "！": "!",
@@ -36,9 +38,7 @@ _WS = r"\t\n\p{Z}"  # the whitespace left once non-printing characters are gone 
 
 def normalize(texts: pa.Array | pa.ChunkedArray | list) -> pa.Array:
     """CCNet normalisation of every text (null -> ""): its lines stripped, empty ones dropped."""
-    t = pa.array(texts, pa.string()) if isinstance(texts, list) else texts
-    t = t.combine_chunks() if isinstance(t, pa.ChunkedArray) else t
-    t = pc.utf8_normalize(pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(t, ""))), "NFD")
+    t = pc.utf8_normalize(pc.utf8_lower(pc.utf8_trim_whitespace(filled_array(texts))), "NFD")
     t = pc.replace_substring_regex(t, r"\p{Mn}+", "")  # accents: combining marks after NFD
     has_punct = pc.match_substring_regex(t, _ANY_PUNCT)
     if pc.any(has_punct).as_py():  # few rows have any: map them only
