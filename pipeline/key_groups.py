@@ -1,9 +1,13 @@
-"""A corpus-wide group-by on a 64-bit key, whose results go back to the shards that hold each key.
+"""Partitioned Parquet files for global passes, and a corpus-wide group-by on a 64-bit key.
 
-Two map-reduce rounds through a FitContext: each shard writes its (key, ...) rows split into
-partitions by key; each partition is reduced over all shards at once and its result is stored
-per shard. A transform then loads only its own shard's slice, so no worker ever holds a table
-the size of the corpus (the exact-dedup winners, the duplicate counts).
+The primitives (`partition_of`, `split_rows`, `write_partitioned`, `read_parts`) are what every
+multi-round global pass writes and reads: MinHash band hashes, connected components, cluster
+rows per shard, and `group_by_key`.
+
+`group_by_key` is two map-reduce rounds through a FitContext: each shard writes its (key, ...)
+rows split into partitions by key; each partition is reduced over all shards at once and its
+result is stored per shard. A transform then loads only its own shard's slice, so no worker ever
+holds a table the size of the corpus (the exact-dedup winners, the duplicate counts).
 
     <state_dir>/<name>/<shard>/<partition>.parquet      sorted by key
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +26,33 @@ import pyarrow.parquet as pq
 from thresher.pipeline.io import write_parquet
 
 KEY, SHARD = "key", "shard"
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
+    """Partition of each integer key (Fibonacci hashing: sequential ids spread too)."""
+    return (((keys.astype(np.uint64) * _GOLDEN) >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+
+
+def split_rows(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(code, its row indices in row order) for each distinct code, from one stable sort."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(codes)]):
+        yield int(ordered[a]), order[a:b]
+
+
+def write_partitioned(table: pa.Table, key: str, partitions: int, folder: Path, name: str) -> None:
+    """folder/<partition>/name for each partition of `table`'s rows by their `key`."""
+    for p, rows in split_rows(partition_of(table[key].to_numpy(), partitions)):
+        write_parquet(table.take(pa.array(rows)), folder / f"{p:05d}" / name)
+
+
+def read_parts(folder: Path, empty: pa.Table | None = None) -> pa.Table | None:
+    """Every Parquet file in `folder`, concatenated in name order (`empty` when there is none)."""
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else empty
 
 
 class _Split:
@@ -29,10 +60,7 @@ class _Split:
         self.shard_rows, self.scratch, self.partitions = shard_rows, scratch, partitions
 
     def __call__(self, shard: str) -> None:
-        t = self.shard_rows(shard)
-        part = t[KEY].to_numpy() % np.uint64(self.partitions)
-        for p in np.unique(part):
-            write_parquet(t.filter(pa.array(part == p)), self.scratch / f"{int(p):05d}" / f"{shard}.parquet")
+        write_partitioned(self.shard_rows(shard), KEY, self.partitions, self.scratch, f"{shard}.parquet")
 
 
 class _Reduce:
@@ -41,25 +69,18 @@ class _Reduce:
 
     def __call__(self, partition: int) -> int:
         files = sorted((self.scratch / f"{partition:05d}").glob("*.parquet"))
-        if not files:
-            return 0
         tables = []
         for f in files:  # the shard is the file's name
             t = pq.read_table(f)
             tables.append(t.append_column(SHARD, pa.repeat(f.stem, t.num_rows)))
-        result = self.reduce(pa.concat_tables(tables))
-        if result.num_rows == 0:
+        if not tables:
             return 0
-        # One sort by (shard, key), then each shard's rows are one slice.
+        result = self.reduce(pa.concat_tables(tables)).sort_by(KEY)
         shard = pc.dictionary_encode(result[SHARD].combine_chunks())
-        codes = shard.indices.to_numpy()
-        order = np.lexsort((result[KEY].to_numpy(), codes))
-        codes = codes[order]
-        result = result.drop_columns([SHARD]).take(pa.array(order))
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(codes)]):
-            name = shard.dictionary[codes[a]].as_py()
-            write_parquet(result.slice(a, b - a), self.out / name / f"{partition:05d}.parquet")
+        result = result.drop_columns([SHARD])
+        for code, rows in split_rows(shard.indices.to_numpy()):
+            folder = self.out / shard.dictionary[code].as_py()
+            write_parquet(result.take(pa.array(rows)), folder / f"{partition:05d}.parquet")
         return result.num_rows
 
 
@@ -78,7 +99,4 @@ def group_by_key(ctx, name: str, shard_rows: Callable[[str], pa.Table],
 
 def load_shard(folder: str | Path, shard: str, empty: pa.Table) -> pa.Table:
     """One shard's stored rows, sorted by key (`empty` when the shard has none)."""
-    files = sorted((Path(folder) / shard).glob("*.parquet"))
-    if not files:
-        return empty
-    return pa.concat_tables([pq.read_table(f) for f in files]).sort_by(KEY).combine_chunks()
+    return read_parts(Path(folder) / shard, empty).sort_by(KEY).combine_chunks()

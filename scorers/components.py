@@ -25,31 +25,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.pipeline.io import write_parquet
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def partition_of(nodes: np.ndarray, partitions: int) -> np.ndarray:
-    return ((nodes.astype(np.uint64) * _GOLDEN) >> np.uint64(32)) % np.uint64(partitions)
-
-
-def _write_partitioned(table: pa.Table, key: str, partitions: int, folder: Path, name: str) -> None:
-    part = partition_of(table[key].to_numpy(), partitions).astype(np.int64)
-    for p in np.unique(part):
-        write_parquet(table.filter(pa.array(part == p)), folder / f"{int(p):05d}" / name)
-
-
-def _read_all(folder: Path, schema: pa.Schema) -> pa.Table:
-    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else schema.empty_table()
+from thresher.pipeline.key_groups import read_parts, write_partitioned
 
 
 def _min_by(table: pa.Table, key: str, value: str) -> pa.Table:
     return table.group_by(key).aggregate([(value, "min")]).rename_columns([key, value])
 
 
-_ADJ = pa.schema([("src", pa.int64()), ("dst", pa.int64())])
-_LABELS = pa.schema([("node", pa.int64()), ("label", pa.int64())])
+_NO_ADJ = pa.schema([("src", pa.int64()), ("dst", pa.int64())]).empty_table()
+_NO_LABELS = pa.schema([("node", pa.int64()), ("label", pa.int64())]).empty_table()
 
 
 class _Adjacency:
@@ -61,9 +45,9 @@ class _Adjacency:
         u, v = e["u"].to_numpy(), e["v"].to_numpy()
         name = Path(edge_file).name
         adj = pa.table({"src": np.concatenate([u, v]), "dst": np.concatenate([v, u])})
-        _write_partitioned(adj, "src", self.partitions, self.work / "adj", name)
+        write_partitioned(adj, "src", self.partitions, self.work / "adj", name)
         nodes = np.unique(np.concatenate([u, v]))
-        _write_partitioned(pa.table({"node": nodes, "label": nodes}), "node", self.partitions,
+        write_partitioned(pa.table({"node": nodes, "label": nodes}), "node", self.partitions,
                            self.work / "labels" / "00000", name)
         return len(u)
 
@@ -75,11 +59,11 @@ class _Send:
         self.work, self.partitions, self.t = work, partitions, t
 
     def __call__(self, p: int) -> int:
-        labels = _min_by(_read_all(self.work / "labels" / f"{self.t:05d}" / f"{p:05d}", _LABELS), "node", "label")
-        adj = _read_all(self.work / "adj" / f"{p:05d}", _ADJ)
+        labels = _min_by(read_parts(self.work / "labels" / f"{self.t:05d}" / f"{p:05d}", _NO_LABELS), "node", "label")
+        adj = read_parts(self.work / "adj" / f"{p:05d}", _NO_ADJ)
         msgs = adj.join(labels, keys="src", right_keys="node").select(["dst", "label"]).rename_columns(["node", "label"])
         if msgs.num_rows:
-            _write_partitioned(_min_by(msgs, "node", "label"), "node", self.partitions,
+            write_partitioned(_min_by(msgs, "node", "label"), "node", self.partitions,
                                self.work / "msgs" / f"{self.t:05d}", f"{p:05d}.parquet")
         return msgs.num_rows
 
@@ -91,8 +75,8 @@ class _Receive:
         self.work, self.t = work, t
 
     def __call__(self, q: int) -> int:
-        labels = _min_by(_read_all(self.work / "labels" / f"{self.t:05d}" / f"{q:05d}", _LABELS), "node", "label")
-        msgs = _read_all(self.work / "msgs" / f"{self.t:05d}" / f"{q:05d}", _LABELS)
+        labels = _min_by(read_parts(self.work / "labels" / f"{self.t:05d}" / f"{q:05d}", _NO_LABELS), "node", "label")
+        msgs = read_parts(self.work / "msgs" / f"{self.t:05d}" / f"{q:05d}", _NO_LABELS)
         new = _min_by(pa.concat_tables([labels, msgs]), "node", "label")
         joined = new.join(labels, keys="node", right_suffix="_old")
         changed = int(pc.sum(pc.not_equal(joined["label"], joined["label_old"])).as_py() or 0)
@@ -127,7 +111,7 @@ class _FinalLabels:
         self.folder = folder
 
     def __call__(self, p: int) -> pa.Table:
-        return _read_all(self.folder / f"{p:05d}", _LABELS)
+        return read_parts(self.folder / f"{p:05d}", _NO_LABELS)
 
     def all(self, partitions: int) -> Iterator[pa.Table]:
         for p in range(partitions):

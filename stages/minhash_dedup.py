@@ -27,7 +27,8 @@ from thresher.pipeline import schema
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
-from thresher.scorers.components import connected_components, partition_of
+from thresher.pipeline.key_groups import read_parts, split_rows, write_partitioned
+from thresher.scorers.components import connected_components
 from thresher.scorers.minhash import (
     band_hashes,
     candidate_pairs,
@@ -89,17 +90,9 @@ class _SignShard:
         bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
         n = len(sig)
         doc = (np.int64(self.ordinals[shard]) << _ROW_BITS) + np.arange(n, dtype=np.int64)
-        band = np.tile(np.arange(bands, dtype=np.uint16), n)
-        bhash = bh.reshape(-1)
-        docs = np.repeat(doc, bands)
-        part = (bhash % np.uint64(p.partitions)).astype(np.int64)
-        order = np.argsort(part, kind="stable")
-        cuts = np.searchsorted(part[order], np.arange(p.partitions + 1))
-        for k in range(p.partitions):
-            sel = order[cuts[k]:cuts[k + 1]]
-            if len(sel):
-                t = pa.table({"band": band[sel], "bhash": bhash[sel], "doc": docs[sel]})
-                write_parquet(t, self.scratch / "bands" / f"{k:05d}" / f"{shard}.parquet")
+        t = pa.table({"band": np.tile(np.arange(bands, dtype=np.uint16), n), "bhash": bh.reshape(-1),
+                      "doc": np.repeat(doc, bands)})
+        write_partitioned(t, "bhash", p.partitions, self.scratch / "bands", f"{shard}.parquet")
         return n
 
 
@@ -118,18 +111,15 @@ class _Candidates:
     def _rows(self, docs: np.ndarray) -> np.ndarray:
         out = np.empty((len(docs), self.p.num_perm), dtype=np.uint64)
         shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
-        for o in np.unique(shard_of):
-            sel = shard_of == o
-            out[sel] = self._sig(int(o))[row_of[sel]]
+        for o, rows in split_rows(shard_of):
+            out[rows] = self._sig(o)[row_of[rows]]
         return out
 
     def __call__(self, partition: int) -> int:
         """Writes the verified edges of this band partition to edges/<partition>.parquet."""
-        folder = self.scratch / "bands" / f"{partition:05d}"
-        files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-        if not files:
+        t = read_parts(self.scratch / "bands" / f"{partition:05d}")
+        if t is None:
             return 0
-        t = pa.concat_tables([pq.read_table(f) for f in files])
         u, v = self._verified(*candidate_pairs(t["band"].to_numpy(), t["bhash"].to_numpy(), t["doc"].to_numpy()))
         if len(u):
             write_parquet(pa.table({"u": u, "v": v}), self.scratch / "edges" / f"{partition:05d}.parquet")
@@ -160,10 +150,9 @@ class _Candidates:
 def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> pa.Array:
     shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
     out = np.empty(len(docs), dtype=object)
-    for o in np.unique(shard_of):
-        sel = shard_of == o
-        ids = pq.read_table(scratch / "ids" / f"{shards[int(o)]}.parquet")[schema.ID]
-        out[sel] = ids.take(pa.array(row_of[sel])).to_pylist()
+    for o, rows in split_rows(shard_of):
+        ids = pq.read_table(scratch / "ids" / f"{shards[o]}.parquet")[schema.ID]
+        out[rows] = ids.take(pa.array(row_of[rows])).to_pylist()
     return pa.array(out.tolist(), type=pa.string())
 
 
@@ -196,11 +185,7 @@ class _ByLabel:
 
     def __call__(self, p: int) -> int:
         labels = self.final_labels(p)
-        if labels.num_rows:
-            part = partition_of(labels["label"].to_numpy(), self.partitions).astype(np.int64)
-            for r in np.unique(part):
-                write_parquet(labels.filter(pa.array(part == r)),
-                              self.scratch / "bylabel" / f"{int(r):05d}" / f"{p:05d}.parquet")
+        write_partitioned(labels, "label", self.partitions, self.scratch / "bylabel", f"{p:05d}.parquet")
         return labels.num_rows
 
 
@@ -211,18 +196,20 @@ class _Clusters:
         self.scratch, self.shards, self.out = scratch, shards, out
 
     def __call__(self, r: int) -> int:
-        folder = self.scratch / "bylabel" / f"{r:05d}"
-        files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-        if not files:
+        t = read_parts(self.scratch / "bylabel" / f"{r:05d}")
+        if t is None:
             return 0
-        t = pa.concat_tables([pq.read_table(f) for f in files])
         nodes = t["node"].to_numpy()
         clusters = clusters_from_labels(nodes, t["label"].to_numpy(), _ids_of(self.scratch, self.shards, nodes))
         shard_of = pc.shift_right(clusters["doc"], _ROW_BITS).to_numpy()
-        for o in np.unique(shard_of):
-            part = clusters.filter(pa.array(shard_of == o)).drop_columns(["doc"])
-            write_parquet(part, self.out / self.shards[int(o)] / f"{r:05d}.parquet")
+        clusters = clusters.drop_columns(["doc"])
+        for o, rows in split_rows(shard_of):
+            write_parquet(clusters.take(pa.array(rows)), self.out / self.shards[o] / f"{r:05d}.parquet")
         return clusters.num_rows
+
+
+_NO_CLUSTERS = pa.table({schema.ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.string()),
+                         SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
 
 
 @register
@@ -256,11 +243,7 @@ class MinHashDedup(Stage):
         return {"clusters": str(out)}
 
     def shard_state(self, state: dict, shard: str) -> pa.Table:
-        folder = Path(state["clusters"]) / shard
-        if folder.exists():
-            return pa.concat_tables([pq.read_table(f) for f in sorted(folder.glob("*.parquet"))])
-        return pa.table({schema.ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.string()),
-                         SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
+        return read_parts(Path(state["clusters"]) / shard, _NO_CLUSTERS)
 
     def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
         idx = pc.index_in(table[schema.ID], value_set=state[schema.ID])
