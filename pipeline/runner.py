@@ -421,8 +421,6 @@ class Runner:
         for cfg, d in zip(self.config.stages, dirs[1:]):
             if cfg.cls.has_global_pass():
                 summary = d.load_summary()
-                if summary is None:  # a work dir from before summaries were saved with the state
-                    summary = cfg.build(stage_seed(self.config.seed, d.index)).summarize_state(d.load_state())
                 if summary:
                     out[d.label] = summary
         return out

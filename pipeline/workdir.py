@@ -83,7 +83,8 @@ class StageDir:
 
     @property
     def has_state(self) -> bool:
-        return self.state.exists()
+        """A global pass is done when its state and its summary are both written."""
+        return self.state.exists() and self.summary.exists()
 
     def save_state(self, state, summary: dict) -> None:
         self.state.parent.mkdir(parents=True, exist_ok=True)
@@ -95,5 +96,5 @@ class StageDir:
     def load_state(self):
         return pickle.loads(self.state.read_bytes()) if self.state.exists() else None
 
-    def load_summary(self) -> dict | None:
-        return json.loads(self.summary.read_text()) if self.summary.exists() else None
+    def load_summary(self) -> dict:
+        return json.loads(self.summary.read_text())
