@@ -11,6 +11,7 @@ column (e.g. ref_bpb) with ToReMi's update from w = 1:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -94,14 +95,21 @@ class _Embedder:
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
-def _encode(path: str, texts: list[str], batch: int = 32) -> np.ndarray:
-    """Mean-pooled last hidden states of a local encoder (sentence-transformers style)."""
-    import torch
+@lru_cache(maxsize=2)
+def _encoder(path: str):
+    """(tokenizer, model) of a local encoder, loaded once per process, not once per batch."""
     from transformers import AutoModel
 
     from thresher.scorers.tokenizer import load_tokenizer
 
-    tok, model = load_tokenizer(path), AutoModel.from_pretrained(path, local_files_only=True).eval()
+    return load_tokenizer(path), AutoModel.from_pretrained(path, local_files_only=True).eval()
+
+
+def _encode(path: str, texts: list[str], batch: int = 32) -> np.ndarray:
+    """Mean-pooled last hidden states of a local encoder (sentence-transformers style)."""
+    import torch
+
+    tok, model = _encoder(path)
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):
