@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.pipeline.io import write_json
-from thresher.scorers.tokenizer import load_tokenizer
+from thresher.scorers.tokenizer import load_tokenizer, pack
 
 SEQUENCES = pa.schema([("input_ids", pa.list_(pa.int32())), ("group", pa.string()), ("full", pa.bool_())])
-
-
-def pack(ids: list[list[int]], eos: int) -> tuple[np.ndarray, np.ndarray]:
-    """(token stream with EOS after each document, document start offsets)."""
-    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    starts = np.cumsum(lengths) - lengths
-    stream = np.fromiter(chain.from_iterable(chain(x, (eos,)) for x in ids), dtype=np.int64, count=int(lengths.sum()))
-    return stream, starts
 
 
 class _GroupOutput:

@@ -14,16 +14,16 @@ class GroupData:
     def __init__(self, texts: dict[str, list[str]], tokenizer, seq_len: int, val_fraction: float = 0.1):
         import torch
 
+        from thresher.scorers.tokenizer import pack
+
         self.groups = sorted(texts)
         self.train, self.val = {}, {}
         for g in self.groups:
-            stream = []
-            for ids in tokenizer(texts[g], add_special_tokens=False)["input_ids"]:
-                stream.extend(ids + [tokenizer.eos_token_id])
+            stream, _ = pack(tokenizer(texts[g], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
             n = len(stream) // seq_len
             if n < 4:
                 raise ValueError(f"group {g!r} has {len(stream)} tokens: too few for a proxy run at seq_len {seq_len}")
-            seqs = torch.tensor(stream[: n * seq_len]).view(n, seq_len)
+            seqs = torch.from_numpy(stream[: n * seq_len]).view(n, seq_len)
             n_val = max(1, int(math.ceil(n * val_fraction)))
             self.val[g], self.train[g] = seqs[:n_val], seqs[n_val:]
 

@@ -177,7 +177,7 @@ def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", v
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from thresher.scorers.tokenizer import train_bpe_tokenizer
+    from thresher.scorers.tokenizer import pack, train_bpe_tokenizer
 
     torch.manual_seed(seed)
     out = Path(out_dir)
@@ -189,13 +189,11 @@ def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", v
     device = pick_device(device)
     model.to(device).train()
     # One stream of documents separated by EOS, cut into training sequences.
-    stream = []
-    for ids in tok([t for t in texts if t], add_special_tokens=False)["input_ids"]:
-        stream.extend(ids + [tok.eos_token_id])
+    stream, _ = pack(tok([t for t in texts if t], add_special_tokens=False)["input_ids"], tok.eos_token_id)
     n_seq = len(stream) // seq_len
     if n_seq < 1:
         raise ValueError(f"the reference sample has {len(stream)} tokens, fewer than one sequence of {seq_len}")
-    data = torch.tensor(stream[: n_seq * seq_len]).view(n_seq, seq_len)
+    data = torch.from_numpy(stream[: n_seq * seq_len]).view(n_seq, seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)  # linear warm-up, then cosine decay to 10%
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 
 class TokenizerError(ValueError):
     pass
+
+
+def pack(ids: list[list[int]], eos: int) -> tuple[np.ndarray, np.ndarray]:
+    """(one int64 token stream with EOS after each document, document start offsets)."""
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    starts = np.cumsum(lengths) - lengths
+    stream = np.fromiter(chain.from_iterable(chain(x, (eos,)) for x in ids), dtype=np.int64, count=int(lengths.sum()))
+    return stream, starts
 
 
 @lru_cache(maxsize=4)
