@@ -27,17 +27,12 @@ class WeightedMixtureSampler(_Base):
             raise FileNotFoundError(f"{data_dir}: no Parquet shards (give the data/ folder of a thresher output)")
         self.seed, self.start_step, self.num_steps = seed, start_step, num_steps
         self.columns, self.block = columns, block
-        weights, self.shard_of, self.row_of = [], [], []
-        for k, f in enumerate(self.files):
-            w = pq.read_table(f, columns=["weight"])["weight"].to_numpy()
-            weights.append(w)
-            self.shard_of.append(np.full(len(w), k, np.int32))
-            self.row_of.append(np.arange(len(w), dtype=np.int64))
+        weights = [pq.read_table(f, columns=["weight"])["weight"].to_numpy() for f in self.files]
+        self.file_start = np.cumsum([0] + [len(w) for w in weights])  # global index of each file's row 0
         w = np.concatenate(weights).astype(np.float64)
         if np.any(w < 0) or w.sum() <= 0:
             raise ValueError(f"{data_dir}: weights must be non-negative with a positive sum")
         self.cdf = np.cumsum(w / w.sum())
-        self.shard_of, self.row_of = np.concatenate(self.shard_of), np.concatenate(self.row_of)
 
     def indices(self, start: int, count: int) -> np.ndarray:
         """Global row indices drawn at steps start .. start+count-1."""
@@ -62,7 +57,8 @@ class WeightedMixtureSampler(_Base):
         end = None if self.num_steps is None else self.start_step + self.num_steps
         while end is None or step < end:
             n = self.block if end is None else min(self.block, end - step)
-            for i in self.indices(step, n):
-                table = self._shard(int(self.shard_of[i]))
-                yield {c: table[c][int(self.row_of[i])].as_py() for c in self.columns} | {"step": step}
+            for i in self.indices(step, n).tolist():
+                k = int(np.searchsorted(self.file_start, i, side="right")) - 1
+                table = self._shard(k)
+                yield {c: table[c][i - int(self.file_start[k])].as_py() for c in self.columns} | {"step": step}
                 step += 1
