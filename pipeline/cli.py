@@ -125,9 +125,10 @@ def train_reference_cmd(
 
 def _corpus_texts(paths: list[Path], text_column: str):
     """Texts of .txt (one document per line), .jsonl(.gz) or .parquet files."""
-    import gzip
-
+    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from thresher.pipeline.io import json_records
 
     for path in paths:
         name = path.name.lower()
@@ -136,17 +137,18 @@ def _corpus_texts(paths: list[Path], text_column: str):
             if text_column not in table.column_names:
                 raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(table.column_names)}); "
                                  "use --text-column")
+            try:
+                table[text_column].validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"{path}: column {text_column!r} is not valid UTF-8 text ({exc})") from None
             yield from (t for t in table[text_column].to_pylist() if t)
         elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-            with (gzip.open if name.endswith(".gz") else open)(path, "rt", encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line)[text_column]
-                        except (ValueError, KeyError) as exc:
-                            raise InputError(f"{path}:{lineno}: no {text_column!r} field ({exc})") from None
+            for lineno, row in json_records(path):
+                if not isinstance(row.get(text_column), str):
+                    raise InputError(f"{path}:{lineno}: no {text_column!r} string field")
+                yield row[text_column]
         else:
-            with open(path, encoding="utf-8", errors="replace") as fh:
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
                 yield from (line for line in fh if line.strip())
 
 

@@ -114,6 +114,8 @@ def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tup
     try:
         with opener(path, "rb") as fh:
             for lineno, raw in enumerate(fh):
+                if lineno == 0 and raw.startswith(_BOM):  # the fast reader skips it too
+                    raw = raw[len(_BOM):]
                 if not raw.strip():
                     continue
                 try:
@@ -129,6 +131,9 @@ def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tup
                 if not isinstance(obj, dict):
                     bad.append((lineno, "invalid_json", line))
                     continue
+                if not _encodes(obj):  # a lone surrogate escape such as "\ud800"
+                    bad.append((lineno, "invalid_utf8", line))
+                    continue
                 value = obj.get(text_column)
                 if value is not None and not isinstance(value, str):
                     bad.append((lineno, "non_string_text", json.dumps(value)))
@@ -142,6 +147,19 @@ def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tup
     cols = {k for r in rows for k in r}
     table = pa.table({k: pa.array([_json_cell(r.get(k)) for r in rows], type=pa.string()) for k in cols})
     return table, bad
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _encodes(obj) -> bool:
+    """Whether every string in a parsed JSON object is valid Unicode (JSON escapes can spell
+    lone surrogates, which no UTF-8 column can hold)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _json_cell(value):
@@ -177,6 +195,28 @@ def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int,
     raise InputError(f"{f.path}: unknown format {f.format!r}")
 
 
+def json_records(path: str | Path):
+    """(line number, object) of each non-empty line of a JSONL(.gz) file that must be clean (a
+    labelled set, a training corpus): a BOM is skipped; a line that is not a JSON object of valid
+    Unicode is an InputError naming the file and line."""
+    path = str(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise InputError(f"{path}:{lineno}: not a JSON line ({exc})") from None
+                if not isinstance(obj, dict) or not _encodes(obj):
+                    raise InputError(f"{path}:{lineno}: not a JSON object of valid Unicode text")
+                yield lineno, obj
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read as UTF-8 JSON lines ({exc}); fix or re-export the file") from None
+
+
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -199,37 +239,44 @@ def _url_host(url) -> str | None:
         return None
 
 
-def _column_as_text(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """Text as a string array plus the reason each row is unusable (None = fine)."""
-    col = col.combine_chunks()
-    n = len(col)
-    reasons = np.full(n, None, dtype=object)
+def _as_strings(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Any column as a string array, plus which rows were not valid UTF-8 (those come back with
+    U+FFFD in place of the bad bytes, so the rejected row can still be written and read)."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    invalid = np.zeros(len(col), dtype=bool)
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         try:
             col.validate(full=True)
-            text = col.cast(pa.string())
+            return col.cast(pa.string()), invalid
         except pa.ArrowInvalid:  # invalid UTF-8 inside a string column: find the rows
-            col = col.cast(pa.large_binary()) if pa.types.is_large_string(col.type) else col.view(pa.binary())
-            return _column_as_text(pa.chunked_array([col]))
-    elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col = col.view(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         vals = []
         for i, b in enumerate(col.to_pylist()):
-            if b is None:
-                vals.append(None)
-                continue
             try:
-                vals.append(b.decode("utf-8"))
+                vals.append(None if b is None else b.decode("utf-8"))
             except UnicodeDecodeError:
                 vals.append(b.decode("utf-8", "replace"))
-                reasons[i] = "invalid_utf8"
-        text = pa.array(vals, type=pa.string())
-    else:
-        text = pc.cast(col, pa.string(), safe=False) if not pa.types.is_null(col.type) else pa.nulls(n, pa.string())
+                invalid[i] = True
+        return pa.array(vals, type=pa.string()), invalid
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), pa.string()), invalid
+    return pc.cast(col, pa.string(), safe=False), invalid
+
+
+def _column_as_text(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Text as a string array plus the reason each row is unusable (None = fine)."""
+    text, invalid = _as_strings(col)
+    reasons = np.full(len(text), None, dtype=object)
+    stringy = pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(
+        col.type) or pa.types.is_large_binary(col.type) or (
+        pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type))
+    if not stringy and not pa.types.is_null(col.type):
         reasons[:] = "non_string_text"
-    nulls = np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False))
-    reasons[nulls] = "null_text"
+    reasons[invalid] = "invalid_utf8"
+    reasons[np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False))] = "null_text"
     return text, reasons
 
 
@@ -250,17 +297,21 @@ def read_input(f: InputFile, spec: InputSpec) -> tuple[pa.Table, pa.Table]:
         text, reasons = _column_as_text(table[spec.text_column])
     else:
         text, reasons = pa.array([], pa.string()), np.array([], dtype=object)
+    def strings(column: str) -> pa.Array:  # a row whose id/domain/url is not UTF-8 is rejected too
+        values, invalid = _as_strings(table[column])
+        reasons[invalid & (reasons == None)] = "invalid_utf8"  # noqa: E711 (object array)
+        return values
+
     if spec.id_column and n:
-        ids = pc.cast(table[spec.id_column], pa.string()).combine_chunks()
+        ids = strings(spec.id_column)
         if ids.null_count:
             ids = pc.coalesce(ids, _stable_ids(f.source, offsets))
     else:
         ids = _stable_ids(f.source, offsets)
     if spec.domain_column and n:
-        domain = pc.cast(table[spec.domain_column], pa.string()).combine_chunks()
+        domain = strings(spec.domain_column)
     elif spec.url_column and n:
-        domain = pa.array([_url_host(u) for u in pc.cast(table[spec.url_column], pa.string()).to_pylist()],
-                          type=pa.string())
+        domain = pa.array([_url_host(u) for u in strings(spec.url_column).to_pylist()], type=pa.string())
     else:
         domain = pa.nulls(n, pa.string())
     domain = pc.fill_null(domain, spec.domain or "default") if n else pa.array([], pa.string())

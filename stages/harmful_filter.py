@@ -8,7 +8,6 @@ labelled validation file (JSONL with the text and a 0/1 label).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -17,6 +16,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from thresher.pipeline import schema
+from thresher.pipeline.io import json_records
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
 from thresher.scorers.kenlm_model import document_perplexity
@@ -62,17 +62,15 @@ class _LogPpl:
 
 def read_labelled(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
     texts, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                texts.append(row[text_field])
-                labels.append(bool(int(row[label_field])))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{lineno}: need JSON with {text_field!r} and a 0/1 {label_field!r} "
-                                 f"({exc})") from None
+    for lineno, row in json_records(path):
+        try:
+            if not isinstance(row[text_field], str):
+                raise TypeError(f"{text_field!r} is not a string")
+            texts.append(row[text_field])
+            labels.append(bool(int(row[label_field])))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{lineno}: need JSON with {text_field!r} and a 0/1 {label_field!r} "
+                             f"({exc})") from None
     return texts, np.array(labels, dtype=bool)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -117,3 +118,56 @@ def test_ids_are_stable_hashes_of_source_and_offset(tmp_path):
     first = pq.read_table(_run(tmp_path, [{"paths": ["a.jsonl"]}]).output_dir / "data")["id"].to_pylist()
     second = pq.read_table(_run(tmp_path, [{"paths": ["a.jsonl"]}]).output_dir / "data")["id"].to_pylist()
     assert first == second and len(set(first)) == 3
+
+
+def _invalid_utf8_strings(values: list[bytes]) -> pa.Array:
+    """A string-typed Arrow array holding raw bytes as given (Arrow does not validate on build)."""
+    data = b"".join(values)
+    offsets = pa.py_buffer(np.cumsum([0] + [len(v) for v in values]).astype(np.int32).tobytes())
+    return pa.Array.from_buffers(pa.string(), len(values), [None, offsets, pa.py_buffer(data)])
+
+
+def test_lone_surrogates_are_rejected_not_fatal_in_every_field(tmp_path):
+    lines = [json.dumps({"text": PROSE, "doc_id": "a"}),
+             '{"text": "a \\ud800 b", "doc_id": "b"}',
+             '{"text": "fine text here", "doc_id": "c \\udfff"}',
+             json.dumps({"text": PROSE + " too", "doc_id": "d"})]
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    res = _run(tmp_path, [{"paths": ["s.jsonl"], "id_column": "doc_id"}])
+    assert res.manifest["stages"][0]["rejected"] == {"invalid_utf8": 2}
+    assert sorted(pq.read_table(res.output_dir / "data")["id"].to_pylist()) == ["a", "d"]
+    assert _rejected(res.output_dir).num_rows == 2
+
+
+def test_bom_then_a_bad_line_keeps_the_first_document(tmp_path):
+    body = json.dumps({"text": PROSE}).encode() + b"\n" + json.dumps({"text": "second"}).encode() + b"\n{bad\n"
+    (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + body)
+    (tmp_path / "g.jsonl.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + body))
+    res = _run(tmp_path, [{"paths": ["*.jsonl*"]}])
+    assert res.manifest["stages"][0]["rejected"] == {"invalid_json": 2}
+    assert sorted(pq.read_table(res.output_dir / "data")["text"].to_pylist()) == sorted([PROSE, "second"] * 2)
+
+
+def test_invalid_utf8_in_string_columns_of_parquet_and_hf_disk(tmp_path):
+    text = _invalid_utf8_strings([b"good one", b"bad \xed\xa0\x80 surrogate", b"good two", b"fine"])
+    ids = _invalid_utf8_strings([b"i1", b"i2", b"i3", b"\xff"])
+    table = pa.table({"text": text, "key": ids})
+    pq.write_table(table, tmp_path / "s.parquet")
+    with pa.OSFile(str(tmp_path / "s.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    res = _run(tmp_path, [{"paths": ["s.parquet", "s.arrow"], "id_column": "key"}])
+    assert res.manifest["stages"][0]["rejected"] == {"invalid_utf8": 4}
+    assert sorted(pq.read_table(res.output_dir / "data")["text"].to_pylist()) == ["good one", "good one",
+                                                                               "good two", "good two"]
+
+
+def test_clean_jsonl_readers_skip_a_bom_and_name_the_line_of_a_surrogate(tmp_path):
+    from thresher.pipeline.io import json_records
+
+    good = tmp_path / "g.jsonl"
+    good.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "x", "label": 1}).encode() + b"\n")
+    assert [r for _, r in json_records(good)] == [{"text": "x", "label": 1}]
+    bad = tmp_path / "b.jsonl"
+    bad.write_text(json.dumps({"text": "x"}) + '\n{"text": "y \\ud800"}\n')
+    with pytest.raises(InputError, match=r"b\.jsonl:2: not a JSON object of valid Unicode"):
+        list(json_records(bad))
