@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -44,8 +46,10 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Run a pipeline (embedded local Ray unless --address); resumes an interrupted run."""
+    from thresher.pipeline.io import StorageError
+    from thresher.pipeline.lock import LockHeld
     from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner, StageContractError
+    from thresher.pipeline.runner import Runner, StageContractError, StageFailed
 
     try:
         cfg = load_config(pipeline)
@@ -59,10 +63,18 @@ def run(
         cfg.raw.executor = executor
     try:
         result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir).run()
-    except (InputError, FileExistsError, AccountingError, StageContractError) as exc:
+    except (InputError, FileExistsError, AccountingError, StageContractError, StorageError, LockHeld) as exc:
         _fail(str(exc))
+    except StageFailed as exc:
+        _fail(f"{exc}\n{''.join(traceback.format_exception(exc.__cause__ or exc))}")
     except TaskFailed as exc:
-        _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in ("InputError",) else ""))
+        quiet_kinds = ("InputError", "StorageError")
+        _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in quiet_kinds else ""))
+    except OSError as exc:  # a write outside the helpers that name their file
+        if exc.errno != errno.ENOSPC:
+            raise
+        _fail(f"no space left on device ({exc}); free space, or point work_dir ({cfg.resolve(cfg.work_dir)}) "
+              f"and output.dir at a larger disk, then rerun: finished shards are kept")
     typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {result.output_dir / 'manifest.json'}")
 
@@ -73,7 +85,8 @@ def _pipeline_files(pipeline: Path):
     from thresher.pipeline.io import discover_inputs, read_input
 
     cfg = load_config(pipeline)
-    for f in discover_inputs(cfg):
+    files, _ = discover_inputs(cfg, exclude=(cfg.resolve(cfg.output.dir), cfg.resolve(cfg.work_dir)))
+    for f in files:
         yield read_input(f, cfg.inputs[f.spec_index])[0]
 
 

@@ -56,6 +56,8 @@ class _RawConfig(_Model):
     seed: int = 0
     shard_rows: int = Field(20_000, gt=0, description="rows per shard written by ingest")
     batch_rows: int = Field(4096, gt=0, description="rows per stage call inside a shard")
+    on_duplicate_id: Literal["warn", "error", "suffix"] = Field(
+        "warn", description="an id on several input rows: keep and report it, stop, or rename later copies id#N")
     executor: Literal["ray", "inline"] = "ray"
     ray: RayOptions = RayOptions()
 
@@ -221,15 +223,21 @@ def _check_stage_columns(raw: _RawConfig, stages: list[StageConfig], node) -> li
     """A stage must find its input columns among the canonical ones and earlier stages' outputs."""
     from thresher.pipeline import schema
 
-    have = {schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN}
+    canonical = {schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN}
+    added: dict[str, int] = {}  # column -> the stage that added it
     issues = []
     for i, st in enumerate(stages):
-        missing = [c for c in st.cls.inputs if c not in have]
+        missing = [c for c in st.cls.inputs if c not in canonical and c not in added]
         if missing:
             issues.append(ConfigIssue(
                 f"stages[{i}]", f"stage {st.name} needs column(s) {missing} that no earlier stage adds",
                 "move it after the stage that produces them", _node_line(node, ("stages", i))))
-        have.update(st.cls.outputs)
+        twice = [c for c in st.cls.outputs if c in added]
+        if twice:  # a second copy of a column would be ambiguous in every later stage and the output
+            issues.append(ConfigIssue(
+                f"stages[{i}]", f"stage {st.name} adds column(s) {twice} that stages[{added[twice[0]]}] already added",
+                "keep one of the two stages", _node_line(node, ("stages", i))))
+        added.update({c: i for c in st.cls.outputs if c not in canonical})
     return issues
 
 

@@ -8,6 +8,8 @@ text column, is an error that names the file and the fix.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import gzip
 import json
@@ -70,14 +72,40 @@ def _hf_disk_files(path: Path) -> list[Path]:
     return [path / f for f in files]
 
 
-def discover_inputs(config: PipelineConfig) -> list[InputFile]:
+OWNED = ".thresher"  # a folder Thresher keeps in every output and work dir it writes
+
+
+def owner_dir(path: str | Path, exclude: tuple[Path, ...] = ()) -> Path | None:
+    """The Thresher output or work dir that `path` lies in (one of `exclude`, or any folder that
+    holds the OWNED marker), or None: such files are never inputs, so a rerun cannot ingest its
+    own output, rejected rows or shards."""
+    p = Path(os.path.abspath(path))
+    for d in exclude:
+        if p == d or d in p.parents:
+            return d
+    for d in p.parents:
+        if (d / OWNED).is_dir():
+            return d
+    return None
+
+
+def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> tuple[list[InputFile], dict[str, int]]:
+    """The input files, and how many matched files were left out per Thresher dir they lie in."""
+    exclude = tuple(Path(os.path.abspath(d)) for d in exclude)
     found: list[tuple[str, str, int]] = []
+    skipped: dict[str, int] = {}
     for si, spec in enumerate(config.inputs):
         for pattern in spec.paths:
             full = str(config.resolve(pattern))
             matches = sorted(glob.glob(full, recursive=True))
+            owned = [(m, owner_dir(m, exclude)) for m in matches]
+            for _, d in owned:
+                if d is not None:
+                    skipped[str(d)] = skipped.get(str(d), 0) + 1
+            matches = [m for m, d in owned if d is None]
             if not matches:
-                raise InputError(f"inputs[{si}].paths: {pattern!r} matched no files (looked for {full}); "
+                why = f" ({len(owned)} lie in Thresher's own output or work dirs)" if owned else ""
+                raise InputError(f"inputs[{si}].paths: {pattern!r} matched no files{why} (looked for {full}); "
                                  "check the path, which is relative to the YAML file")
             for m in matches:
                 p = Path(m)
@@ -102,7 +130,7 @@ def discover_inputs(config: PipelineConfig) -> list[InputFile]:
         if source.startswith(".."):
             source = path
         files.append(InputFile(len(files), path, source, fmt, si, st.st_size, st.st_mtime_ns))
-    return files
+    return files, skipped
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -336,16 +364,47 @@ def read_input(f: InputFile, spec: InputSpec) -> tuple[pa.Table, pa.Table]:
 
 # --- writing ---------------------------------------------------------------------------
 
+class StorageError(RuntimeError):
+    """A file could not be written; the message names it and what to do."""
+
+
+def _is_disk_full(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC or "No space left" in str(exc) or "Disk quota" in str(exc)
+
+
+@contextlib.contextmanager
+def writing(path: Path, tmp: Path | None = None):
+    """Turns an OSError while writing `path` into a StorageError that names it (and removes the
+    half-written temporary file)."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        fix = ("the disk is full: free space there, or point work_dir / output.dir at a larger disk, "
+               "then rerun (finished shards are kept)" if _is_disk_full(exc)
+               else "check that the folder exists and is writable")
+        raise StorageError(f"cannot write {path}: {exc}; {fix}") from None
+
+
+def _tmp_of(path: Path) -> Path:
+    """A temporary name of this process's own, so two writers never rename each other's file."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def write_parquet(table: pa.Table, path: Path, row_group_size: int = 10_000) -> None:
     """Write atomically (temp file + rename), so a killed run never leaves a half shard."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-    os.replace(tmp, path)
+    tmp = _tmp_of(path)
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        os.replace(tmp, path)
 
 
 def write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    tmp = _tmp_of(path)
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+        os.replace(tmp, path)

@@ -17,6 +17,10 @@ class Progress:
         if self.enabled:
             tqdm.write(message, file=self.stream)
 
+    def warn(self, message: str) -> None:
+        """Something the user must see even with progress off (-q): data left out, repeated ids."""
+        tqdm.write(message, file=self.stream)
+
     def bar(self, desc: str, total: int) -> "_Bar":
         return _Bar(self, desc, total)
 

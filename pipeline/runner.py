@@ -9,6 +9,8 @@ rerun skips finished shards and finished stages.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import sys
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,10 +28,14 @@ import pyarrow.parquet as pq
 from thresher.pipeline import schema
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant, totals
 from thresher.pipeline.config import PipelineConfig, StageConfig
-from thresher.pipeline.executor import InlineExecutor, make_executor
-from thresher.pipeline.io import InputFile, discover_inputs, read_input, write_json, write_parquet
+from thresher.pipeline.executor import InlineExecutor, TaskFailed, make_executor
+from thresher.pipeline.ids import check_ids, describe as describe_ids
+from thresher.pipeline.io import (OWNED, InputError, InputFile, StorageError, discover_inputs, read_input, write_json,
+                                  write_parquet, writing)
+from thresher.pipeline.lock import RunLock
 from thresher.pipeline.output import add_weight_and_group, as_rejected, group_totals
 from thresher.pipeline.progress import Progress
+from thresher.pipeline.publish import OutputDir
 from thresher.pipeline.stage import Stage
 from thresher.pipeline.workdir import StageDir, run_key
 
@@ -54,6 +61,24 @@ class StageContractError(RuntimeError):
     pass
 
 
+class StageFailed(RuntimeError):
+    """An unexpected error inside a stage, with the stage and the shard or file it was working on."""
+
+
+_NAMED = (InputError, StorageError, StageContractError, StageFailed, TaskFailed)  # already say where
+
+
+@contextlib.contextmanager
+def _blame(where: str, error: type[Exception] = StageFailed):
+    """Any error that does not say where it happened gets `where` in front of it."""
+    try:
+        yield
+    except _NAMED:
+        raise
+    except Exception as exc:
+        raise error(f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
 def version() -> str:
     try:
         return metadata.version("thresher")
@@ -76,7 +101,11 @@ def apply_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[
     results = []
     for start in range(0, max(table.num_rows, 1), batch_rows):
         batch = table.slice(start, batch_rows)
+        if stage.row_positions:
+            batch = batch.append_column(schema.ROW, pa.array(np.arange(start, start + batch.num_rows)))
         out = stage.transform(batch, state)
+        if schema.ROW in out.column_names:
+            out = out.drop_columns([schema.ROW])
         if out.num_rows != batch.num_rows:
             raise StageContractError(f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows}: "
                                      "a filter must mark rows (keep/drop_reason), never delete them")
@@ -118,7 +147,8 @@ class IngestTask:
         if self.out.shard_done(key):
             return self.out.read_stats(key)
         t0 = time.perf_counter()
-        kept, rejected = read_input(f, self.specs[f.spec_index])
+        with _blame(f"{f.path}: cannot ingest ({f.format})", InputError):
+            kept, rejected = read_input(f, self.specs[f.spec_index])
         shards = []
         for chunk, start in enumerate(range(0, kept.num_rows, self.shard_rows)):
             shard = f"{key}-{chunk:05d}"
@@ -159,7 +189,8 @@ class SegmentTask:
             if table is None:
                 table = pq.read_table(prev.part(shard))
             t0 = time.perf_counter()
-            kept, rejected = apply_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
+            with _blame(f"stage {d.label} on shard {shard}"):
+                kept, rejected = apply_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
             write_parquet(kept, d.part(shard))
             _maybe_kill_worker()
             if rejected.num_rows:
@@ -197,10 +228,12 @@ class RunnerFitContext:
     stateful, its GPUs), like its transform."""
 
     def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress,
-                 cfg: StageConfig):
+                 cfg: StageConfig | None = None):
         self.executor, self.shards, self.source = executor, shards, source
-        resources = cfg.cls.resources_for(cfg.params)
-        self._run_as = dict(stateful=cfg.cls.stateful, cpus=resources.cpus, gpus=resources.gpus)
+        self._run_as = {}
+        if cfg is not None:
+            resources = cfg.cls.resources_for(cfg.params)
+            self._run_as = dict(stateful=cfg.cls.stateful, cpus=resources.cpus, gpus=resources.gpus)
         self.state_dir = target.state.parent
         self.scratch = self.state_dir / "scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -283,8 +316,8 @@ class Runner:
         self.config = config
         self.progress = progress or Progress(enabled=True)
         self._executor = executor
-        self.output_dir = Path(output_dir) if output_dir else config.resolve(config.output.dir)
-        self.work_root = Path(work_dir) if work_dir else config.resolve(config.work_dir)
+        self.output_dir = Path(os.path.abspath(output_dir or config.resolve(config.output.dir)))
+        self.work_root = Path(os.path.abspath(work_dir or config.resolve(config.work_dir)))
 
     def _make_executor(self):
         if self._executor is None:
@@ -299,16 +332,29 @@ class Runner:
         cfg = self.config
         log = self.progress.log
         t_start = time.perf_counter()
-        inputs = discover_inputs(cfg)
+        inputs, skipped = discover_inputs(cfg, exclude=(self.output_dir, self.work_root))
+        for folder, n in skipped.items():
+            self.progress.warn(f"note: {n} matched file(s) under {folder} left out: Thresher never reads its "
+                               "own output or work dir")
         listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in inputs]
         key = run_key(cfg.canonical(), listing, version())
         root = self.work_root / key
-        self._check_output_dir()
-        root.mkdir(parents=True, exist_ok=True)
-        write_json({"config": cfg.canonical(), "inputs": listing}, root / "run.json")
-        log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), {len(cfg.stages)} stage(s); "
-            f"work dir {root}")
+        out = OutputDir(self.output_dir)
+        if not out.is_ours():
+            raise FileExistsError(f"output dir {self.output_dir} is not empty and holds no thresher output; "
+                                  "choose an empty or new output dir")
+        with writing(root):
+            (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
+        with RunLock(root / ".lock", "work dir", key), RunLock(out.meta / "lock", "output dir", key):
+            write_json({"config": cfg.canonical(), "inputs": listing}, root / "run.json")
+            log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), {len(cfg.stages)} stage(s); "
+                f"work dir {root}")
+            manifest = self._run_locked(inputs, key, root, out, t_start)
+        return RunResult(manifest, self.output_dir, root)
 
+    def _run_locked(self, inputs: list[InputFile], key: str, root: Path, out: OutputDir, t_start: float) -> dict:
+        cfg = self.config
         dirs = [StageDir(root, 0, INGEST)] + [StageDir(root, i, s.name) for i, s in enumerate(cfg.stages, 1)]
         executor = self._make_executor()
         try:
@@ -316,6 +362,7 @@ class Runner:
             stage_seconds: dict[str, float] = {}
             ingest_stats = self._run_ingest(executor, inputs, dirs[0], stage_seconds)
             shards = sorted(s for st in ingest_stats for s in st["shards"])
+            ids = self._check_ids(executor, dirs[0], shards)
             counts.append(self._counts(dirs[0]))
             for segment in plan_segments(cfg.stages):
                 self._run_segment(executor, segment, dirs, shards, stage_seconds)
@@ -323,20 +370,35 @@ class Runner:
             summaries = self._state_summaries(dirs)
             check_invariant(counts)
             self._verify_files(dirs, counts)
-            manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
-                                      summaries)
+            version_dir = out.new_version(key)
+            try:
+                manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
+                                          summaries, ids, version_dir)
+                with writing(self.output_dir):
+                    out.publish(version_dir)
+            except BaseException:
+                out.clear_unpublished()  # the published output stays as it was
+                raise
+            self.progress.log(_summary(manifest))
+            if describe_ids(ids):
+                self.progress.warn(describe_ids(ids))
         finally:
             if getattr(self, "_owns_executor", False):
                 executor.close()
                 self._executor = None
-        return RunResult(manifest, self.output_dir, root)
+        return manifest
 
     # --- steps --------------------------------------------------------------------------
-    def _check_output_dir(self) -> None:
-        out = self.output_dir
-        if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
-            raise FileExistsError(f"output dir {out} is not empty and holds no thresher manifest.json; "
-                                  "choose an empty or new output dir")
+    def _check_ids(self, executor, d: StageDir, shards: list[str]) -> dict:
+        """Repeated ids over the ingest shards (pipeline/ids.py); its summary is written last."""
+        done = d.out / "_ids.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        ctx = RunnerFitContext(executor, shards, d, d, self.progress)
+        summary = check_ids(ctx, self.config.on_duplicate_id, d.part)
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        write_json(summary, done)
+        return summary
 
     def _run_ingest(self, executor, inputs: list[InputFile], d: StageDir, seconds: dict) -> list[dict]:
         if d.complete:
@@ -388,7 +450,8 @@ class Runner:
         t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
         ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg)
-        state = stage.fit(ctx)
+        with _blame(f"stage {target.label}, global pass"):
+            state = stage.fit(ctx)
         target.save_state(state, stage.summarize_state(state))
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         seconds[f"{target.label}:global"] = time.perf_counter() - t0
@@ -425,12 +488,9 @@ class Runner:
                     out[d.label] = summary
         return out
 
-    def _finalize(self, executor, dirs, shards, counts, inputs, key, seconds, t_start, summaries) -> dict:
-        out = self.output_dir
-        for sub in ("data", "rejected"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "manifest.json").unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
+    def _finalize(self, executor, dirs, shards, counts, inputs, key, seconds, t_start, summaries, ids,
+                  out: Path) -> dict:
+        """Writes the whole output into `out`, a fresh version folder that is published after."""
         t0 = time.perf_counter()
         group_column, scale = self.config.output.group_column, None
         mixture = self._mixture(dirs, summaries)
@@ -453,8 +513,9 @@ class Runner:
         if self.config.output.write_rejected:
             for d in dirs:
                 for p in sorted(d.rejected.glob("part-*.parquet")):
-                    (out / "rejected" / d.label).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(p, out / "rejected" / d.label / p.name)
+                    with writing(out / "rejected" / d.label / p.name):
+                        (out / "rejected" / d.label).mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(p, out / "rejected" / d.label / p.name)
         files = sorted((out / "data").glob("*.parquet"))
         if _parquet_rows(files) != counts[-1].rows_out:
             raise AccountingError(f"{out}/data holds {_parquet_rows(files)} rows, expected {counts[-1].rows_out}")
@@ -466,7 +527,7 @@ class Runner:
             "config_hash": key,
             "seed": self.config.seed,
             "work_dir": str(dirs[0].root),
-            "inputs": {"files": len(inputs), "bytes": sum(f.size for f in inputs)},
+            "inputs": {"files": len(inputs), "bytes": sum(f.size for f in inputs), "duplicate_ids": ids},
             "stages": [{**c.to_dict(), **({"state": summaries[d.label]} if d.label in summaries else {})}
                        for c, d in zip(counts, dirs)],
             "totals": totals(counts),
@@ -478,7 +539,6 @@ class Runner:
                          "executor": getattr(executor, "name", type(executor).__name__)},
         }
         write_json(manifest, out / "manifest.json")
-        self.progress.log(_summary(manifest))
         return manifest
 
     def _maybe_crash(self, d: StageDir) -> None:

@@ -11,6 +11,11 @@ DOMAIN = "domain"
 KEEP = "keep"
 DROP_REASON = "drop_reason"
 
+# Added by the runner, only for stages that ask for it (`Stage.row_positions`), and removed
+# after them: each row's position in its shard. With the shard's name it addresses one row,
+# whatever its id, so a global pass can pick exactly one row even among rows sharing an id.
+ROW = "_row"
+
 # Added by the runner to rejected rows: which stage dropped them.
 DROP_STAGE = "drop_stage"
 

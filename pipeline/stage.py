@@ -64,6 +64,9 @@ class Stage:
     # True when the stage loads something heavy (a model): the runner then keeps it in
     # long-lived actors and calls `setup` once per actor instead of once per shard.
     stateful: ClassVar[bool] = False
+    # True when `transform` needs each row's position in its shard (column schema.ROW); a global
+    # pass reads whole shards, where the position is the row's index.
+    row_positions: ClassVar[bool] = False
 
     @classmethod
     def resources_for(cls, params: Params) -> Resources:

@@ -17,7 +17,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from thresher.pipeline.io import write_json
+from thresher.pipeline.io import write_json, writing
 
 SUCCESS = "_SUCCESS"
 
@@ -90,8 +90,9 @@ class StageDir:
         self.state.parent.mkdir(parents=True, exist_ok=True)
         write_json(summary, self.summary)
         tmp = self.state.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-        tmp.replace(self.state)
+        with writing(self.state, tmp):
+            tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(self.state)
 
     def load_state(self):
         return pickle.loads(self.state.read_bytes()) if self.state.exists() else None

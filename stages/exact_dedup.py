@@ -1,8 +1,10 @@
-"""Exact dedup: one document per normalised-text hash, the first in id order (deterministic).
+"""Exact dedup: one document per normalised-text hash, chosen by a total order.
 
-Global pass as a keyed group-by (pipeline/key_groups.py): each shard reports (hash, smallest id)
-pairs, the smallest id per hash wins over the whole corpus, and each shard stores only its own
-winners. The transform keeps a row only if it is its hash's winner, found by binary search.
+The winner of a hash is its smallest (id, source, position) row, so exactly one row survives
+even when copies share an id (the same file twice among the inputs). Global pass as a keyed
+group-by (pipeline/key_groups.py): each shard reports its first row per hash, the first per hash
+over the whole corpus wins, and each shard stores only its own winners' positions. The transform
+keeps a row only if its position is among them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from thresher.pipeline import schema
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
-from thresher.scorers.hashing import find_sorted, string_hashes
+from thresher.scorers.hashing import string_hashes
 
 HASH = "exact_hash"
 
@@ -30,56 +32,56 @@ def text_hashes(text: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
     return string_hashes(dedup_key(text), seed)
 
 
-def first_ids(keys: pa.Table) -> pa.Table:
-    """The smallest id of each key."""
-    return keys.group_by(KEY).aggregate([(schema.ID, "min")]).rename_columns([KEY, schema.ID])
+def first_per_key(rows: pa.Table, order: list[str]) -> pa.Table:
+    """The first row of each KEY when rows are ordered by `order` within the key."""
+    rows = rows.sort_by([(KEY, "ascending")] + [(c, "ascending") for c in order])
+    keys = rows[KEY].to_numpy()
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return rows.filter(pa.array(first))
 
 
-class _ShardFirstIds:
+class _ShardFirstRows:
     def __init__(self, read):
         self.read = read
 
     def __call__(self, shard: str) -> pa.Table:
-        t = self.read(shard, columns=[schema.ID, schema.TEXT])
-        return first_ids(pa.table({KEY: text_hashes(t[schema.TEXT]), schema.ID: t[schema.ID]}))
+        t = self.read(shard, columns=[schema.ID, schema.TEXT, schema.SOURCE])
+        rows = pa.table({KEY: text_hashes(t[schema.TEXT]), schema.ID: t[schema.ID], schema.SOURCE: t[schema.SOURCE],
+                         schema.ROW: np.arange(t.num_rows, dtype=np.int64)})
+        return first_per_key(rows, [schema.ID, schema.SOURCE, schema.ROW])
 
 
 def winners(rows: pa.Table) -> pa.Table:
-    """The (key, id, shard) rows holding their key's smallest id over all shards."""
-    return rows.join(first_ids(rows.drop_columns([SHARD])), keys=[KEY, schema.ID], join_type="left semi")
+    """Each key's first (id, source, shard, position) row over all shards."""
+    return first_per_key(rows, [schema.ID, schema.SOURCE, SHARD, schema.ROW]).select([KEY, schema.ROW, SHARD])
 
 
-EMPTY = pa.table({KEY: pa.array([], pa.uint64()), schema.ID: pa.array([], pa.string())})
+EMPTY = pa.table({KEY: pa.array([], pa.uint64()), schema.ROW: pa.array([], pa.int64())})
 
 
 @register
 class ExactDedup(Stage):
     name = "exact_dedup"
-    inputs = (schema.ID, schema.TEXT)
+    inputs = (schema.ID, schema.TEXT, schema.SOURCE)
     outputs = (HASH,)
+    row_positions = True
 
     class Params(Params):
         pass
 
     def fit(self, ctx: FitContext) -> dict:
-        folder, kept = group_by_key(ctx, "winners", _ShardFirstIds(ctx.reader()), winners)
+        folder, kept = group_by_key(ctx, "winners", _ShardFirstRows(ctx.reader()), winners)
         return {"winners": str(folder), "texts_kept": kept}
 
     def summarize_state(self, state: dict) -> dict:
         return {"texts_kept": state["texts_kept"]}
 
-    def shard_state(self, state: dict, shard: str) -> pa.Table:
-        return load_shard(state["winners"], shard, EMPTY)
+    def shard_state(self, state: dict, shard: str) -> np.ndarray:
+        """The positions of this shard's winning rows, sorted."""
+        return np.sort(load_shard(state["winners"], shard, EMPTY)[schema.ROW].to_numpy())
 
-    def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
-        """state: this shard's (hash, winning id) rows, sorted by hash."""
-        hashes = text_hashes(table[schema.TEXT])
-        pos, found = find_sorted(state[KEY].to_numpy(), hashes)
-        rows = np.flatnonzero(found)
-        same_id = pc.equal(state[schema.ID].take(pa.array(pos[rows])), table[schema.ID].take(pa.array(rows)))
-        rows = rows[same_id.to_numpy(zero_copy_only=False)]
-        # Keep the first occurrence of the winning id only, in case ids repeat.
-        keep = np.zeros(len(hashes), dtype=bool)
-        keep[rows[np.unique(hashes[rows], return_index=True)[1]]] = True
-        table = table.append_column(HASH, pa.array(hashes, pa.uint64()))
+    def transform(self, table: pa.Table, state: np.ndarray) -> pa.Table:
+        keep = np.isin(table[schema.ROW].to_numpy(), state, assume_unique=True)
+        table = table.append_column(HASH, pa.array(text_hashes(table[schema.TEXT]), pa.uint64()))
         return mark_dropped(table, ~keep, "exact_duplicate")

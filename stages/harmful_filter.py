@@ -90,16 +90,18 @@ class HarmfulFilter(Stage):
             tau, f1 = best_f1_threshold(document_perplexity(_load(p.model), texts), labels)
             return {"tau": tau, "method": "f1", "validation_macro_f1": f1}
         logs = np.concatenate(list(ctx.map(_LogPpl(p.model, ctx.reader()), ctx.shards)) or [np.array([])])
+        if not len(logs):  # no documents: nothing to judge, no threshold to find
+            return {"tau": None, "method": "valley", "documents": 0}
         return {"tau": 10.0 ** valley_threshold(logs), "method": "valley"}
 
     def summarize_state(self, state: dict) -> dict:
-        return {k: v for k, v in state.items() if isinstance(v, (int, float, str))}
+        return {k: v for k, v in state.items() if v is None or isinstance(v, (int, float, str))}
 
     def setup(self) -> None:
         self.model = _load(self.params.model)
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
         ppl = document_perplexity(self.model, table[schema.TEXT])
-        harmful = np.nan_to_num(ppl, nan=np.inf) < state["tau"]
+        harmful = np.nan_to_num(ppl, nan=np.inf) < (state["tau"] if state["tau"] is not None else -np.inf)
         table = table.append_column("harm_ppl", pa.array(ppl)).append_column("harmful", pa.array(harmful))
         return mark_dropped(table, harmful, "harmful") if self.params.action == "remove" else table

@@ -6,8 +6,9 @@ not the driver ever holds the corpus, the band table or the duplicate graph whol
   2. per band partition: rows with equal (band, hash) become candidate edges; an edge is kept
      only if its exact shingle Jaccard reaches `threshold` (signatures screen first);
   3. connected components by partitioned min-label propagation (scorers/components.py);
-  4. per component partition: the representative is the smallest id (as in exact_dedup); the
-     cluster rows are written per shard, so each transform loads only its own shard's rows.
+  4. per component partition: the representative is the first member by (id, source, position),
+     as in exact_dedup; the cluster rows are written per shard, keyed by position (ids may
+     repeat), so each transform loads only its own shard's rows.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class _SignShard:
         if p.scheme == "legacy":
             sig = sig.astype(np.uint32)  # legacy values are 32-bit
         np.save(self.scratch / "sig" / f"{shard}.npy", sig)
-        write_parquet(table.select([schema.ID]), self.scratch / "ids" / f"{shard}.parquet")
+        write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch / "ids" / f"{shard}.parquet")
         bands, rows = p.banding()
         bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
         n = len(sig)
@@ -147,20 +148,23 @@ class _Candidates:
         return shingle_sets(pa.chunked_array(texts), self.p.ngram)
 
 
-def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> pa.Array:
+def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """The (ids, sources) of `docs`."""
     shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
-    out = np.empty(len(docs), dtype=object)
+    ids, sources = np.empty(len(docs), dtype=object), np.empty(len(docs), dtype=object)
     for o, rows in split_rows(shard_of):
-        ids = pq.read_table(scratch / "ids" / f"{shards[o]}.parquet")[schema.ID]
-        out[rows] = ids.take(pa.array(row_of[rows])).to_pylist()
-    return pa.array(out.tolist(), type=pa.string())
+        t = pq.read_table(scratch / "ids" / f"{shards[o]}.parquet").take(pa.array(row_of[rows]))
+        ids[rows], sources[rows] = t[schema.ID].to_pylist(), t[schema.SOURCE].to_pylist()
+    return pa.array(ids.tolist(), type=pa.string()), pa.array(sources.tolist(), type=pa.string())
 
 
-def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array) -> pa.Table:
-    """(id, cluster = smallest id, size, is_rep, doc) for the members of components given as
-    node -> component label (every member of a component must be present)."""
-    t = pa.table({"label": labels, schema.ID: ids, "doc": nodes}).sort_by(
-        [("label", "ascending"), (schema.ID, "ascending")])
+def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, sources: pa.Array) -> pa.Table:
+    """(id, cluster = the representative's id, size, is_rep, doc) for the members of components
+    given as node -> component label (every member of a component must be present). The
+    representative is the first member by (id, source, doc), so exactly one per cluster even when
+    members share an id."""
+    t = pa.table({"label": labels, schema.ID: ids, schema.SOURCE: sources, "doc": nodes}).sort_by(
+        [("label", "ascending"), (schema.ID, "ascending"), (schema.SOURCE, "ascending"), ("doc", "ascending")])
     label = t["label"].to_numpy()
     first = np.ones(len(label), dtype=bool)
     first[1:] = label[1:] != label[:-1]
@@ -200,24 +204,27 @@ class _Clusters:
         if t is None:
             return 0
         nodes = t["node"].to_numpy()
-        clusters = clusters_from_labels(nodes, t["label"].to_numpy(), _ids_of(self.scratch, self.shards, nodes))
-        shard_of = pc.shift_right(clusters["doc"], _ROW_BITS).to_numpy()
-        clusters = clusters.drop_columns(["doc"])
+        clusters = clusters_from_labels(nodes, t["label"].to_numpy(), *_ids_of(self.scratch, self.shards, nodes))
+        docs = clusters["doc"].to_numpy()
+        shard_of = docs >> _ROW_BITS
+        clusters = pa.table({schema.ROW: docs & ((1 << _ROW_BITS) - 1), CLUSTER: clusters[CLUSTER],
+                             SIZE: clusters[SIZE], IS_REP: clusters[IS_REP]})
         for o, rows in split_rows(shard_of):
             write_parquet(clusters.take(pa.array(rows)), self.out / self.shards[o] / f"{r:05d}.parquet")
         return clusters.num_rows
 
 
-_NO_CLUSTERS = pa.table({schema.ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.string()),
+_NO_CLUSTERS = pa.table({schema.ROW: pa.array([], pa.int64()), CLUSTER: pa.array([], pa.string()),
                          SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
 
 
 @register
 class MinHashDedup(Stage):
     name = "minhash_dedup"
-    inputs = (schema.ID, schema.TEXT)
+    inputs = (schema.ID, schema.TEXT, schema.SOURCE)
     outputs = (CLUSTER, SIZE, IS_REP)
     Params = MinHashParams
+    row_positions = True  # cluster rows are addressed by position: ids may repeat
 
     def fit(self, ctx: FitContext) -> dict:
         p, scratch, shards = self.params, ctx.scratch, list(ctx.shards)
@@ -246,7 +253,7 @@ class MinHashDedup(Stage):
         return read_parts(Path(state["clusters"]) / shard, _NO_CLUSTERS)
 
     def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
-        idx = pc.index_in(table[schema.ID], value_set=state[schema.ID])
+        idx = pc.index_in(table[schema.ROW], value_set=state[schema.ROW])
         found = pc.is_valid(idx)
         take = pc.fill_null(idx, 0)
         if state.num_rows:

@@ -90,7 +90,7 @@ class PplCorrelation(Stage):
         y = read_benchmark(p.benchmark, models)
         corpus = merge_samples(parts, p.pages_per_domain)
         nbytes = np.array([corpus.get(d, {}).get("bytes", 0) for d in domains], dtype=np.float64)
-        if nbytes.sum() == 0:
+        if nbytes.sum() == 0 and corpus:  # (an empty corpus has nothing to weight: no error)
             raise ValueError(f"none of the matrix's domains {domains} occurs in the corpus's `domain` column")
         nbytes = np.maximum(nbytes, 1.0)  # a domain absent here can still be ranked, with a tiny cap
         estimate, projected, multiplier = domain_weights(X, y, nbytes, p.rate, p.estimator)

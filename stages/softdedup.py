@@ -124,7 +124,8 @@ class SoftDedup(Stage):
         path = ctx.scratch / "ngram_counts.npy"
         np.save(path, tables)
         values = sorted(ctx.map(_Commonness(p, read, path), ctx.shards), key=lambda r: r[0])
-        bounds, weights = segment_weights(np.concatenate([v for _, v in values]), p.segments, p.w_min, p.w_max)
+        bounds, weights = segment_weights(np.concatenate([v for _, v in values] or [np.zeros(0)]), p.segments,
+                                          p.w_min, p.w_max)
         return {"tables": tables, "bounds": bounds, "weights": weights}
 
     def summarize_state(self, state: dict) -> dict:

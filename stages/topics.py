@@ -145,6 +145,8 @@ class Topics(Stage):
         p = self.params
         picks = merge_samples(parts, p.sample).get(_ALL, {"texts": []})["texts"]
         texts = [x[0] if p.loss_column else x for x in picks]
+        if not texts:  # an empty corpus: no topics, and no row to give one
+            return {"embedder": None, "kmeans": None, "labels": [], "weights": [], "topic_loss": None}
         if len(texts) < p.k:
             raise ValueError(f"topics: {len(texts)} documents cannot make {p.k} topics; lower k")
         embedder = _Embedder(p).fit(texts)

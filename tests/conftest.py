@@ -35,6 +35,7 @@ class MemoryFit:
     def __init__(self, shards: dict, folder: Path):
         self.tables, self.shards = shards, list(shards)
         self.scratch, self.state_dir = folder / "scratch", folder / "state"
+        self.scratch.mkdir(parents=True, exist_ok=True)  # as the runner's context does
 
     def reader(self):
         return lambda shard, columns=None: self.tables[shard].select(columns or self.tables[shard].column_names)

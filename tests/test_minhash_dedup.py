@@ -71,15 +71,20 @@ def test_clusters_take_the_smallest_id_as_rep():
 
     ids = {10: "m", 11: "b", 12: "x", 20: "q", 21: "p"}
     nodes = np.array([10, 11, 12, 20, 21])
-    t = clusters_from_labels(nodes, np.array([10, 10, 10, 20, 20]), pa.array([ids[int(d)] for d in nodes]))
+    t = clusters_from_labels(nodes, np.array([10, 10, 10, 20, 20]), pa.array([ids[int(d)] for d in nodes]),
+                             pa.array(["f"] * 5))
     got = {r["id"]: (r["dup_cluster"], r["dup_cluster_size"], r["dup_is_rep"]) for r in t.to_pylist()}
     assert got == {"b": ("b", 3, True), "m": ("b", 3, False), "x": ("b", 3, False),
                    "p": ("p", 2, True), "q": ("p", 2, False)}
+    # Members sharing the smallest id: one representative, by source and then position.
+    t = clusters_from_labels(np.array([5, 3, 9]), np.array([1, 1, 1]), pa.array(["a", "a", "a"]),
+                             pa.array(["g", "g", "f"]))
+    assert dict(zip(t["doc"].to_pylist(), t["dup_is_rep"].to_pylist())) == {9: True, 3: False, 5: False}
 
 
 def test_transform_without_duplicates_marks_singletons():
     stage = MinHashDedup()
-    empty = pa.table({"id": pa.array([], pa.string()), "dup_cluster": pa.array([], pa.string()),
+    empty = pa.table({"_row": pa.array([], pa.int64()), "dup_cluster": pa.array([], pa.string()),
                       "dup_cluster_size": pa.array([], pa.int32()), "dup_is_rep": pa.array([], pa.bool_())})
-    kept, rejected = apply_stage(stage, pa.table({"id": ["a", "b"], "text": ["x", "y"]}), empty, 10)
+    kept, rejected = apply_stage(stage, pa.table({"id": ["a", "b"], "text": ["x", "y"], "source": ["f", "f"]}), empty, 10)
     assert kept["dup_cluster"].to_pylist() == ["a", "b"] and rejected.num_rows == 0

@@ -92,7 +92,7 @@ def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
     cli = [sys.executable, "-m", "thresher.pipeline.cli", "run", str(cfg), "--quiet"]
     crashed = subprocess.run(cli, env=env, capture_output=True, text=True)
     assert crashed.returncode == 17, crashed.stderr
-    work = next((tmp_path / "work").iterdir())
+    work = next((tmp_path / "work").glob("[!.]*"))
     assert (work / "02-length_filter" / "_SUCCESS").exists()
     assert not (work / "03-exact_dedup").exists()
     done = {p: p.stat().st_mtime_ns for p in (work / "01-normalize").glob("part-*.parquet")}

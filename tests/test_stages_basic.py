@@ -31,23 +31,35 @@ def test_length_filter_reasons():
 
 def test_exact_dedup_keeps_one_copy_across_shards(tmp_path):
     stage = ExactDedup()
-    shards = {"a": pa.table({"id": ["b", "d", "a"], "text": ["Hello  World", "unique", "hello world"]}),
-              "b": pa.table({"id": ["a", "c", "e"], "text": ["hello world", "HELLO WORLD ", "only in b"]})}
+    shards = {"a": pa.table({"id": ["b", "d", "a"], "text": ["Hello  World", "unique", "hello world"],
+                             "source": ["f1"] * 3}),
+              "b": pa.table({"id": ["a", "c", "e"], "text": ["hello world", "HELLO WORLD ", "only in b"],
+                             "source": ["f0"] * 3})}
     state = stage.fit(MemoryFit(shards, tmp_path))
-    assert stage.summarize_state(state) == {"texts_kept": 4}  # "a" wins in both shards: its id repeats
-    kept = {s: apply_stage(stage, t, stage.shard_state(state, s), 10) for s, t in shards.items()}
-    assert kept["a"][0]["id"].to_pylist() == ["d", "a"] and kept["b"][0]["id"].to_pylist() == ["a", "e"]
-    assert sorted(kept["a"][1]["id"].to_pylist() + kept["b"][1]["id"].to_pylist()) == ["b", "c"]
+    assert stage.summarize_state(state) == {"texts_kept": 3}
+    kept = {s: apply_stage(stage, t, stage.shard_state(state, s), 2) for s, t in shards.items()}
+    # id "a" holds "hello world" in both shards: the tie goes to the smaller source, f0 (shard b).
+    assert kept["a"][0]["id"].to_pylist() == ["d"] and kept["b"][0]["id"].to_pylist() == ["a", "e"]
+    assert sorted(kept["a"][1]["id"].to_pylist() + kept["b"][1]["id"].to_pylist()) == ["a", "b", "c"]
     assert set(kept["a"][1]["drop_reason"].to_pylist()) == {"exact_duplicate"}
-    # Each shard stores only its own winners.
-    assert sorted(stage.shard_state(state, "a")["id"].to_pylist()) == ["a", "d"]
+    assert "_row" not in kept["a"][0].column_names
+    # Each shard stores only its own winners (their positions).
+    assert stage.shard_state(state, "a").tolist() == [1] and stage.shard_state(state, "b").tolist() == [0, 2]
     h = text_hashes(pa.array(["x y", "X  Y", "x z"]))
     assert h[0] == h[1] != h[2]
-    # A repeated id keeps one copy; a text the state has never seen is not kept by accident.
-    twice = pa.table({"id": ["a", "a"], "text": ["hello world", "hello world"]})
-    kept_twice, rejected = apply_stage(stage, twice, stage.shard_state(state, "a"), 10)
-    assert kept_twice.num_rows == 1 and rejected["drop_reason"].to_pylist() == ["exact_duplicate"]
-    unseen = pa.table({"id": ["z"], "text": ["never seen"]})
+
+
+def test_exact_dedup_total_order_among_rows_sharing_an_id(tmp_path):
+    """The same (id, text) twice in one shard, in batches of one row, and in two shards of one source:
+    exactly one row survives, the first by (id, source, position)."""
+    stage = ExactDedup()
+    shards = {"s0": pa.table({"id": ["x", "x", "y"], "text": ["same"] * 3, "source": ["f"] * 3}),
+              "s1": pa.table({"id": ["x"], "text": ["same"], "source": ["f"]})}
+    state = stage.fit(MemoryFit(shards, tmp_path))
+    out = {s: apply_stage(stage, t, stage.shard_state(state, s), 1) for s, t in shards.items()}
+    assert out["s0"][0].num_rows == 1 and out["s1"][0].num_rows == 0
+    assert stage.shard_state(state, "s0").tolist() == [0]
+    unseen = pa.table({"id": ["z"], "text": ["never seen"], "source": ["f"]})
     assert apply_stage(stage, unseen, stage.shard_state(state, "nope"), 10)[0].num_rows == 0
 
 
