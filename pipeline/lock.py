@@ -21,6 +21,7 @@ class LockHeld(RuntimeError):
 
 class RunLock:
     def __init__(self, path: Path, what: str, key: str):
+        """what: the thing locked, as the message names it (e.g. "output dir /data/out")."""
         self.path, self.what, self.key = Path(path), what, key
         self._fd: int | None = None
 
@@ -34,7 +35,7 @@ class RunLock:
             os.close(fd)
             who = (f"pid {holder.get('pid')} on {holder.get('host')} (work key {holder.get('key')}, "
                    f"since {holder.get('started')})") if holder else "another process"
-            raise LockHeld(f"{self.what} {self.path.parent} is in use by {who}; wait for that run to "
+            raise LockHeld(f"{self.what} is in use by {who}; wait for that run to "
                            "finish or stop it, or use another work_dir / output dir") from None
         info = {"host": socket.gethostname(), "pid": os.getpid(), "key": self.key,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -346,7 +346,7 @@ class Runner:
         with writing(root):
             (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
             root.mkdir(parents=True, exist_ok=True)
-        with RunLock(root / ".lock", "work dir", key), RunLock(out.meta / "lock", "output dir", key):
+        with RunLock(root / ".lock", f"work dir {root}", key), RunLock(out.meta / "lock", f"output dir {out.path}", key):
             write_json({"config": cfg.canonical(), "inputs": listing}, root / "run.json")
             log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), {len(cfg.stages)} stage(s); "
                 f"work dir {root}")

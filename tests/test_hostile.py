@@ -1,0 +1,254 @@
+"""Hostile inputs and crashes: never a silent loss or duplicate, and an error that names the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import demo_texts, write_pipeline
+from thresher.pipeline.config import load_config
+from thresher.pipeline.executor import InlineExecutor, TaskFailed
+from thresher.pipeline.io import StorageError
+from thresher.pipeline.lock import LockHeld, RunLock
+from thresher.pipeline.progress import Progress
+from thresher.pipeline.runner import Runner
+
+CLI = [sys.executable, "-m", "thresher.pipeline.cli"]
+
+
+def _run(path: Path, **kw):
+    return Runner(load_config(path), executor=InlineExecutor(), progress=Progress(False), **kw).run()
+
+
+def _cli(*args, env=None):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def _twin_files(folder: Path, n: int = 40) -> list[str]:
+    """Two files holding the same n {doc_id, text} lines (the same export saved twice)."""
+    texts = demo_texts("scripture", n, min_words=25)
+    for name in ("a.jsonl", "sub/b.jsonl"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("".join(json.dumps({"doc_id": f"d{i:03d}", "text": t}) + "\n"
+                                           for i, t in enumerate(texts)))
+    return texts
+
+
+def _consistent(out: Path) -> dict:
+    """The manifest of `out`, after checking that its data files hold exactly the rows it lists."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = sorted((out / "data").glob("*.parquet"))
+    assert [f.name for f in files] == manifest["output"]["files"]
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in files) == manifest["output"]["rows"]
+    return manifest
+
+
+# --- 1. Thresher's own files are never inputs -------------------------------------------------
+
+def test_output_and_work_dir_inside_the_input_glob_are_never_ingested(tmp_path):
+    corpus = tmp_path / "corpus"
+    pq.write_table(pa.table({"text": demo_texts("python_docs", 40, min_words=25)}), corpus.mkdir() or corpus / "a.parquet")
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["corpus/**/*.parquet"]}],
+                       stages=[{"stage": "exact_dedup"}], output={"dir": "corpus/out"}, work_dir="corpus/work")
+    counts = []
+    for _ in range(3):
+        res = _cli("run", p, "-q")
+        assert res.returncode == 0, res.stderr
+        m = _consistent(corpus / "out")
+        counts.append((m["totals"]["rows_in"], m["output"]["rows"], m["inputs"]["files"]))
+    assert counts == [(40, 40, 1)] * 3
+    assert "left out: Thresher never reads its own output or work dir" in res.stderr
+    # Another run's output under the glob (written with -o) is Thresher's too.
+    assert _cli("run", p, "-q", "-o", corpus / "other").returncode == 0
+    assert _consistent(corpus / "other")["totals"]["rows_in"] == 40
+    # Nothing left but Thresher's own files: an error that says so, not an empty run.
+    (corpus / "a.parquet").unlink()
+    res = _cli("run", p, "-q")
+    assert res.returncode == 2 and "lie in Thresher's own output or work dirs" in res.stderr
+
+
+# --- 2. Publishing the output is atomic -------------------------------------------------------
+
+def _publish_killed(p: Path) -> subprocess.CompletedProcess:
+    """`thresher run` killed (os._exit) at the moment it would publish a completely written output."""
+    code = ("import os, sys; from thresher.pipeline import publish; "
+            "publish.OutputDir.publish = lambda self, version: os._exit(9); "
+            "from thresher.pipeline.cli import main; sys.argv[0] = 'thresher'; main()")
+    return subprocess.run([sys.executable, "-c", code, "run", str(p), "-q"], capture_output=True, text=True)
+
+
+def test_a_crash_before_or_while_publishing_keeps_the_old_output_whole(tmp_path):
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                              for t in demo_texts("fortunes", 120)))
+    stages = lambda n: [{"stage": "length_filter", "min_words": n}, {"stage": "exact_dedup"}]  # noqa: E731
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=stages(5))
+    first = _consistent(_run(p).output_dir)
+    out = tmp_path / "out"
+
+    # SIGKILL-like exit right after the last stage, then while publishing: the old output stays.
+    write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=stages(20))
+    env = dict(os.environ, THRESHER_TEST_CRASH_AFTER="exact_dedup")
+    assert _cli("run", p, "-q", env=env).returncode == 17
+    assert _consistent(out) == first
+    assert _publish_killed(p).returncode == 9
+    assert _consistent(out) == first
+    # The rerun completes, publishes the new output and clears the unfinished version.
+    second = _consistent(_run(p).output_dir)
+    assert second["config_hash"] != first["config_hash"] and second["output"]["rows"] < first["output"]["rows"]
+    assert len(list((out / ".thresher" / "versions").iterdir())) == 1
+
+    # A failure while writing the new output (here: the first data shard) leaves the old one.
+    write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=stages(10))
+    from thresher.pipeline import runner
+
+    real = runner.FinalizeTask.__call__
+
+    def failing(self, shard):
+        if self.write:
+            raise StorageError("cannot write: simulated")
+        return real(self, shard)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner.FinalizeTask, "__call__", failing)
+        with pytest.raises(TaskFailed, match="simulated"):
+            _run(p)
+    assert _consistent(out) == second
+    assert len(list((out / ".thresher" / "versions").iterdir())) == 1
+
+
+def test_an_output_written_by_an_older_thresher_is_adopted_then_replaced(tmp_path):
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 30)))
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[])
+    legacy = tmp_path / "out"
+    (legacy / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), legacy / "data" / "part-old.parquet")
+    (legacy / "manifest.json").write_text(json.dumps({"thresher_version": "0.0.1"}))
+    _run(p)
+    assert (legacy / "data").is_symlink() and not list((legacy / "data").glob("part-old*"))
+    assert _consistent(legacy)["output"]["rows"] == 30
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)])
+
+
+def test_disk_full_while_publishing_keeps_the_old_output_and_names_the_path(tmp_path):
+    rows = [{"text": t} for t in demo_texts("python_docs", 300)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with _tmpfs(tmp_path / "small", "4m") as disk:
+        p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[],
+                           output={"dir": str(disk / "out")})
+        first = _consistent(_run(p).output_dir)
+        ballast = disk / "ballast"
+        free = shutil.disk_usage(disk).free
+        ballast.write_bytes(b"\0" * (free - 64 * 1024))
+        write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[{"stage": "exact_dedup"}],
+                       output={"dir": str(disk / "out")})
+        res = _cli("run", p, "-q")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert str(disk / "out") in res.stderr and "disk is full" in res.stderr
+        assert _consistent(disk / "out") == first
+        ballast.unlink()
+        assert _cli("run", p, "-q").returncode == 0
+        assert "exact_hash" in _consistent(disk / "out")["output"]["columns"]
+
+
+def test_disk_full_in_the_work_dir_names_the_path_and_the_fix(tmp_path):
+    rows = [{"text": t} for t in demo_texts("python_docs", 400)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with _tmpfs(tmp_path / "small", "256k") as disk:
+        p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[{"stage": "exact_dedup"}],
+                           work_dir=str(disk / "work"))
+        res = _cli("run", p, "-q")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert str(disk / "work") in res.stderr and "disk is full" in res.stderr
+
+
+# --- 3. Rows sharing an id --------------------------------------------------------------------
+
+def test_exact_copies_sharing_ids_across_files_keep_one_row_each(tmp_path):
+    texts = _twin_files(tmp_path)
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["**/*.jsonl"], "id_column": "doc_id"}],
+                       stages=[{"stage": "exact_dedup"}], shard_rows=15)
+    res = _cli("run", p)
+    assert res.returncode == 0, res.stderr
+    assert "warning: 40 id(s) repeat across the inputs (40 extra rows; e.g. 'd000' in a.jsonl, sub/b.jsonl)" in res.stderr
+    m = _consistent(tmp_path / "out")
+    assert (m["totals"]["rows_in"], m["output"]["rows"]) == (80, 40)
+    assert m["inputs"]["duplicate_ids"]["ids"] == 40 and m["inputs"]["duplicate_ids"]["mode"] == "warn"
+    out = pq.read_table(tmp_path / "out" / "data")
+    assert sorted(out["text"].to_pylist()) == sorted(texts)
+    assert set(out["source"].to_pylist()) == {"a.jsonl"}  # the total order: id, then source, then position
+
+
+def test_near_duplicates_sharing_an_id_keep_one_representative(tmp_path):
+    texts = demo_texts("scripture", 30, min_words=60)
+    lines = [{"doc_id": f"d{i}", "text": t} for i, t in enumerate(texts)]
+    lines += [{"doc_id": f"d{i}", "text": t + " amen"} for i, t in enumerate(texts)]  # same ids, edited copies
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[{"stage": "minhash_dedup"}],
+                       shard_rows=20)
+    write_pipeline(p, inputs=[{"paths": ["d.jsonl"], "id_column": "doc_id"}], stages=[{"stage": "minhash_dedup"}],
+                   shard_rows=20)
+    m = _run(p).manifest
+    assert m["stages"][1]["rejected"] == {"near_duplicate": 30} and m["output"]["rows"] == 30
+
+
+def test_on_duplicate_id_error_and_suffix(tmp_path):
+    _twin_files(tmp_path, 5)
+    inputs = [{"paths": ["**/*.jsonl"], "id_column": "doc_id"}]
+    p = write_pipeline(tmp_path / "p.yaml", inputs=inputs, stages=[], on_duplicate_id="error")
+    res = _cli("run", p, "-q")
+    assert res.returncode == 2 and "5 id(s) occur more than once" in res.stderr
+    assert "'d000' x2 in a.jsonl, sub/b.jsonl" in res.stderr and "on_duplicate_id: suffix" in res.stderr
+    write_pipeline(p, inputs=inputs, stages=[], on_duplicate_id="suffix", shard_rows=2)
+    m = _run(p).manifest
+    ids = pq.read_table(tmp_path / "out" / "data").sort_by("id")
+    assert sorted(ids["id"].to_pylist()) == sorted([f"d{i:03d}" for i in range(5)] + [f"d{i:03d}#1" for i in range(5)])
+    renamed = ids.filter(pa.compute.match_substring(ids["id"], "#1"))
+    assert set(renamed["source"].to_pylist()) == {"sub/b.jsonl"}
+    assert m["inputs"]["duplicate_ids"]["renamed"] == 5
+
+
+# --- 8. One run at a time ---------------------------------------------------------------------
+
+def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_path):
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 20)))
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[])
+    _run(p)
+    key = next((tmp_path / "work").glob("[!.]*")).name
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from thresher.pipeline.lock import RunLock; "
+        f"RunLock(__import__('pathlib').Path({str(tmp_path / 'work' / key / '.lock')!r}), 'work dir', 'k').acquire(); "
+        "print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = _cli("run", p, "-q")
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"is in use by pid {holder.pid} on" in res.stderr and "work key k" in res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone (killed): its lock went with it.
+    assert _cli("run", p, "-q").returncode == 0
+    with RunLock(tmp_path / "out" / ".thresher" / "lock", "output dir", "mine"):
+        with pytest.raises(LockHeld, match=r"output dir .*out is in use by pid \d+ .*work key mine"):
+            _run(p)
