@@ -92,6 +92,10 @@ class RayExecutor:
                     kwargs["object_store_memory"] = object_store_memory_mb * 2**20
             ray.init(**kwargs)
             self._owns_ray = True
+            if not address:  # an embedded Ray: its processes must end with this driver, however it ends
+                from thresher.pipeline import ray_reaper
+
+                self._reaper = ray_reaper.start(os.getpid())
         import logging
 
         import ray.data
@@ -132,6 +136,11 @@ class RayExecutor:
 
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
+        reaper = getattr(self, "_reaper", None)
+        if reaper is not None:
+            reaper.terminate()
+            reaper.wait()
+            self._reaper = None
 
 
 def _call_task(batch, task_blob: bytes, items_blob: bytes):

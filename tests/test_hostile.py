@@ -252,3 +252,26 @@ def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_
     with RunLock(tmp_path / "out" / ".thresher" / "lock", "output dir", "mine"):
         with pytest.raises(LockHeld, match=r"output dir .*out is in use by pid \d+ .*work key mine"):
             _run(p)
+
+
+# --- 9. An embedded Ray ends with its driver ------------------------------------------------
+
+def test_an_embedded_ray_does_not_outlive_a_killed_driver(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    code = ("import time; from thresher.pipeline.executor import RayExecutor; RayExecutor(num_cpus=1); "
+            "print('ready', flush=True); time.sleep(600)")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        import time
+
+        time.sleep(2)  # the agents start right after ray.init returns
+        spawned = psutil.Process(driver.pid).children(recursive=True)
+        names = {p.name() for p in spawned}
+        assert any("raylet" in n for n in names) and len(spawned) >= 4, names
+    finally:
+        driver.kill()  # SIGKILL: no atexit, no ray.shutdown()
+        driver.wait()
+    gone, alive = psutil.wait_procs(spawned, timeout=30)
+    assert not alive, [(p.pid, p.name()) for p in alive]
