@@ -1,26 +1,25 @@
 """The Ray Job entrypoint: `python -m thresher.jobs.entrypoint PIPELINE.yaml`.
 
-Runs on the cluster, connected to it (address "auto"); exits non-zero with the error on stderr,
-so `thresher submit --wait` and `thresher status` report a failed job as failed.
+Runs `thresher run` on the cluster this job runs on (address "auto", the Ray executor), so a
+failed job ends its log with the same one-line error and exit code as a local run, which
+`thresher submit --wait` and `thresher logs` show.
 """
 
 from __future__ import annotations
 
 import sys
 
-from thresher.pipeline.config import load_config
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.cli import app
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m thresher.jobs.entrypoint PIPELINE.yaml", file=sys.stderr)
         return 2
-    cfg = load_config(argv[0])
-    cfg.raw.ray.address = "auto"  # the cluster this job runs on
-    cfg.raw.executor = "ray"
-    result = Runner(cfg).run()
-    print(f"thresher job done: {result.manifest['output']['rows']:,} rows -> {result.output_dir}")
+    try:
+        app(["run", argv[0], "--address", "auto", "--executor", "ray"], prog_name="thresher")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 

@@ -4,6 +4,10 @@ Ray installs a py_modules wheel with `pip install WHEEL --target DIR`, dependenc
 The cluster already provides Thresher's dependencies (torch, Ray itself...), and letting pip
 resolve them there would download gigabytes, so the shipped wheel is Thresher's own wheel with
 its `Requires-Dist` lines removed: the same code, no dependency resolution on the workers.
+
+Ray takes a wheel's file name as its content address and reuses whatever it installed under that
+name before. So the shipped wheel's version carries a hash of its code (`0.1.0+h1a2b3c4d5e6f`):
+a cluster that ran an older checkout never runs it again for a newer one.
 """
 
 from __future__ import annotations
@@ -36,8 +40,7 @@ def build_runtime_wheel(out_dir: str | Path, source: Path | None = None) -> Path
         if proc.returncode:
             raise RuntimeError(f"building the thresher wheel failed:\n{proc.stderr[-2000:]}")
         wheel = next(Path(tmp).glob("thresher-*.whl"))
-        target = out / wheel.name
-        _strip_requirements(wheel, target)
+        target = _runtime_copy(wheel, out)
     return target
 
 
@@ -45,21 +48,38 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _strip_requirements(src: Path, dst: Path) -> None:
-    """Copy a wheel without its Requires-Dist lines, keeping RECORD's hash of METADATA right."""
+def _runtime_copy(src: Path, out: Path) -> Path:
+    """A copy of a wheel without its Requires-Dist lines, versioned by its code's hash, with
+    RECORD's hashes kept right."""
     with zipfile.ZipFile(src) as zin:
         names = zin.namelist()
         metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        old_info = metadata.split("/")[0]
+        name, version = old_info[: -len(".dist-info")].split("-", 1)
+        code = hashlib.sha256()
+        for n in sorted(names):
+            if not n.startswith(old_info + "/"):
+                code.update(n.encode() + b"\0" + zin.read(n))
+        new_version = f"{version.split('+')[0]}+h{code.hexdigest()[:12]}"
+        new_info = f"{name}-{new_version}.dist-info"
+        meta = b"".join(
+            (f"Version: {new_version}\n".encode() if ln.startswith(b"Version:") else ln)
+            for ln in zin.read(metadata).splitlines(keepends=True) if not ln.startswith(b"Requires-Dist:"))
+        rename = lambda n: new_info + n[len(old_info):] if n.startswith(old_info + "/") else n  # noqa: E731
         record = next(n for n in names if n.endswith(".dist-info/RECORD"))
-        meta = b"".join(ln for ln in zin.read(metadata).splitlines(keepends=True)
-                        if not ln.startswith(b"Requires-Dist:"))
         lines = []
         for ln in zin.read(record).decode().splitlines():
-            if ln.split(",", 1)[0] == metadata:
-                ln = f"{metadata},{_record_hash(meta)},{len(meta)}"
+            path = ln.split(",", 1)[0]
+            if path == metadata:
+                ln = f"{rename(metadata)},{_record_hash(meta)},{len(meta)}"
+            elif path.startswith(old_info + "/"):
+                ln = rename(path) + ln[len(path):]
             lines.append(ln)
+        dst = out / src.name.replace(f"-{version}-", f"-{new_version}-", 1)
         with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
             for info in zin.infolist():
                 data = meta if info.filename == metadata else (
                     ("\n".join(lines) + "\n").encode() if info.filename == record else zin.read(info.filename))
+                info.filename = rename(info.filename)
                 zout.writestr(info, data)
+    return dst

@@ -7,6 +7,8 @@ or, for a local cluster, this machine). Thresher itself travels as a runtime whe
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +25,42 @@ class ClusterError(RuntimeError):
     """The cluster cannot be reached, or the job failed; the message says which and what to do."""
 
 
+class JobNotFound(ClusterError):
+    """The cluster answers, but has no job of that id."""
+
+
+AUTH_HELP = ("this Ray cluster requires its auth token (Ray >= 2.60 turns token auth on when the head has one). "
+             "On this machine set RAY_AUTH_MODE=token and give it the head's token: copy the head's "
+             "~/.ray/auth_token here, or set RAY_AUTH_TOKEN_PATH to a copy of it, or RAY_AUTH_TOKEN to its "
+             "contents (`ray get-auth-token` on the head prints it); worker nodes join the same way. On a "
+             "trusted network you can instead run the head, the workers and this client with RAY_AUTH_MODE=disabled")
+
+
+@contextlib.contextmanager
+def _talking_to(address: str, job_id: str | None = None):
+    """Ray's client errors as ClusterErrors that say what to do."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
+    except AuthenticationError as exc:
+        raise ClusterError(f"{address}: {str(exc).splitlines()[0]}: {AUTH_HELP}") from None
+    except RuntimeError as exc:
+        if job_id and ("does not exist" in str(exc) or "404" in str(exc)):
+            raise JobNotFound(f"no job {job_id!r} on the cluster at {address}; `thresher list --address "
+                              f"{address}` shows its jobs") from None
+        raise
+
+
 def client(address: str):
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address)
+        with _talking_to(address):
+            return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ClusterError):
+            raise
         raise ClusterError(f"cannot reach a Ray job server at {address} ({exc}). Check the address (the "
                            "dashboard port, default 8265), that the cluster is up, and its auth mode "
                            "(RAY_AUTH_MODE / token)") from None
@@ -56,12 +88,15 @@ def submit(pipeline: Path, address: str, python: str = "python", output: Path | 
         data["work_dir"] = str(Path(work_dir).resolve())
     c = client(address)
     staging = Path(tempfile.mkdtemp(prefix="thresher-job-"))
-    (staging / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    wheel = wheel or build_runtime_wheel(staging / "wheel")
-    job = dict(entrypoint=f"{python} -m thresher.jobs.entrypoint pipeline.yaml",
-               runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)], "excludes": ["wheel/"]},
-               metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name})
-    return _submit_when_ready(c, job, address)
+    try:  # the working dir and the wheel are uploaded by submit_job: the staging copy can go after
+        (staging / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        wheel = wheel or build_runtime_wheel(staging / "wheel")
+        job = dict(entrypoint=f"{python} -m thresher.jobs.entrypoint pipeline.yaml",
+                   runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)], "excludes": ["wheel/"]},
+                   metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name})
+        return _submit_when_ready(c, job, address)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wait_s: float = 2.0) -> str:
@@ -70,7 +105,8 @@ def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wai
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return c.submit_job(**job)
+            with _talking_to(address):
+                return c.submit_job(**job)
         except RuntimeError as exc:
             if "No available agent" not in str(exc):
                 raise
@@ -83,34 +119,44 @@ def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wai
 
 def wait(address: str, job_id: str, follow_logs: bool = True, poll_s: float = 1.0, echo=print) -> str:
     c = client(address)
-    if follow_logs:
-        import asyncio
+    with _talking_to(address, job_id):
+        if follow_logs:
+            import asyncio
 
-        async def _tail():
-            async for chunk in c.tail_job_logs(job_id):
-                echo(chunk.rstrip("\n"))
+            async def _tail():
+                async for chunk in c.tail_job_logs(job_id):
+                    echo(chunk.rstrip("\n"))
 
-        asyncio.run(_tail())
-    while (status := str(c.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
-        time.sleep(poll_s)
+            asyncio.run(_tail())
+        while (status := str(c.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+            time.sleep(poll_s)
     return status
 
 
 def status(address: str, job_id: str) -> dict:
-    info = client(address).get_job_info(job_id)
+    c = client(address)
+    with _talking_to(address, job_id):
+        info = c.get_job_info(job_id)
     return {"job_id": job_id, "status": str(info.status).split(".")[-1], "message": info.message,
             "entrypoint": info.entrypoint, "start_time": info.start_time, "end_time": info.end_time}
 
 
 def logs(address: str, job_id: str) -> str:
-    return client(address).get_job_logs(job_id)
+    c = client(address)
+    with _talking_to(address, job_id):
+        return c.get_job_logs(job_id)
 
 
 def stop(address: str, job_id: str) -> bool:
-    return client(address).stop_job(job_id)
+    c = client(address)
+    with _talking_to(address, job_id):
+        return c.stop_job(job_id)
 
 
 def list_jobs(address: str) -> list[dict]:
+    c = client(address)
+    with _talking_to(address):
+        jobs = c.list_jobs()
     return [{"job_id": j.submission_id, "status": str(j.status).split(".")[-1],
              "name": (j.metadata or {}).get("name", ""), "entrypoint": j.entrypoint}
-            for j in client(address).list_jobs() if j.submission_id]
+            for j in jobs if j.submission_id]

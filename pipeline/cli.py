@@ -257,6 +257,11 @@ def _jobs():
     return jobs
 
 
+def _cluster_fail(exc) -> None:
+    """An unknown job is the caller's mistake (2); an unreachable or refusing cluster is 3."""
+    _fail(str(exc), code=2 if isinstance(exc, _jobs().JobNotFound) else 3)
+
+
 @app.command()
 def submit(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
@@ -277,9 +282,12 @@ def submit(
         _fail(str(exc), code=3)
     typer.echo(job_id)
     if wait:
-        final = jobs.wait(address, job_id, echo=lambda m: typer.echo(m, err=True))
+        try:
+            final = jobs.wait(address, job_id, echo=lambda m: typer.echo(m, err=True))
+            tail = "\n".join(jobs.logs(address, job_id).splitlines()[-30:]) if final != "SUCCEEDED" else ""
+        except jobs.ClusterError as exc:
+            _cluster_fail(exc)
         if final != "SUCCEEDED":
-            tail = "\n".join(jobs.logs(address, job_id).splitlines()[-30:])
             _fail(f"job {job_id} {final}; last log lines:\n{tail}", code=1)
         typer.echo(f"job {job_id} SUCCEEDED", err=True)
 
@@ -291,7 +299,7 @@ def status(job_id: str, address: str = _ADDRESS) -> None:
     try:
         info = jobs.status(address, job_id)
     except jobs.ClusterError as exc:
-        _fail(str(exc), code=3)
+        _cluster_fail(exc)
     typer.echo(json.dumps(info, indent=2))
     if info["status"] in ("FAILED", "STOPPED"):
         raise typer.Exit(1)
@@ -307,7 +315,7 @@ def logs(job_id: str, address: str = _ADDRESS, follow: bool = typer.Option(False
         else:
             typer.echo(jobs.logs(address, job_id), nl=False)
     except jobs.ClusterError as exc:
-        _fail(str(exc), code=3)
+        _cluster_fail(exc)
 
 
 @app.command()
@@ -317,7 +325,7 @@ def stop(job_id: str, address: str = _ADDRESS) -> None:
     try:
         stopped = jobs.stop(address, job_id)
     except jobs.ClusterError as exc:
-        _fail(str(exc), code=3)
+        _cluster_fail(exc)
     typer.echo(f"{job_id}: {'stop requested' if stopped else 'not running'}")
 
 
@@ -328,7 +336,7 @@ def list_cmd(address: str = _ADDRESS) -> None:
     try:
         rows = jobs.list_jobs(address)
     except jobs.ClusterError as exc:
-        _fail(str(exc), code=3)
+        _cluster_fail(exc)
     for r in rows:
         typer.echo(f"{r['job_id']}\t{r['status']}\t{r['name']}")
 

@@ -77,6 +77,7 @@ class RayExecutor:
         import ray
 
         self._owns_ray = False
+        self._open: set = set()
         if not ray.is_initialized():
             # Quiet by default; the dashboard, when on, binds to loopback only.
             os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -129,11 +130,26 @@ class RayExecutor:
                                 num_gpus=gpus or None)
         else:
             ds = ds.map_batches(_call_task, fn_args=args, batch_size=1, batch_format="pyarrow", num_cpus=cpus)
-        return (_unwrap(pickle.loads(row["outcome"])) for row in ds.iter_rows())
+        return self._results(ds)
+
+    def _results(self, ds) -> Iterator[Any]:
+        """Outcomes in order. The Ray Data iterator is closed here, or by close() before Ray shuts
+        down, never by the garbage collector afterwards (which would bury the task's real error
+        under a "Ray is not initialized" traceback)."""
+        rows = iter(ds.iter_rows())
+        self._open.add(rows)
+        try:
+            for row in rows:
+                yield _unwrap(pickle.loads(row["outcome"]))
+        finally:
+            self._open.discard(rows)
+            rows.close()
 
     def close(self) -> None:
         import ray
 
+        for rows in list(self._open):  # a map its caller left half-way (an error in the loop body)
+            rows.close()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         reaper = getattr(self, "_reaper", None)

@@ -7,6 +7,7 @@ command line names that dir, with their descendants: never another cluster on th
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,12 +33,20 @@ def _free_port(skip: set[int] = frozenset()) -> int:
 
 
 class LocalCluster:
-    def __init__(self, temp_dir: Path, workers: int = 1, cpus: int = 1):
+    def __init__(self, temp_dir: Path, workers: int = 1, cpus: int = 1, auth: str = "disabled"):
+        """auth="token": the head, the workers and `self.env` use a token of this cluster's own (the
+        steps the README gives: RAY_AUTH_MODE=token and the token's file on every node and client)."""
         self.temp_dir = Path(temp_dir)
         self.workers, self.cpus = workers, cpus
         self.gcs_port, self.dashboard_port = _free_port(), 0
-        self.env = dict(os.environ, RAY_AUTH_MODE="disabled",
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        self.env = dict(env, RAY_AUTH_MODE=auth,
                         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if auth == "token":
+            self.token_file = self.temp_dir / "auth_token"
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            self.token_file.write_text(secrets.token_hex(32))
+            self.env["RAY_AUTH_TOKEN_PATH"] = str(self.token_file)
 
     @property
     def address(self) -> str:
@@ -53,11 +62,20 @@ class LocalCluster:
     def start(self) -> "LocalCluster":
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.dashboard_port = _free_port({self.gcs_port})
+        # Every node's agent gets a port of its own: by default they all take 52365, and on one
+        # machine the node that loses the race has no job agent.
+        taken = {self.gcs_port, self.dashboard_port}
+        agent_ports = []
+        for _ in range(self.workers + 1):
+            agent_ports.append(_free_port(taken))
+            taken.add(agent_ports[-1])
         self._ray("--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                  f"--dashboard-agent-listen-port={agent_ports[0]}",
                   "--include-dashboard=true", f"--num-cpus={self.cpus}", f"--temp-dir={self.temp_dir}")
-        for _ in range(self.workers):
-            self._ray(f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={self.cpus}")
+        for port in agent_ports[1:]:
+            self._ray(f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={self.cpus}",
+                      f"--dashboard-agent-listen-port={port}")
         return self
 
     def processes(self) -> list[psutil.Process]:

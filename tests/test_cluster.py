@@ -48,7 +48,7 @@ def test_submit_to_a_two_node_cluster_matches_a_local_run(tmp_path):
         listed = _cli("list", "--address", cluster.address, env=env)
         assert job_id in listed.stdout
         logs = _cli("logs", job_id, "--address", cluster.address, env=env)
-        assert "thresher job done" in logs.stdout
+        assert "output: " in logs.stdout and "manifest:" in logs.stdout
         # A job that fails reports failure with its log tail.
         bad = write_pipeline(tmp_path / "bad.yaml", inputs=[{"paths": [str(tmp_path / "corrupt.parquet")]}],
                              executor="ray")
@@ -56,6 +56,8 @@ def test_submit_to_a_two_node_cluster_matches_a_local_run(tmp_path):
         failed = _cli("submit", str(bad), "--address", cluster.address, "--wait", env=env)
         assert failed.returncode == 1
         assert "FAILED" in failed.stderr and "corrupt.parquet" in failed.stderr
+        # The job's log ends with the same one-line error as a local run, not a Ray shutdown traceback.
+        assert "error: " in failed.stderr and "Ray is not initialized" not in failed.stderr
     assert not {p.pid for p in cluster.processes()}  # only what we started, all stopped
     shutil.rmtree(ray_dir, ignore_errors=True)
     assert _digests(tmp_path / "cluster") == _digests(local.output_dir)
@@ -106,6 +108,15 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "thresher" / "pipeline" / "runner.py").exists()
     assert (tmp_path / "site" / "thresher" / "configs" / "demo.yaml").exists()
+    # Ray reuses a wheel it has seen by its file name: the name carries the code's hash, so changed
+    # code is a new wheel, and the same code the same one.
+    assert "+h" in wheel.name and f"\nVersion: {wheel.name.split('-')[1]}\n" in meta
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv*", ".git", "work", "out", "build", "*.egg-info",
+                                                               "__pycache__", "tests"))
+    assert build_runtime_wheel(tmp_path / "same", source=src).name == wheel.name
+    (src / "pipeline" / "runner.py").write_text((src / "pipeline" / "runner.py").read_text() + "\n# changed\n")
+    assert build_runtime_wheel(tmp_path / "changed", source=src).name != wheel.name
 
 
 def test_submit_retries_while_a_new_cluster_has_no_job_agent():
@@ -129,3 +140,27 @@ def test_submit_retries_while_a_new_cluster_has_no_job_agent():
         _submit_when_ready(Client([RuntimeError("bad runtime_env"), "never"]), {}, "http://x:8265", wait_s=0.01)
     with pytest.raises(ClusterError, match="no job agent ready"):
         _submit_when_ready(Client([not_ready] * 50), {}, "http://x:8265", patience_s=0.05, wait_s=0.01)
+
+
+def test_a_token_auth_cluster_and_wrong_job_ids_give_clear_errors(tmp_path):
+    """Ray >= 2.60 token auth, set up as the README says; a client without the token is told what to
+    set (exit 3), an unknown job id is a one-line error (exit 2), and a client with the token works."""
+    ray_dir = Path(tempfile.mkdtemp(prefix="thr", dir="/tmp"))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 5}) + "\n" for i in range(20)))
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(tmp_path / "d.jsonl")]}], executor="ray")
+    with LocalCluster(ray_dir, workers=1, auth="token") as cluster:  # the worker joined with the token
+        stranger = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+        stranger["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+        for args in (["list"], ["submit", str(p)], ["status", "raysubmit_x"]):
+            r = _cli(*args, "--address", cluster.address, env=stranger)
+            assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+            assert "RAY_AUTH_MODE=token" in r.stderr and "auth_token" in r.stderr
+        for args in (["status", "raysubmit_nope"], ["logs", "raysubmit_nope"], ["stop", "raysubmit_nope"]):
+            r = _cli(*args, "--address", cluster.address, env=cluster.env)
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+            assert "no job 'raysubmit_nope' on the cluster" in r.stderr
+        ok = _cli("submit", str(p), "--address", cluster.address, "--wait", "-o", str(tmp_path / "out"),
+                  env=cluster.env)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+    shutil.rmtree(ray_dir, ignore_errors=True)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["output"]["rows"] == 20
