@@ -75,16 +75,19 @@ def _hf_disk_files(path: Path) -> list[Path]:
 OWNED = ".thresher"  # a folder Thresher keeps in every output and work dir it writes
 
 
-def owner_dir(path: str | Path, exclude: tuple[Path, ...] = ()) -> Path | None:
+def owner_dir(path: str | Path, exclude: tuple[Path, ...] = (), marked: dict | None = None) -> Path | None:
     """The Thresher output or work dir that `path` lies in (one of `exclude`, or any folder that
     holds the OWNED marker), or None: such files are never inputs, so a rerun cannot ingest its
-    own output, rejected rows or shards."""
+    own output, rejected rows or shards. `marked` caches the marker check per folder."""
     p = Path(os.path.abspath(path))
     for d in exclude:
         if p == d or d in p.parents:
             return d
+    marked = {} if marked is None else marked
     for d in p.parents:
-        if (d / OWNED).is_dir():
+        if d not in marked:
+            marked[d] = (d / OWNED).is_dir()
+        if marked[d]:
             return d
     return None
 
@@ -94,11 +97,12 @@ def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> t
     exclude = tuple(Path(os.path.abspath(d)) for d in exclude)
     found: list[tuple[str, str, int]] = []
     skipped: dict[str, int] = {}
+    marked: dict[Path, bool] = {}
     for si, spec in enumerate(config.inputs):
         for pattern in spec.paths:
             full = str(config.resolve(pattern))
             matches = sorted(glob.glob(full, recursive=True))
-            owned = [(m, owner_dir(m, exclude)) for m in matches]
+            owned = [(m, owner_dir(m, exclude, marked)) for m in matches]
             for _, d in owned:
                 if d is not None:
                     skipped[str(d)] = skipped.get(str(d), 0) + 1
@@ -298,10 +302,9 @@ def _column_as_text(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """Text as a string array plus the reason each row is unusable (None = fine)."""
     text, invalid = _as_strings(col)
     reasons = np.full(len(text), None, dtype=object)
-    stringy = pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(
-        col.type) or pa.types.is_large_binary(col.type) or (
-        pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type))
-    if not stringy and not pa.types.is_null(col.type):
+    kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if not any(is_(kind) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                     pa.types.is_large_binary, pa.types.is_null)):
         reasons[:] = "non_string_text"
     reasons[invalid] = "invalid_utf8"
     reasons[np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False))] = "null_text"

@@ -370,7 +370,8 @@ class Runner:
             summaries = self._state_summaries(dirs)
             check_invariant(counts)
             self._verify_files(dirs, counts)
-            version_dir = out.new_version(key)
+            with writing(self.output_dir):
+                version_dir = out.new_version(key)
             try:
                 manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
                                           summaries, ids, version_dir)
