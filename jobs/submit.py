@@ -58,9 +58,9 @@ def client(address: str):
     try:
         with _talking_to(address):
             return JobSubmissionClient(address)
+    except ClusterError:
+        raise
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        if isinstance(exc, ClusterError):
-            raise
         raise ClusterError(f"cannot reach a Ray job server at {address} ({exc}). Check the address (the "
                            "dashboard port, default 8265), that the cluster is up, and its auth mode "
                            "(RAY_AUTH_MODE / token)") from None
