@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import sys
@@ -25,6 +26,30 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+@contextlib.contextmanager
+def _run_errors():
+    """A failed run ends with one line that says what to fix (a traceback only for the unexpected)."""
+    from thresher.pipeline.io import StorageError
+    from thresher.pipeline.lock import LockHeld
+    from thresher.pipeline.runner import StageContractError, StageFailed
+
+    try:
+        yield
+    except (InputError, ConfigError, FileExistsError, AccountingError, StageContractError, StorageError,
+            LockHeld) as exc:
+        _fail(str(exc))
+    except StageFailed as exc:
+        _fail(f"{exc}\n{''.join(traceback.format_exception(exc.__cause__ or exc))}")
+    except TaskFailed as exc:
+        quiet_kinds = ("InputError", "StorageError")
+        _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in quiet_kinds else ""))
+    except OSError as exc:  # a write outside the helpers that name their file
+        if exc.errno != errno.ENOSPC:
+            raise
+        _fail(f"no space left on device ({exc}); free space, or point work_dir and output.dir at a larger "
+              "disk, then rerun: finished shards are kept")
+
+
 @app.command()
 def validate(pipeline: Path = typer.Argument(..., help="pipeline YAML")) -> None:
     """Check a pipeline file: every error with its YAML path, line and a hint."""
@@ -46,10 +71,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Run a pipeline (embedded local Ray unless --address); resumes an interrupted run."""
-    from thresher.pipeline.io import StorageError
-    from thresher.pipeline.lock import LockHeld
     from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner, StageContractError, StageFailed
+    from thresher.pipeline.runner import Runner
 
     try:
         cfg = load_config(pipeline)
@@ -61,20 +84,8 @@ def run(
         if executor not in ("ray", "inline"):
             _fail("--executor must be ray or inline")
         cfg.raw.executor = executor
-    try:
+    with _run_errors():
         result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir).run()
-    except (InputError, FileExistsError, AccountingError, StageContractError, StorageError, LockHeld) as exc:
-        _fail(str(exc))
-    except StageFailed as exc:
-        _fail(f"{exc}\n{''.join(traceback.format_exception(exc.__cause__ or exc))}")
-    except TaskFailed as exc:
-        quiet_kinds = ("InputError", "StorageError")
-        _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in quiet_kinds else ""))
-    except OSError as exc:  # a write outside the helpers that name their file
-        if exc.errno != errno.ENOSPC:
-            raise
-        _fail(f"no space left on device ({exc}); free space, or point work_dir ({cfg.resolve(cfg.work_dir)}) "
-              f"and output.dir at a larger disk, then rerun: finished shards are kept")
     typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {result.output_dir / 'manifest.json'}")
 
@@ -210,6 +221,22 @@ def train_kenlm_cmd(
     except (InputError, ValueError, RuntimeError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(f"KenLM {order}-gram: {arpa} and {binary}")
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("thresher-demo"), "--output", "-o", help="folder for models, output, shards"),
+    executor: Optional[str] = typer.Option(None, help="ray (default) or inline"),
+) -> None:
+    """The whole mission on the bundled corpus: makes the models it needs (once), runs every stage
+    (configs/full.yaml), writes report.html and training shards, and says where each lies."""
+    from thresher.pipeline.demo import describe, run_demo
+
+    if executor not in (None, "ray", "inline"):
+        _fail("--executor must be ray or inline")
+    with _run_errors():
+        result = run_demo(output, log=lambda m: typer.echo(m, err=True), executor=executor)
+    typer.echo(describe(result))
 
 
 @app.command()

@@ -11,6 +11,8 @@ import numpy as np
 class GroupData:
     """Per-group token streams cut into fixed-length sequences: train and validation."""
 
+    MIN_SEQUENCES = 4  # per group: enough to hold out a validation sequence and still train
+
     def __init__(self, texts: dict[str, list[str]], tokenizer, seq_len: int, val_fraction: float = 0.1):
         import torch
 
@@ -21,7 +23,7 @@ class GroupData:
         for g in self.groups:
             stream, _ = pack(tokenizer(texts[g], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
             n = len(stream) // seq_len
-            if n < 4:
+            if n < self.MIN_SEQUENCES:
                 raise ValueError(f"group {g!r} has {len(stream)} tokens: too few for a proxy run at seq_len {seq_len}")
             seqs = torch.from_numpy(stream[: n * seq_len]).view(n, seq_len)
             n_val = max(1, int(math.ceil(n * val_fraction)))

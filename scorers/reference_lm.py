@@ -172,8 +172,11 @@ SIZES = {
 
 def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", vocab_size: int = 4096,
                     steps: int = 200, seq_len: int | None = None, batch_size: int = 16, lr: float = 3e-3,
-                    seed: int = 0, device: str = "auto", log=print) -> dict:
-    """Train a byte-level BPE tokenizer and a GPT-2 style model on `texts`; save both to out_dir."""
+                    seed: int = 0, device: str = "auto", log=print,
+                    snapshots: dict[int, str | Path] | None = None) -> dict:
+    """Train a byte-level BPE tokenizer and a GPT-2 style model on `texts`; save both to out_dir.
+    `snapshots` {step: folder}: also save the model (with the tokenizer) after those steps, i.e.
+    the same model at shorter training lengths."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -210,6 +213,9 @@ def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", v
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if snapshots and step + 1 in snapshots:
+            model.save_pretrained(str(snapshots[step + 1]))
+            tok.save_pretrained(str(snapshots[step + 1]))
         if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
             log(f"step {step + 1}/{steps} loss {losses[-1]:.3f}")
     model.save_pretrained(str(out))

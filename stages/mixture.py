@@ -75,28 +75,47 @@ class Mixture(Stage):
         if len(groups) < 2:
             return {"groups": groups, "proportions": [1.0] * len(groups), "note": "one group: nothing to mix"}
         texts = {g: sample[g]["texts"] for g in groups}
+        total = sum(sizes.values())
+        stratified = np.array([sizes[g] / total for g in groups])
         with tempfile.TemporaryDirectory() as tmp:
             tok = load_tokenizer(p.tokenizer) if p.tokenizer else train_bpe_tokenizer(
                 [t for g in groups for t in texts[g]], p.vocab_size, tmp)
-            data = GroupData(texts, tok, p.seq_len)
-        total = sum(sizes.values())
-        stratified = np.array([sizes[g] / total for g in groups])
+            # A group whose sample cannot fill a few proxy sequences keeps its stratified share;
+            # the proxy mixes the others within what is left.
+            tokens = {g: sum(len(x) for x in tok(texts[g], add_special_tokens=False)["input_ids"]) + len(texts[g])
+                      for g in groups}
+            mixed = [g for g in groups if tokens[g] >= GroupData.MIN_SEQUENCES * p.seq_len]
+            small = [g for g in groups if g not in mixed]
+            if len(mixed) < 2:
+                return {"groups": groups, "proportions": stratified.tolist(), "initial_proportions": stratified.tolist(),
+                        "too_small_for_proxy": small, "note": "fewer than two groups large enough to mix"}
+            data = GroupData({g: texts[g] for g in mixed}, tok, p.seq_len)
+        inside = np.array([sizes[g] for g in mixed], dtype=np.float64)
+        inside /= inside.sum()
         from thresher.scorers.reference_lm import SIZES
 
         size = {k: v for k, v in SIZES[p.proxy_size].items() if k != "n_positions"}
         common = dict(steps=p.steps, batch_size=p.batch_size, vocab_size=len(tok), lr=p.lr, seed=self.seed,
                       size=size, device=p.device)
-        baseline = proxy_run(data, fixed_schedule(stratified), **common)
-        mixer = AioliMixer(groups, sweeps=p.sweeps, chunk_steps=p.chunk_steps, focus=p.focus, eta=p.eta,
-                           round_steps=p.round_steps, initial=stratified)
+        baseline = proxy_run(data, fixed_schedule(inside), **common)
+        mixer = AioliMixer(mixed, sweeps=p.sweeps, chunk_steps=p.chunk_steps, focus=p.focus, eta=p.eta,
+                           round_steps=p.round_steps, initial=inside)
         aioli = proxy_run(data, aioli_schedule(mixer), **common)
+        share = 1.0 - sum(sizes[g] / total for g in small)
+
+        def over_all(q) -> list[float]:
+            by = dict(zip(mixed, np.asarray(q) * share))
+            return [float(by.get(g, sizes[g] / total)) for g in groups]
+
         return {
             "groups": groups,
             "group_rows": [sizes[g] for g in groups],
             "initial_proportions": stratified.tolist(),
-            "proportions_per_round": [stratified.tolist()] + [h["proportions"] for h in mixer.history],
+            "proportions_per_round": [stratified.tolist()] + [over_all(h["proportions"]) for h in mixer.history],
+            "mixed_groups": mixed,
+            "too_small_for_proxy": small,
             "A_per_round": [h["A"] for h in mixer.history],
-            "proportions": mixer.p.tolist(),
+            "proportions": over_all(mixer.p),
             "validation": {"stratified": baseline, "aioli": aioli},
             "proxy": {k: v for k, v in p.model_dump().items() if k != "tokenizer"},
         }

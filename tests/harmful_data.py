@@ -24,19 +24,20 @@ def profanity_words() -> list[str]:
         return [w.strip() for w in fh if w.strip()]
 
 
-def real_sentences() -> list[str]:
+def real_sentences(sources=("scripture", "python_docs", "fortunes")) -> list[str]:
     out = []
-    for name in ("scripture", "python_docs", "fortunes"):
+    for name in sources:
         for text in demo_texts(name):
             text = " ".join(text.split())
             out += [s for s in re.split(r"(?<=[.!?])\s+", text) if 8 <= len(s.split()) <= 40]
     return out
 
 
-def labelled_sets(seed: int = 0, n_train: int = 6000, n_eval: int = 600):
+def labelled_sets(seed: int = 0, n_train: int = 6000, n_eval: int = 600,
+                  sources=("scripture", "python_docs", "fortunes")):
     """(harmful training texts, validation [(text, label)], test [(text, label)])."""
     rng = random.Random(seed)
-    sentences = real_sentences()
+    sentences = real_sentences(sources)
     rng.shuffle(sentences)
     # Abusive text repeats a small vocabulary densely: a fixed draw of 20 list words.
     bad = rng.sample(profanity_words(), 20)

@@ -108,6 +108,9 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "thresher" / "pipeline" / "runner.py").exists()
     assert (tmp_path / "site" / "thresher" / "configs" / "demo.yaml").exists()
+    # `thresher demo` needs no checkout: the corpus and the harmful sample are package data.
+    assert (tmp_path / "site" / "thresher" / "demo_data" / "scripture.jsonl.gz").exists()
+    assert (tmp_path / "site" / "thresher" / "demo_data" / "harmful" / "train.jsonl.gz").exists()
     # Ray reuses a wheel it has seen by its file name: the name carries the code's hash, so changed
     # code is a new wheel, and the same code the same one.
     assert "+h" in wheel.name and f"\nVersion: {wheel.name.split('-')[1]}\n" in meta

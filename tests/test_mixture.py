@@ -113,3 +113,20 @@ def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     assert "Aioli mixture proportions per round" in render(res.output_dir).read_text()
     # Same model, data, steps and seed; only the mixture schedule differs.
     assert v["aioli"]["mean_val_loss"] <= v["stratified"]["mean_val_loss"]
+
+
+def test_a_group_too_small_for_the_proxy_keeps_its_stratified_share(tmp_path):
+    from conftest import MemoryFit, demo_texts
+    from thresher.stages.mixture import Mixture
+
+    docs = {"scripture": demo_texts("scripture", 30), "python-docs": demo_texts("python_docs", 30),
+            "spam": ["a short harmful line left over by the filter"]}
+    rows = [(f"{g}-{i}", t, g) for g, texts in docs.items() for i, t in enumerate(texts)]
+    table = pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows], "domain": [r[2] for r in rows]})
+    stage = Mixture(Mixture.Params(steps=10, round_steps=5, chunk_steps=1, docs_per_group=30, seq_len=16,
+                                   vocab_size=256))
+    state = stage.fit(MemoryFit({"s": table}, tmp_path))
+    assert state["too_small_for_proxy"] == ["spam"] and state["mixed_groups"] == ["python-docs", "scripture"]
+    p = dict(zip(state["groups"], state["proportions"]))
+    assert p["spam"] == pytest.approx(1 / 61) and sum(p.values()) == pytest.approx(1.0)
+    assert all(len(r) == 3 and sum(r) == pytest.approx(1.0) for r in state["proportions_per_round"])
