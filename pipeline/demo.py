@@ -73,15 +73,15 @@ def prepare_models(models: Path, data: Path, log) -> dict[str, Path]:
 
     models.mkdir(parents=True, exist_ok=True)
     ids, texts, domains = _corpus(data)
+    in_ref = sample_mask(pa.array(ids), 0.05, 0)  # the reference split D_ref, as train-reference draws it
     ref = models / "ref"
     snapshots = {s: models / f"ref-step{s}" for s in SNAPSHOTS[:-1]}
     if not (ref / "train_info.json").exists():
-        split = sample_mask(pa.array(ids), 0.05, 0)
-        sample = [t for t, k in zip(texts, split) if k]
+        sample = [t for t, k in zip(texts, in_ref) if k]
         log(f"[demo] training the reference LM on {len(sample):,} documents (a seeded 5%) ...")
         info = train_reference(sample, ref, size="tiny", vocab_size=2048, steps=SNAPSHOTS[-1], seq_len=128,
                                batch_size=16, seed=0, log=None, snapshots=snapshots)
-        write_parquet(pa.table({"id": [i for i, k in zip(ids, split) if k]}), ref / REFERENCE_IDS)
+        write_parquet(pa.table({"id": [i for i, k in zip(ids, in_ref) if k]}), ref / REFERENCE_IDS)
         write_json({**info, "fraction": 0.05, "seed": 0, "documents": len(sample)}, ref / "train_info.json")
     harm = models / "harm"
     if not harm.with_suffix(".bin").exists():
@@ -91,7 +91,6 @@ def prepare_models(models: Path, data: Path, log) -> dict[str, Path]:
     if not benchmark.exists():
         log("[demo] bits per byte of the reference models per domain, and on the held-out target domain ...")
         trained = [ref, *snapshots.values()]
-        in_ref = sample_mask(pa.array(ids), 0.05, 0)
         rest = [i for i, used in enumerate(in_ref) if not used]  # never the models' own training documents
         column = lambda values: pa.array([values[i] for i in rest], pa.string())  # noqa: E731
         part = sample_part(column(domains), column(ids), column(texts), PAGES)  # as `thresher bpb-matrix`

@@ -117,6 +117,7 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv*", ".git", "work", "out", "build", "*.egg-info",
                                                                "__pycache__", "tests"))
+    shutil.copytree(REPO / "tests" / "data" / "demo", src / "tests" / "data" / "demo")  # package data
     assert build_runtime_wheel(tmp_path / "same", source=src).name == wheel.name
     (src / "pipeline" / "runner.py").write_text((src / "pipeline" / "runner.py").read_text() + "\n# changed\n")
     assert build_runtime_wheel(tmp_path / "changed", source=src).name != wheel.name
