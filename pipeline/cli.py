@@ -119,9 +119,8 @@ def train_reference_cmd(
     import pyarrow as pa
 
     from thresher.pipeline.io import write_json, write_parquet
-    from thresher.scorers.reference_lm import SIZES, train_reference
+    from thresher.scorers.reference_lm import REFERENCE_IDS, SIZES, train_reference
     from thresher.scorers.sampling import sample_mask
-    from thresher.stages.ref_perplexity import REFERENCE_IDS
 
     if size not in SIZES:
         _fail(f"--size must be one of {', '.join(SIZES)}")

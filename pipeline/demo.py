@@ -67,9 +67,8 @@ def prepare_models(models: Path, data: Path, log) -> dict[str, Path]:
     from thresher.scorers.bpb_matrix import bpb_matrix
     from thresher.scorers.domain_sample import merge_samples, sample_part
     from thresher.scorers.kenlm_model import train_kenlm
-    from thresher.scorers.reference_lm import train_reference
+    from thresher.scorers.reference_lm import REFERENCE_IDS, train_reference
     from thresher.scorers.sampling import sample_mask
-    from thresher.stages.ref_perplexity import REFERENCE_IDS
 
     models.mkdir(parents=True, exist_ok=True)
     ids, texts, domains = _corpus(data)

@@ -223,3 +223,13 @@ def word_spans(data, offsets):
             w += 1
         doc_words[i + 1] = w
     return starts[:w], ends[:w], doc_words
+
+
+def dedup_key(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Lowercased, whitespace-collapsed text: copies differing only in case or spacing collide."""
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(text), r"\s+", " "))
+
+
+def text_hashes(text: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
+    """XXH64 of each document's dedup key."""
+    return string_hashes(dedup_key(text), seed)

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Beside a model that `train_reference` made: the ids of its training documents (D_ref), which
+# ref_perplexity drops instead of scoring.
+REFERENCE_IDS = "reference_ids.parquet"
+
 
 @dataclass
 class Scores:

@@ -17,19 +17,9 @@ from thresher.pipeline import schema
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
-from thresher.scorers.hashing import string_hashes
+from thresher.scorers.hashing import text_hashes
 
 HASH = "exact_hash"
-
-
-def dedup_key(text: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Lowercased, whitespace-collapsed text: copies differing only in case or spacing collide."""
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(text), r"\s+", " "))
-
-
-def text_hashes(text: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
-    """XXH64 of each document's dedup key."""
-    return string_hashes(dedup_key(text), seed)
 
 
 def first_per_key(rows: pa.Table, order: list[str]) -> pa.Table:

@@ -5,7 +5,7 @@ not the driver ever holds the corpus, the band table or the duplicate graph whol
   1. per shard: signatures (kept as .npy for verification), band hashes partitioned by hash;
   2. per band partition: rows with equal (band, hash) become candidate edges; an edge is kept
      only if its exact shingle Jaccard reaches `threshold` (signatures screen first);
-  3. connected components by partitioned min-label propagation (scorers/components.py);
+  3. connected components by partitioned min-label propagation (pipeline/components.py);
   4. per component partition: the representative is the first member by (id, source, position),
      as in exact_dedup; the cluster rows are written per shard, keyed by position (ids may
      repeat), so each transform loads only its own shard's rows.
@@ -29,7 +29,7 @@ from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
 from thresher.pipeline.key_groups import read_parts, split_rows, write_partitioned
-from thresher.scorers.components import connected_components
+from thresher.pipeline.components import connected_components
 from thresher.scorers.minhash import (
     band_hashes,
     candidate_pairs,

@@ -20,8 +20,8 @@ from pydantic import Field
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import Params, Resources, Stage, mark_dropped
+from thresher.scorers.reference_lm import REFERENCE_IDS
 
-REFERENCE_IDS = "reference_ids.parquet"
 
 
 class RefPerplexityParams(Params):

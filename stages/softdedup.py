@@ -22,10 +22,9 @@ from thresher.pipeline import schema
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage
-from thresher.scorers.hashing import find_sorted
+from thresher.scorers.hashing import find_sorted, text_hashes
 from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
 from thresher.scorers.tokenizer import load_tokenizer
-from thresher.stages.exact_dedup import text_hashes
 
 COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
 

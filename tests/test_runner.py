@@ -66,7 +66,7 @@ def test_accounting_adds_up_against_the_files(demo_subset, tmp_path):
 
 def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     res = _run(_pipeline(tmp_path, demo_subset))
-    from thresher.stages.exact_dedup import text_hashes
+    from thresher.scorers.hashing import text_hashes
 
     after = pq.read_table(res.work_dir / "03-exact_dedup")
     kept = dict(zip(after["exact_hash"].to_pylist(), after["id"].to_pylist()))

@@ -6,7 +6,8 @@ import pyarrow as pa
 
 from conftest import MemoryFit
 from thresher.pipeline.runner import apply_stage
-from thresher.stages.exact_dedup import ExactDedup, text_hashes
+from thresher.scorers.hashing import text_hashes
+from thresher.stages.exact_dedup import ExactDedup
 from thresher.stages.length_filter import LengthFilter
 from thresher.stages.normalize import Normalize, normalize_text
 
