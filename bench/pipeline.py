@@ -22,8 +22,7 @@ def run(executor: str) -> dict:
     from thresher.pipeline.progress import Progress
     from thresher.pipeline.runner import Runner
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml")
-    cfg.raw.executor = executor
+    cfg = load_config(ROOT / "configs" / "demo.yaml").with_overrides(executor=executor)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = Runner(cfg, progress=Progress(False), output_dir=f"{tmp}/out", work_dir=f"{tmp}/work").run()

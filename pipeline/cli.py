@@ -78,12 +78,10 @@ def run(
         cfg = load_config(pipeline)
     except ConfigError as exc:
         _fail(str(exc))
-    if address:
-        cfg.raw.ray.address = address
-    if executor:
-        if executor not in ("ray", "inline"):
-            _fail("--executor must be ray or inline")
-        cfg.raw.executor = executor
+    if executor not in (None, "ray", "inline"):
+        _fail("--executor must be ray or inline")
+    cfg = cfg.with_overrides(**({"ray": {"address": address}} if address else {}),
+                             **({"executor": executor} if executor else {}))
     with _run_errors():
         result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir).run()
     typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "

@@ -81,6 +81,18 @@ class PipelineConfig:
     def __getattr__(self, item):  # name, inputs, output, seed, ...
         return getattr(self.raw, item)
 
+    def with_overrides(self, **fields) -> "PipelineConfig":
+        """A copy with top-level settings replaced (a dict updates a nested section, e.g.
+        ray={"address": "auto"}), validated like the YAML; the original is left as it was."""
+        data = self.raw.model_dump()
+        for key, value in fields.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+        try:
+            raw = _RawConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError("overrides", [ConfigIssue(_fmt_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()])
+        return PipelineConfig(raw, self.stages, self.base_dir)
+
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()

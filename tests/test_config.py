@@ -101,3 +101,15 @@ def test_cli_validate_exit_codes(tmp_path):
 def test_shipped_configs_are_valid(name):
     cfg = load_config(REPO / "configs" / name)
     assert cfg.stages
+
+
+def test_overrides_make_a_validated_copy(tmp_path):
+    from conftest import write_pipeline
+    from thresher.pipeline.config import ConfigError, load_config
+
+    cfg = load_config(write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}], executor="ray"))
+    new = cfg.with_overrides(executor="inline", ray={"address": "auto"})
+    assert (new.executor, new.ray.address, new.ray.include_dashboard) == ("inline", "auto", False)
+    assert (cfg.executor, cfg.ray.address) == ("ray", None)  # the original is untouched
+    with pytest.raises(ConfigError, match="executor"):
+        cfg.with_overrides(executor="spark")
