@@ -1,4 +1,4 @@
-"""MinHash signatures for whole batches, LSH banding, and connected components.
+"""MinHash signatures for whole batches, LSH banding, candidate pairs and their exact Jaccard.
 
 Signatures equal `datasketch.MinHash(num_perm, seed, hashfunc=xxhash.xxh64_intdigest,
 scheme=...)` updated with the same shingles (word n-grams of the normalised text, joined by one
