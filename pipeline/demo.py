@@ -5,7 +5,7 @@
                                training length, the rows of the bits-per-byte matrix
     DIR/models/harm.bin        KenLM 3-gram trained on the bundled harmful-text sample only
     DIR/models/bpb.parquet     bits per byte of each model on each domain (`thresher bpb-matrix`)
-    DIR/models/benchmark.csv   each model's "error": its bits per byte on held-out documents of a
+    DIR/models/benchmark.csv   each model's "error": its bits per byte (/ 8) on held-out documents of a
                                target domain, measured here (no invented numbers)
     DIR/full.yaml              configs/full.yaml with these paths filled in
     DIR/out/                   the weighted output, manifest, mixture.json, report.html
