@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,13 +31,26 @@ def _source_root() -> Path:
                             "(pip wheel --no-deps .) and pass it with --wheel")
 
 
+# What the wheel is built from (pyproject.toml's package-dir folders and the files it names).
+SOURCES = ("pyproject.toml", "README.md", "pipeline", "stages", "scorers", "jobs", "configs", "tests/data/demo")
+
+
 def build_runtime_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
+    """Built from a fresh copy of the sources: setuptools reuses a checkout's build/ folder, which
+    still holds modules deleted since, and would ship them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     src = source or _source_root()
     with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "src"
+        for name in SOURCES:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, clean / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                clean.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / name, clean / name)
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                               "--quiet", "-w", tmp, str(src)], capture_output=True, text=True)
+                               "--quiet", "-w", tmp, str(clean)], capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"building the thresher wheel failed:\n{proc.stderr[-2000:]}")
         wheel = next(Path(tmp).glob("thresher-*.whl"))

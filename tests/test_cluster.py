@@ -115,9 +115,11 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     # code is a new wheel, and the same code the same one.
     assert "+h" in wheel.name and f"\nVersion: {wheel.name.split('-')[1]}\n" in meta
     src = tmp_path / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv*", ".git", "work", "out", "build", "*.egg-info",
-                                                               "__pycache__", "tests"))
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv*", ".git", "work", "out", "*.egg-info", "tests"))
     shutil.copytree(REPO / "tests" / "data" / "demo", src / "tests" / "data" / "demo")  # package data
+    # A stale module in build/ (left by an earlier build) is not shipped, so the name stays the same.
+    (src / "build" / "lib" / "thresher" / "scorers").mkdir(parents=True, exist_ok=True)
+    (src / "build" / "lib" / "thresher" / "scorers" / "gone.py").write_text("deleted = True\n")
     assert build_runtime_wheel(tmp_path / "same", source=src).name == wheel.name
     (src / "pipeline" / "runner.py").write_text((src / "pipeline" / "runner.py").read_text() + "\n# changed\n")
     assert build_runtime_wheel(tmp_path / "changed", source=src).name != wheel.name
