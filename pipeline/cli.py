@@ -372,7 +372,7 @@ def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable"
 
     rows = []
     for name, cls in registry.available().items():
-        params = {k: str(f.annotation).replace("typing.", "") for k, f in cls.Params.model_fields.items()}
+        params = {k: _type_name(f) for k, f in cls.Params.model_fields.items()}
         rows.append({"name": name, "inputs": list(cls.inputs), "outputs": list(cls.outputs),
                      "global_pass": cls.has_global_pass(), "params": params, "doc": (cls.__doc__ or "").strip()})
     if as_json:
@@ -383,6 +383,18 @@ def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable"
                    + (" [global pass]" if r["global_pass"] else ""))
         for k, v in r["params"].items():
             typer.echo(f"    {k}: {v}")
+
+
+def _type_name(field) -> str:
+    """A parameter's type as a user writes it: `path`, `int`, `float | None`, `Literal[...]`."""
+    from typing import get_args
+
+    from thresher.pipeline.stage import is_path_field
+
+    a = field.annotation
+    if is_path_field(field):
+        return "path" + (" | None" if type(None) in get_args(a) else "")
+    return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
 
 
 def main() -> None:  # python -m thresher.pipeline.cli

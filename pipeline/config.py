@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thresher.pipeline import registry
-from thresher.pipeline.stage import Params, Stage
+from thresher.pipeline.stage import Params, Stage, is_path_field
 
 
 class _Model(BaseModel):
@@ -222,9 +222,9 @@ def parse_config(data: Any, source: str = "<config>", node: yaml.Node | None = N
 
 
 def _resolve_paths(params: Params, base_dir: Path) -> Params:
-    """Stage parameters listed in `path_fields` are relative to the YAML file, like inputs."""
+    """Stage parameters typed LocalPath are relative to the YAML file, like inputs."""
     update = {}
-    for name in getattr(params, "path_fields", ()):
+    for name in (n for n, f in type(params).model_fields.items() if is_path_field(f)):
         value = getattr(params, name)
         if value and not Path(value).expanduser().is_absolute():
             update[name] = str((base_dir / value).resolve())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from typing import Annotated, Any, Callable, ClassVar, Iterator, Protocol, get_args, get_origin
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,26 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     memory_gb: float | None = None
+
+
+class _PathMarker:
+    def __repr__(self) -> str:
+        return "PATH"
+
+
+PATH = _PathMarker()
+# A parameter that names a local file or folder (a model, a labelled set): a path relative to the
+# YAML file, as inputs are. The config resolves every parameter of this type, optional ones too.
+LocalPath = Annotated[str, PATH]
+
+
+def is_path_field(field) -> bool:
+    """Whether a pydantic field is a LocalPath (or an optional one)."""
+    def marked(annotation) -> bool:
+        if get_origin(annotation) is Annotated:
+            return PATH in get_args(annotation)[1:] or marked(get_args(annotation)[0])
+        return any(marked(a) for a in get_args(annotation))
+    return PATH in field.metadata or marked(field.annotation)
 
 
 class Params(BaseModel):

@@ -9,7 +9,7 @@ labelled validation file (JSONL with the text and a 0/1 label).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,17 +18,16 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.io import json_records
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
+from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, mark_dropped
 from thresher.scorers.kenlm_model import document_perplexity
 from thresher.scorers.thresholds import best_f1_threshold, valley_threshold
 
 
 class HarmfulParams(Params):
-    path_fields: ClassVar[tuple[str, ...]] = ("model", "validation")
-    model: str = Field(description="KenLM model (.bin or .arpa) trained on harmful text only")
+    model: LocalPath = Field(description="KenLM model (.bin or .arpa) trained on harmful text only")
     tau: float | None = Field(None, gt=0, description="perplexity threshold; set tau_method: given")
     tau_method: Literal["given", "valley", "f1"] = "valley"
-    validation: str | None = Field(None, description="labelled JSONL for tau_method: f1")
+    validation: LocalPath | None = Field(None, description="labelled JSONL for tau_method: f1")
     text_field: str = "text"
     label_field: str = "label"
     action: Literal["remove", "flag"] = "remove"

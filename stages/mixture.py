@@ -20,17 +20,16 @@ from pydantic import Field
 from thresher.pipeline import schema
 from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage
+from thresher.pipeline.stage import LocalPath, Params, Stage
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 PROPORTION = "mixture_proportion"
 
 
 class MixtureParams(Params):
-    path_fields: ClassVar[tuple[str, ...]] = ("tokenizer",)
     group_column: str = "domain"
     docs_per_group: int = Field(300, ge=10, description="proxy-run sample per group")
-    tokenizer: str | None = Field(None, description="local tokenizer; default: a BPE trained on the sample")
+    tokenizer: LocalPath | None = Field(None, description="local tokenizer; default: a BPE trained on the sample")
     vocab_size: int = Field(2048, ge=256)
     seq_len: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=2)

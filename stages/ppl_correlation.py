@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ from pydantic import Field
 from thresher.pipeline import schema
 from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage
+from thresher.pipeline.stage import LocalPath, Params, Stage
 from thresher.scorers.domain_classifier import DomainClassifier
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
@@ -73,9 +73,8 @@ class PplCorrelation(Stage):
     outputs = ("pc_weight", "pc_prob")
 
     class Params(Params):
-        path_fields: ClassVar[tuple[str, ...]] = ("matrix", "benchmark")
-        matrix: str = Field(description="bits-per-byte matrix Parquet (thresher bpb-matrix)")
-        benchmark: str = Field(description="CSV with columns model, error")
+        matrix: LocalPath = Field(description="bits-per-byte matrix Parquet (thresher bpb-matrix)")
+        benchmark: LocalPath = Field(description="CSV with columns model, error")
         estimator: Literal["spearman", "sign_cdf"] = "spearman"
         rate: float = Field(0.5, gt=0.0, le=1.0, description="share of the corpus the projection may select")
         pages_per_domain: int = Field(200, ge=5, description="pages per domain for the fastText classifier")

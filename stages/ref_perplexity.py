@@ -9,7 +9,7 @@ never scores the text it was trained on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -19,14 +19,13 @@ from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Resources, Stage, mark_dropped
+from thresher.pipeline.stage import LocalPath, Params, Resources, Stage, mark_dropped
 from thresher.scorers.reference_lm import REFERENCE_IDS
 
 
 
 class RefPerplexityParams(Params):
-    path_fields: ClassVar[tuple[str, ...]] = ("model",)
-    model: str = Field(description="local folder of a Hugging Face causal LM + tokenizer")
+    model: LocalPath = Field(description="local folder of a Hugging Face causal LM + tokenizer")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_tokens: int | None = Field(None, gt=0, description="tokens per forward batch (padding included); "

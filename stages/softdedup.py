@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, Params, Stage
+from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage
 from thresher.scorers.hashing import find_sorted, text_hashes
 from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
 from thresher.scorers.tokenizer import load_tokenizer
@@ -33,7 +33,7 @@ class SoftDedupParams(Params):
     mode: Literal["softdedup", "fedrw"] = "softdedup"
     n: int = Field(4, ge=1, le=8, description="n-gram order")
     bits: int = Field(22, ge=10, le=28, description="log2 of the hash buckets per order")
-    tokenizer: str | None = Field(None, description="local Hugging Face tokenizer folder; default: words")
+    tokenizer: LocalPath | None = Field(None, description="local Hugging Face tokenizer folder; default: words")
     beta: float = Field(1.0, gt=0.0, description="strength of the lower-order prior")
     segments: int = Field(10, ge=1, description="K equal-count segments")
     w_min: float = Field(0.1, gt=0.0)

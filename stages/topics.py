@@ -12,7 +12,7 @@ column (e.g. ref_bpb) with ToReMi's update from w = 1:
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -21,21 +21,20 @@ from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage
+from thresher.pipeline.stage import LocalPath, Params, Stage
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 _ALL = "all"
 
 
 class TopicsParams(Params):
-    path_fields: ClassVar[tuple[str, ...]] = ("embedding_model",)
     k: int = Field(8, ge=2, description="number of topics")
     sample: int = Field(20_000, ge=10, description="documents the clustering is fitted on")
     svd_dim: int = Field(64, ge=2)
     max_features: int = Field(50_000, ge=100, description="vocabulary for the topic labels")
     hash_features: int = Field(2**18, ge=1024, description="hashed TF-IDF dimensions")
     top_terms: int = Field(4, ge=1)
-    embedding_model: str | None = Field(None, description="local HF encoder folder; default TF-IDF + SVD")
+    embedding_model: LocalPath | None = Field(None, description="local HF encoder folder; default TF-IDF + SVD")
     loss_column: str | None = Field(None, description="per-document reference loss, e.g. ref_bpb")
     toremi_stage: Literal[1, 2] = 1
     w_min: float = Field(0.2, gt=0.0)
