@@ -9,7 +9,8 @@ import numpy as np
 
 
 class GroupData:
-    """Per-group token streams cut into fixed-length sequences: train and validation."""
+    """Per-group token streams cut into fixed-length sequences: train and validation. A group
+    whose texts cannot fill MIN_SEQUENCES sequences is left out and listed in `too_small`."""
 
     MIN_SEQUENCES = 4  # per group: enough to hold out a validation sequence and still train
 
@@ -18,13 +19,15 @@ class GroupData:
 
         from thresher.scorers.tokenizer import pack
 
-        self.groups = sorted(texts)
+        self.groups, self.too_small = [], []
         self.train, self.val = {}, {}
-        for g in self.groups:
+        for g in sorted(texts):
             stream, _ = pack(tokenizer(texts[g], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
             n = len(stream) // seq_len
             if n < self.MIN_SEQUENCES:
-                raise ValueError(f"group {g!r} has {len(stream)} tokens: too few for a proxy run at seq_len {seq_len}")
+                self.too_small.append(g)
+                continue
+            self.groups.append(g)
             seqs = torch.from_numpy(stream[: n * seq_len]).view(n, seq_len)
             n_val = max(1, int(math.ceil(n * val_fraction)))
             self.val[g], self.train[g] = seqs[:n_val], seqs[n_val:]

@@ -79,16 +79,13 @@ class Mixture(Stage):
         with tempfile.TemporaryDirectory() as tmp:
             tok = load_tokenizer(p.tokenizer) if p.tokenizer else train_bpe_tokenizer(
                 [t for g in groups for t in texts[g]], p.vocab_size, tmp)
-            # A group whose sample cannot fill a few proxy sequences keeps its stratified share;
-            # the proxy mixes the others within what is left.
-            tokens = {g: sum(len(x) for x in tok(texts[g], add_special_tokens=False)["input_ids"]) + len(texts[g])
-                      for g in groups}
-            mixed = [g for g in groups if tokens[g] >= GroupData.MIN_SEQUENCES * p.seq_len]
-            small = [g for g in groups if g not in mixed]
-            if len(mixed) < 2:
-                return {"groups": groups, "proportions": stratified.tolist(), "initial_proportions": stratified.tolist(),
-                        "too_small_for_proxy": small, "note": "fewer than two groups large enough to mix"}
-            data = GroupData({g: texts[g] for g in mixed}, tok, p.seq_len)
+            data = GroupData(texts, tok, p.seq_len)
+        # A group whose sample cannot fill a few proxy sequences keeps its stratified share; the
+        # proxy mixes the others within what is left.
+        mixed, small = data.groups, data.too_small
+        if len(mixed) < 2:
+            return {"groups": groups, "proportions": stratified.tolist(), "initial_proportions": stratified.tolist(),
+                    "too_small_for_proxy": small, "note": "fewer than two groups large enough to mix"}
         inside = np.array([sizes[g] for g in mixed], dtype=np.float64)
         inside /= inside.sum()
         from thresher.scorers.reference_lm import SIZES
