@@ -78,11 +78,9 @@ def run(
         cfg = load_config(pipeline)
     except ConfigError as exc:
         _fail(str(exc))
-    if executor not in (None, "ray", "inline"):
-        _fail("--executor must be ray or inline")
-    cfg = cfg.with_overrides(**({"ray": {"address": address}} if address else {}),
-                             **({"executor": executor} if executor else {}))
     with _run_errors():
+        cfg = cfg.with_overrides(**({"ray": {"address": address}} if address else {}),
+                                 **({"executor": executor} if executor else {}))
         result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir).run()
     typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {result.output_dir / 'manifest.json'}")
@@ -229,8 +227,6 @@ def demo(
     (configs/full.yaml), writes report.html and training shards, and says where each lies."""
     from thresher.pipeline.demo import describe, run_demo
 
-    if executor not in (None, "ray", "inline"):
-        _fail("--executor must be ray or inline")
     with _run_errors():
         result = run_demo(output, log=lambda m: typer.echo(m, err=True), executor=executor)
     typer.echo(describe(result))
