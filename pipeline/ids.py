@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from thresher.pipeline import schema
 from thresher.pipeline.io import InputError, write_parquet
-from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
+from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard, run_starts
 from thresher.scorers.hashing import string_hashes
 
 RANK = "rank"
@@ -46,10 +46,9 @@ def repeated(rows: pa.Table) -> pa.Table:
     rows = rows.filter(pc.is_in(rows[schema.ID], value_set=ids)).sort_by(
         [(schema.ID, "ascending"), (schema.SOURCE, "ascending"), (SHARD, "ascending"), (schema.ROW, "ascending")])
     codes = pc.dictionary_encode(rows[schema.ID].combine_chunks()).indices.to_numpy() if rows.num_rows else np.zeros(0)
-    first = np.ones(len(codes), dtype=bool)
-    first[1:] = codes[1:] != codes[:-1]
+    first = run_starts(codes)
     starts = np.flatnonzero(first)
-    rank = np.arange(len(codes)) - starts[np.cumsum(first) - 1] if len(codes) else np.zeros(0, np.int64)
+    rank = np.arange(len(codes)) - starts[np.cumsum(first) - 1]
     return rows.append_column(RANK, pa.array(rank, pa.int64()))
 
 

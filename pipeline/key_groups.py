@@ -34,11 +34,18 @@ def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
     return (((keys.astype(np.uint64) * _GOLDEN) >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
 
 
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """True where a run of equal values begins, in an array sorted (or grouped) by value."""
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = values[1:] != values[:-1]
+    return first
+
+
 def split_rows(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """(code, its row indices in row order) for each distinct code, from one stable sort."""
     order = np.argsort(codes, kind="stable")
     ordered = codes[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    starts = np.flatnonzero(run_starts(ordered))
     for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(codes)]):
         yield int(ordered[a]), order[a:b]
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline import schema
-from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
+from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard, run_starts
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
 from thresher.scorers.hashing import text_hashes
@@ -25,10 +25,7 @@ HASH = "exact_hash"
 def first_per_key(rows: pa.Table, order: list[str]) -> pa.Table:
     """The first row of each KEY when rows are ordered by `order` within the key."""
     rows = rows.sort_by([(KEY, "ascending")] + [(c, "ascending") for c in order])
-    keys = rows[KEY].to_numpy()
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return rows.filter(pa.array(first))
+    return rows.filter(pa.array(run_starts(rows[KEY].to_numpy())))
 
 
 class _ShardFirstRows:

@@ -28,7 +28,7 @@ from thresher.pipeline import schema
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
-from thresher.pipeline.key_groups import read_parts, split_rows, write_partitioned
+from thresher.pipeline.key_groups import read_parts, run_starts, split_rows, write_partitioned
 from thresher.pipeline.components import connected_components
 from thresher.scorers.minhash import (
     band_hashes,
@@ -166,8 +166,7 @@ def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, s
     t = pa.table({"label": labels, schema.ID: ids, schema.SOURCE: sources, "doc": nodes}).sort_by(
         [("label", "ascending"), (schema.ID, "ascending"), (schema.SOURCE, "ascending"), ("doc", "ascending")])
     label = t["label"].to_numpy()
-    first = np.ones(len(label), dtype=bool)
-    first[1:] = label[1:] != label[:-1]
+    first = run_starts(label)
     starts = np.flatnonzero(first)
     sizes = np.diff(np.append(starts, len(label)))
     group = np.cumsum(first) - 1
