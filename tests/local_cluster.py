@@ -73,9 +73,12 @@ class LocalCluster:
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                   f"--dashboard-agent-listen-port={agent_ports[0]}",
                   "--include-dashboard=true", f"--num-cpus={self.cpus}", f"--temp-dir={self.temp_dir}")
-        for port in agent_ports[1:]:
+        # Every worker node gets a temp dir of its own, as on separate machines: nodes that share one
+        # share runtime_resources/, and a node that unpacks a job's working_dir replaces the copy that
+        # the driver on another node runs in (its cwd vanishes mid-run).
+        for i, port in enumerate(agent_ports[1:], 1):
             self._ray(f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={self.cpus}",
-                      f"--dashboard-agent-listen-port={port}")
+                      f"--dashboard-agent-listen-port={port}", f"--temp-dir={self.temp_dir / f'n{i}'}")
         return self
 
     def processes(self) -> list[psutil.Process]:
