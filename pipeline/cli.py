@@ -370,13 +370,15 @@ def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable"
     for name, cls in registry.available().items():
         params = {k: _type_name(f) for k, f in cls.Params.model_fields.items()}
         rows.append({"name": name, "inputs": list(cls.inputs), "outputs": list(cls.outputs),
-                     "global_pass": cls.has_global_pass(), "params": params, "doc": (cls.__doc__ or "").strip()})
+                     "weights": list(cls.weights), "global_pass": cls.has_global_pass(),
+                     "actor": cls.resources.actor, "params": params, "doc": (cls.__doc__ or "").strip()})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         typer.echo(f"{r['name']}: in {r['inputs']} -> out {r['outputs']}"
-                   + (" [global pass]" if r["global_pass"] else ""))
+                   + (f", weights {r['weights']}" if r["weights"] else "")
+                   + (" [global pass]" if r["global_pass"] else "") + (" [actor]" if r["actor"] else ""))
         for k, v in r["params"].items():
             typer.echo(f"    {k}: {v}")
 
@@ -385,11 +387,12 @@ def _type_name(field) -> str:
     """A parameter's type as a user writes it: `path`, `int`, `float | None`, `Literal[...]`."""
     from typing import get_args
 
-    from thresher.pipeline.stage import is_path_field
+    from thresher.pipeline.stage import is_column_field, is_path_field
 
     a = field.annotation
-    if is_path_field(field):
-        return "path" + (" | None" if type(None) in get_args(a) else "")
+    for kind, marked in (("path", is_path_field), ("column", is_column_field)):
+        if marked(field):
+            return kind + (" | None" if type(None) in get_args(a) else "")
     return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
 
 

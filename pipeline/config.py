@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from thresher.pipeline import registry
-from thresher.pipeline.stage import Params, Stage, is_path_field
+from thresher.pipeline import registry, schema
+from thresher.pipeline.stage import Columns, Params, Resources, Stage, is_path_field
 
 
 class _Model(BaseModel):
@@ -70,6 +70,14 @@ class StageConfig:
 
     def build(self, seed: int) -> Stage:
         return self.cls(self.params, seed=seed)
+
+    @property
+    def columns(self) -> Columns:
+        return self.cls.columns_for(self.params)
+
+    @property
+    def resources(self) -> Resources:
+        return self.cls.resources_for(self.params)
 
 
 @dataclass
@@ -232,25 +240,42 @@ def _resolve_paths(params: Params, base_dir: Path) -> Params:
 
 
 def _check_stage_columns(raw: _RawConfig, stages: list[StageConfig], node) -> list[ConfigIssue]:
-    """A stage must find its input columns among the canonical ones and earlier stages' outputs."""
-    from thresher.pipeline import schema
-
-    canonical = {schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN}
+    """Every stage finds its input columns among the ingested ones and earlier stages' outputs, and
+    the output's group column exists: checked before anything runs. A column that a parameter
+    names is reported at that parameter's line."""
+    ingested = {schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN}
     added: dict[str, int] = {}  # column -> the stage that added it
     issues = []
     for i, st in enumerate(stages):
-        missing = [c for c in st.cls.inputs if c not in canonical and c not in added]
-        if missing:
+        cols = st.columns
+        for c in cols.inputs:
+            if c in ingested or c in added:
+                continue
+            param = cols.named_by.get(c)
+            loc = ("stages", i, param) if param else ("stages", i)
+            what = f"{param}: {c!r} names a column" if param else f"stage {st.name} needs column {c!r}"
             issues.append(ConfigIssue(
-                f"stages[{i}]", f"stage {st.name} needs column(s) {missing} that no earlier stage adds",
-                "move it after the stage that produces them", _node_line(node, ("stages", i))))
-        twice = [c for c in st.cls.outputs if c in added]
+                _fmt_path(loc), f"{what} that neither ingest nor an earlier stage adds (stage {st.name})",
+                _producers_hint(c) or f"columns available here: {', '.join(sorted(ingested | set(added)))}",
+                _node_line(node, loc)))
+        twice = [c for c in cols.outputs if c in added]
         if twice:  # a second copy of a column would be ambiguous in every later stage and the output
             issues.append(ConfigIssue(
                 f"stages[{i}]", f"stage {st.name} adds column(s) {twice} that stages[{added[twice[0]]}] already added",
                 "keep one of the two stages", _node_line(node, ("stages", i))))
-        added.update({c: i for c in st.cls.outputs if c not in canonical})
+        added.update({c: i for c in cols.outputs if c not in ingested})
+    if raw.output.group_column not in ingested | set(added):
+        loc = ("output", "group_column")
+        issues.append(ConfigIssue(_fmt_path(loc), f"{raw.output.group_column!r} is not a column of the output",
+                                  f"columns of the output: {', '.join(sorted(ingested | set(added)))}",
+                                  _node_line(node, loc)))
     return issues
+
+
+def _producers_hint(column: str) -> str:
+    """Which registered stage adds `column`, if any: the stage to put before this one."""
+    makers = [name for name, cls in registry.available().items() if column in cls.outputs]
+    return f"put a stage that adds it ({', '.join(makers)}) before this one" if makers else ""
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -12,6 +12,8 @@ import pickle
 import traceback
 from typing import Any, Iterator, Protocol
 
+from thresher.pipeline.stage import Resources
+
 
 class ShardTask(Protocol):
     def setup(self) -> None: ...
@@ -42,8 +44,7 @@ class InlineExecutor:
 
     name = "inline"
 
-    def map(self, task: ShardTask, items: list, *, stateful: bool = False, cpus: float = 1.0,
-            gpus: float = 0.0) -> Iterator[Any]:
+    def map(self, task: ShardTask, items: list, resources: Resources = Resources()) -> Iterator[Any]:
         task.setup()
         for item in items:
             yield _unwrap(_run_one(task, item))
@@ -107,8 +108,10 @@ class RayExecutor:
         ctx.print_on_execution_start = False
         ctx.verbose_stats_logs = False
 
-    def map(self, task: ShardTask, items: list, *, stateful: bool = False, cpus: float = 1.0,
-            gpus: float = 0.0) -> Iterator[Any]:
+    def map(self, task: ShardTask, items: list, resources: Resources = Resources()) -> Iterator[Any]:
+        """One Ray Data map over the items: tasks of `resources.cpus`/`gpus` each, or, for a stage
+        that needs an actor, a pool of long-lived actors."""
+        import ray
         import ray.data
 
         if not items:
@@ -117,19 +120,20 @@ class RayExecutor:
         from ray import cloudpickle  # tasks may hold closures or classes defined in tests
 
         args = (cloudpickle.dumps(task), cloudpickle.dumps(items))
-        if stateful:
-            import ray
-
+        extra = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
+        gpus = resources.gpus
+        if resources.actor:
             # Fractional CPUs per model actor: on a 2-core machine whole-CPU actors starve the
             # read tasks. One actor per CPU (or per GPU share) at most, never more than shards.
-            resources = ray.cluster_resources()
-            slots = resources.get("GPU", 0.0) / gpus if gpus else resources.get("CPU", 1.0)
+            cluster = ray.cluster_resources()
+            slots = cluster.get("GPU", 0.0) / gpus if gpus else cluster.get("CPU", 1.0)
             size = max(1, min(len(items), int(slots)))
             ds = ds.map_batches(_RayTaskFn, fn_constructor_args=args, batch_size=1, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=min(cpus, 0.5),
-                                num_gpus=gpus or None)
+                                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=min(resources.cpus, 0.5),
+                                num_gpus=gpus or None, **extra)
         else:
-            ds = ds.map_batches(_call_task, fn_args=args, batch_size=1, batch_format="pyarrow", num_cpus=cpus)
+            ds = ds.map_batches(_call_task, fn_args=args, batch_size=1, batch_format="pyarrow",
+                                num_cpus=resources.cpus, num_gpus=gpus or None, **extra)
         return self._results(ds)
 
     def _results(self, ds) -> Iterator[Any]:

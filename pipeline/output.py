@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.pipeline import schema
+from thresher.pipeline.io import writing
 
 REJECTED_COLUMNS = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN, schema.DROP_STAGE, schema.DROP_REASON)
 
@@ -23,25 +27,41 @@ def lookup(column: pa.Array | pa.ChunkedArray, mapping: dict[str, float], defaul
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def weight_columns(table: pa.Table) -> list[str]:
-    """Columns that multiply into a row's weight: every numeric `*_weight` a stage added."""
-    return sorted(c for c in table.column_names
-                  if c.endswith("_weight") and pa.types.is_floating(table.schema.field(c).type))
-
-
-def add_weight_and_group(table: pa.Table, group_column: str, scale: dict[str, float] | None = None) -> pa.Table:
-    """`weight` = product of the *_weight columns (times scale[group] when given), `group` = the column."""
+def add_weight_and_group(table: pa.Table, group_column: str, weight_columns: list[str],
+                         scale: dict[str, float] | None = None) -> pa.Table:
+    """`weight` = product of the stages' declared weight columns (times scale[group] when given),
+    `group` = the group column."""
     if group_column not in table.column_names:
         raise ValueError(f"output.group_column {group_column!r} is not a column of the output "
                          f"(columns: {', '.join(table.column_names)})")
     weight = np.ones(table.num_rows, dtype=np.float64)
-    for col in weight_columns(table):
+    for col in weight_columns:
+        if not pa.types.is_floating(table.schema.field(col).type):
+            raise TypeError(f"weight column {col!r} is {table.schema.field(col).type}, not a float")
         weight *= table[col].to_numpy(zero_copy_only=False).astype(np.float64)
     group = pc.cast(table[group_column], pa.string())
     if scale is not None:
         weight *= lookup(group, scale)
     table = table.drop_columns([c for c in (schema.WEIGHT, schema.GROUP) if c in table.column_names])
     return table.append_column(schema.WEIGHT, pa.array(weight)).append_column(schema.GROUP, group)
+
+
+def share_scale(weights: dict[str, float], shares: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Per-group factors that make each group's total weight its share, renormalised over the
+    groups that have weight: a group whose rows all weigh 0 cannot carry its share, and a group
+    without a share gets none. Returns (factor per group, groups left without weight)."""
+    live = {g: shares.get(g, 0.0) for g, w in weights.items() if w > 0}
+    norm = sum(live.values()) or 1.0
+    return {g: live[g] / norm / weights[g] for g in live}, sorted(set(weights) - set(live))
+
+
+def copy_rejected(sources: list[tuple[str, Path]], out: Path) -> None:
+    """Each stage's rejected files (label, folder) into out/rejected/<label>/."""
+    for label, folder in sources:
+        for p in sorted(folder.glob("part-*.parquet")):
+            with writing(out / "rejected" / label / p.name):
+                (out / "rejected" / label).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, out / "rejected" / label / p.name)
 
 
 def group_totals(table: pa.Table) -> dict[str, dict]:

@@ -13,11 +13,9 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -26,35 +24,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.pipeline import schema
-from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant, totals
+from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant
 from thresher.pipeline.config import PipelineConfig, StageConfig
 from thresher.pipeline.executor import InlineExecutor, TaskFailed, make_executor
 from thresher.pipeline.ids import check_ids, describe as describe_ids
 from thresher.pipeline.io import (OWNED, InputError, InputFile, StorageError, discover_inputs, read_input, write_json,
                                   write_parquet, writing)
 from thresher.pipeline.lock import RunLock
-from thresher.pipeline.output import add_weight_and_group, as_rejected, group_totals
+from thresher.pipeline.manifest import RunRecord, build_manifest, summary_table, version
+from thresher.pipeline.output import add_weight_and_group, as_rejected, copy_rejected, group_totals, share_scale
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.publish import OutputDir
-from thresher.pipeline.stage import Stage
+from thresher.pipeline.stage import GroupShares, Resources, Stage
 from thresher.pipeline.workdir import StageDir, run_key
 
 INGEST = "ingest"
-# Fault injection for tests: exit abruptly right after this stage is marked complete.
-CRASH_AFTER_ENV = "THRESHER_TEST_CRASH_AFTER"
-# Fault injection for tests: the first shard task to get here kills its worker process (a marker
-# file, created atomically, makes it happen once), half-way through writing a shard.
-KILL_WORKER_ENV = "THRESHER_TEST_KILL_WORKER_ONCE"
-
-
-def _maybe_kill_worker() -> None:
-    marker = os.environ.get(KILL_WORKER_ENV)
-    if marker:
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-        os._exit(1)
 
 
 class StageContractError(RuntimeError):
@@ -79,13 +63,6 @@ def _blame(where: str, error: type[Exception] = StageFailed):
         raise error(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
-def version() -> str:
-    try:
-        return metadata.version("thresher")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def stage_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % 2**32
 
@@ -94,7 +71,8 @@ def stage_seed(seed: int, index: int) -> int:
 
 def apply_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[pa.Table, pa.Table]:
     """Run one stage over a shard in batches; return (kept rows, rejected rows)."""
-    missing = [c for c in stage.inputs if c not in table.column_names]
+    columns = type(stage).columns_for(stage.params)
+    missing = [c for c in columns.inputs if c not in table.column_names]
     if missing:
         raise StageContractError(f"stage {stage.name} needs column(s) {missing}; the table has "
                                  f"{table.column_names}")
@@ -111,7 +89,7 @@ def apply_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[
                                      "a filter must mark rows (keep/drop_reason), never delete them")
         results.append(out)
     result = pa.concat_tables(results, promote_options="default") if len(results) > 1 else results[0]
-    absent = [c for c in stage.outputs if c not in result.column_names]
+    absent = [c for c in columns.outputs if c not in result.column_names]
     if absent:
         raise StageContractError(f"stage {stage.name} declares output column(s) {absent} it did not add")
     if schema.KEEP not in result.column_names:
@@ -192,7 +170,6 @@ class SegmentTask:
             with _blame(f"stage {d.label} on shard {shard}"):
                 kept, rejected = apply_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
             write_parquet(kept, d.part(shard))
-            _maybe_kill_worker()
             if rejected.num_rows:
                 write_parquet(as_rejected(rejected, stage.name), d.rejected_part(shard))
             stats = _stats(shard, table.num_rows, kept, rejected, t0)
@@ -224,16 +201,13 @@ class _FnTask:
 
 
 class RunnerFitContext:
-    """Runs a stage's global-pass rounds with that stage's resources (an actor pool when it is
-    stateful, its GPUs), like its transform."""
+    """Runs a stage's global-pass rounds with that stage's resources (an actor pool when it needs
+    one, its GPUs), like its transform."""
 
     def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress,
-                 cfg: StageConfig | None = None):
+                 resources: Resources = Resources()):
         self.executor, self.shards, self.source = executor, shards, source
-        self._run_as = {}
-        if cfg is not None:
-            resources = cfg.cls.resources_for(cfg.params)
-            self._run_as = dict(stateful=cfg.cls.stateful, cpus=resources.cpus, gpus=resources.gpus)
+        self.resources = resources
         self.state_dir = target.state.parent
         self.scratch = self.state_dir / "scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -248,7 +222,7 @@ class RunnerFitContext:
         bar = self._progress.bar(f"[{self._label}] global pass, round {self._round}", len(items))
         executor = self.executor if len(items) > 1 else InlineExecutor()
         try:
-            for result in executor.map(_FnTask(fn), items, **self._run_as):
+            for result in executor.map(_FnTask(fn), items, self.resources):
                 bar.update(0)
                 yield result
         finally:
@@ -258,17 +232,18 @@ class RunnerFitContext:
 class FinalizeTask:
     """Weights and groups of one shard; writes it when `write`, else only reports group totals."""
 
-    def __init__(self, last: StageDir, out_dir: Path, group_column: str, row_group_size: int,
-                 scale: dict[str, float] | None = None, write: bool = True):
+    def __init__(self, last: StageDir, out_dir: Path, group_column: str, weight_columns: list[str],
+                 row_group_size: int, scale: dict[str, float] | None = None, write: bool = True):
         self.last, self.out_dir = last, out_dir
-        self.group_column, self.row_group_size = group_column, row_group_size
+        self.group_column, self.weight_columns, self.row_group_size = group_column, weight_columns, row_group_size
         self.scale, self.write = scale, write
 
     def setup(self) -> None:
         pass
 
     def __call__(self, shard: str) -> dict:
-        table = add_weight_and_group(pq.read_table(self.last.part(shard)), self.group_column, self.scale)
+        table = add_weight_and_group(pq.read_table(self.last.part(shard)), self.group_column,
+                                     self.weight_columns, self.scale)
         if table.num_rows and self.write:
             write_parquet(table, self.out_dir / "data" / f"part-{shard}.parquet", self.row_group_size)
         return {"shard": shard, "rows": table.num_rows, "groups": group_totals(table),
@@ -285,10 +260,12 @@ class RunResult:
 
 
 def plan_segments(stages: list[StageConfig]) -> list[list[int]]:
-    """Stage positions (1-based; 0 is ingest) grouped into fused segments."""
+    """Stage positions (1-based; 0 is ingest) grouped into fused segments: a segment is cut before
+    a stage with a global pass and wherever resources change, so a CPU-only filter never runs
+    inside a GPU scorer's actors (nor the scorer in a plain task)."""
     segments: list[list[int]] = []
     for i, st in enumerate(stages, start=1):
-        if not segments or st.cls.has_global_pass():
+        if not segments or st.cls.has_global_pass() or st.resources != stages[segments[-1][-1] - 1].resources:
             segments.append([i])
         else:
             segments[-1].append(i)
@@ -380,7 +357,7 @@ class Runner:
             except BaseException:
                 out.clear_unpublished()  # the published output stays as it was
                 raise
-            self.progress.log(_summary(manifest))
+            self.progress.log(summary_table(manifest))
             if describe_ids(ids):
                 self.progress.warn(describe_ids(ids))
         finally:
@@ -414,7 +391,6 @@ class Runner:
         seconds[d.label] = bar.close()
         stats = d.all_stats()
         d.mark_complete(self._counts(d).to_dict())
-        self._maybe_crash(d)
         return stats
 
     def _run_segment(self, executor, segment: list[int], dirs: list[StageDir], shards: list[str],
@@ -430,27 +406,22 @@ class Runner:
             self._global_pass(executor, first_cfg, dirs[segment[0] - 1], dirs[segment[0]], shards, seconds)
         runs = [(cfg.stages[i - 1], dirs[i]) for i in segment]
         todo = [s for s in shards if not all(d.shard_done(s) for d in seg_dirs)]
-        stateful = any(c.cls.stateful for c, _ in runs)
-        resources = [c.cls.resources_for(c.params) for c, _ in runs]
-        cpus = max(r.cpus for r in resources)
-        gpus = max(r.gpus for r in resources)
         bar = self.progress.bar(f"[{segment[0]:02d}] {label}", len(shards))
         for _ in range(len(shards) - len(todo)):
             bar.update(0)
         task = SegmentTask(runs, dirs[segment[0] - 1], cfg.seed, cfg.batch_rows)
-        for results in executor.map(task, todo, stateful=stateful, cpus=cpus, gpus=gpus):
+        for results in executor.map(task, todo, first_cfg.resources):  # the same for the whole segment
             bar.update(results[0]["rows_in"])
         elapsed = bar.close()
         for d in seg_dirs:
             seconds[d.label] = seconds.get(d.label, 0.0) + elapsed / len(seg_dirs)
             d.mark_complete(self._counts(d).to_dict())
-            self._maybe_crash(d)
 
     def _global_pass(self, executor, cfg: StageConfig, source: StageDir, target: StageDir,
                      shards: list[str], seconds: dict) -> None:
         t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
-        ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg)
+        ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg.resources)
         with _blame(f"stage {target.label}, global pass"):
             state = stage.fit(ctx)
         target.save_state(state, stage.summarize_state(state))
@@ -473,11 +444,12 @@ class Runner:
                                       f"stats say {c.rows_out} + {sum(c.rejected.values())}; the work dir "
                                       "was modified or a shard is corrupt: delete it and rerun")
 
-    def _mixture(self, dirs: list[StageDir], summaries: dict[str, dict]):
-        """(config, summary) of the last stage that sets group proportions (it writes an output file)."""
-        for cfg, d in reversed(list(zip(self.config.stages, dirs[1:]))):
-            if getattr(cfg.cls, "output_file", None):
-                return cfg, summaries[d.label]
+    def _group_shares(self, dirs: list[StageDir], summaries: dict[str, dict]) -> GroupShares | None:
+        """The shares of the last stage that sets the output's group shares (a mixture), if any."""
+        for i, (cfg, d) in reversed(list(enumerate(zip(self.config.stages, dirs[1:]), 1))):
+            shares = cfg.build(stage_seed(self.config.seed, i)).group_shares(summaries.get(d.label))
+            if shares is not None:
+                return shares
         return None
 
     def _state_summaries(self, dirs: list[StageDir]) -> dict[str, dict]:
@@ -493,71 +465,34 @@ class Runner:
                   out: Path) -> dict:
         """Writes the whole output into `out`, a fresh version folder that is published after."""
         t0 = time.perf_counter()
-        group_column, scale = self.config.output.group_column, None
-        mixture = self._mixture(dirs, summaries)
-        if mixture is not None:  # each group's total weight becomes its mixture proportion
-            cfg, state = mixture
-            group_column = cfg.params.group_column
-            raw = _sum_groups(executor.map(FinalizeTask(dirs[-1], out, group_column, 1, write=False), shards))
-            p = dict(zip(state["groups"], state["proportions"]))
-            # A group whose rows all weigh 0 cannot carry its share: the others are renormalised.
-            live = {g: p.get(g, 0.0) for g, v in raw.items() if v["weight"] > 0}
-            norm = sum(live.values()) or 1.0
-            scale = {g: live[g] / norm / raw[g]["weight"] for g in live}
-            state = {**state, "groups_without_weight": sorted(set(raw) - set(live))}
-            write_json(state, out / cfg.cls.output_file)
-        task = FinalizeTask(dirs[-1], out, group_column, self.config.output.row_group_size, scale)
+        cfg = self.config
+        group_column, scale = cfg.output.group_column, None
+        weights = sorted({w for st in cfg.stages for w in st.columns.weights})
+        shares = self._group_shares(dirs, summaries)
+        if shares is not None:  # each group's total weight becomes its share
+            group_column = shares.column
+            totals = _sum_groups(executor.map(FinalizeTask(dirs[-1], out, group_column, weights, 1, write=False),
+                                              shards))
+            scale, without = share_scale({g: v["weight"] for g, v in totals.items()}, shares.shares)
+            write_json({**shares.record, "groups_without_weight": without}, out / shares.file)
+        task = FinalizeTask(dirs[-1], out, group_column, weights, cfg.output.row_group_size, scale)
         results = list(executor.map(task, shards))
-        rows = sum(r["rows"] for r in results)
-        columns = next((r["columns"] for r in results if r["rows"]), [])
-        groups = _sum_groups(results)
-        if self.config.output.write_rejected:
-            for d in dirs:
-                for p in sorted(d.rejected.glob("part-*.parquet")):
-                    with writing(out / "rejected" / d.label / p.name):
-                        (out / "rejected" / d.label).mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(p, out / "rejected" / d.label / p.name)
+        if cfg.output.write_rejected:
+            copy_rejected([(d.label, d.rejected) for d in dirs], out)
         files = sorted((out / "data").glob("*.parquet"))
         if _parquet_rows(files) != counts[-1].rows_out:
             raise AccountingError(f"{out}/data holds {_parquet_rows(files)} rows, expected {counts[-1].rows_out}")
         seconds["finalize"] = time.perf_counter() - t0
-        wall = time.perf_counter() - t_start
-        manifest = {
-            "name": self.config.name,
-            "thresher_version": version(),
-            "config_hash": key,
-            "seed": self.config.seed,
-            "work_dir": str(dirs[0].root),
-            "inputs": {"files": len(inputs), "bytes": sum(f.size for f in inputs), "duplicate_ids": ids},
-            "stages": [{**c.to_dict(), **({"state": summaries[d.label]} if d.label in summaries else {})}
-                       for c, d in zip(counts, dirs)],
-            "totals": totals(counts),
-            "output": {"rows": rows, "files": [f.name for f in files], "columns": columns,
-                       "groups": groups},
-            "timing": {"wall_seconds": round(wall, 3), "docs_per_second": round(counts[0].rows_in / wall, 1),
-                       "stage_seconds": {k: round(v, 3) for k, v in seconds.items()}},
-            "versions": {"python": sys.version.split()[0], "pyarrow": pa.__version__,
-                         "executor": getattr(executor, "name", type(executor).__name__)},
-        }
+        manifest = build_manifest(RunRecord(
+            name=cfg.name, key=key, seed=cfg.seed, work_dir=str(dirs[0].root), input_files=len(inputs),
+            input_bytes=sum(f.size for f in inputs), duplicate_ids=ids, counts=counts,
+            labels=[d.label for d in dirs], summaries=summaries, output_rows=sum(r["rows"] for r in results),
+            output_files=[f.name for f in files],
+            output_columns=next((r["columns"] for r in results if r["rows"]), []), groups=_sum_groups(results),
+            wall_seconds=time.perf_counter() - t_start, stage_seconds=seconds,
+            executor=getattr(executor, "name", type(executor).__name__)))
         write_json(manifest, out / "manifest.json")
         return manifest
-
-    def _maybe_crash(self, d: StageDir) -> None:
-        if os.environ.get(CRASH_AFTER_ENV) == d.name:
-            sys.stderr.write(f"{CRASH_AFTER_ENV}: exiting after stage {d.name}\n")
-            sys.stderr.flush()
-            os._exit(17)
-
-
-def _summary(manifest: dict) -> str:
-    lines = [f"{'stage':<22}{'in':>12}{'out':>12}  rejected"]
-    for st in manifest["stages"]:
-        rej = ", ".join(f"{r}={n:,}" for r, n in st["rejected"].items()) or "-"
-        lines.append(f"{st['name']:<22}{st['rows_in']:>12,}{st['rows_out']:>12,}  {rej}")
-    t = manifest["totals"]
-    lines.append(f"{t['rows_in']:,} rows in = {t['rows_out']:,} out + {t['rejected_total']:,} rejected; "
-                 f"{manifest['timing']['wall_seconds']:.1f} s")
-    return "\n".join(lines)
 
 
 def run_pipeline(config: PipelineConfig, **kwargs) -> RunResult:

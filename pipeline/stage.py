@@ -7,7 +7,7 @@ corpus-wide view exposes it as map-reduce (`partial` per shard, associative `mer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Iterator, Protocol, get_args, get_origin
 
@@ -21,29 +21,73 @@ from thresher.pipeline import schema
 
 @dataclass(frozen=True)
 class Resources:
+    """Everything the executor needs to place a stage's work."""
+
     cpus: float = 1.0
     gpus: float = 0.0
+    # The stage loads something heavy (a model): it runs in long-lived actors that call `setup`
+    # once, instead of a task per shard that would load it again each time.
+    actor: bool = False
+    # Memory one task or actor needs, reserved from the scheduler when set (None: Ray's default).
     memory_gb: float | None = None
 
 
-class _PathMarker:
+class _Marker:
+    def __init__(self, name: str):
+        self.name = name
+
     def __repr__(self) -> str:
-        return "PATH"
+        return self.name
 
 
-PATH = _PathMarker()
+PATH, COLUMN = _Marker("PATH"), _Marker("COLUMN")
 # A parameter that names a local file or folder (a model, a labelled set): a path relative to the
 # YAML file, as inputs are. The config resolves every parameter of this type, optional ones too.
 LocalPath = Annotated[str, PATH]
+# A parameter that names a column the stage reads: it is one of the stage's inputs, checked
+# before anything runs like the columns the stage class declares.
+ColumnName = Annotated[str, COLUMN]
+
+
+def _has_marker(field, marker: _Marker) -> bool:
+    def marked(annotation) -> bool:
+        if get_origin(annotation) is Annotated:
+            return marker in get_args(annotation)[1:] or marked(get_args(annotation)[0])
+        return any(marked(a) for a in get_args(annotation))
+    return marker in field.metadata or marked(field.annotation)
 
 
 def is_path_field(field) -> bool:
     """Whether a pydantic field is a LocalPath (or an optional one)."""
-    def marked(annotation) -> bool:
-        if get_origin(annotation) is Annotated:
-            return PATH in get_args(annotation)[1:] or marked(get_args(annotation)[0])
-        return any(marked(a) for a in get_args(annotation))
-    return PATH in field.metadata or marked(field.annotation)
+    return _has_marker(field, PATH)
+
+
+def is_column_field(field) -> bool:
+    """Whether a pydantic field is a ColumnName (or an optional one)."""
+    return _has_marker(field, COLUMN)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A configured stage's columns: what it reads, what it adds, which of those are weights (the
+    final `weight` is the product of every stage's weight columns), and which inputs a parameter
+    named (input column -> parameter), so an error can point at that parameter's YAML line."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    weights: tuple[str, ...] = ()
+    named_by: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupShares:
+    """The share of the output's total weight each group gets, set by a stage (a mixture): the
+    output writer scales each group's weights to it, and writes `record` to the output's `file`."""
+
+    column: str  # the column whose values are the groups
+    shares: dict[str, float]
+    file: str
+    record: dict
 
 
 class Params(BaseModel):
@@ -79,11 +123,10 @@ class Stage:
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = (schema.TEXT,)
     outputs: ClassVar[tuple[str, ...]] = ()
+    # Outputs that multiply into the final `weight` (a subset of `outputs`).
+    weights: ClassVar[tuple[str, ...]] = ()
     resources: ClassVar[Resources] = Resources()
     Params: ClassVar[type[Params]] = Params
-    # True when the stage loads something heavy (a model): the runner then keeps it in
-    # long-lived actors and calls `setup` once per actor instead of once per shard.
-    stateful: ClassVar[bool] = False
     # True when `transform` needs each row's position in its shard (column schema.ROW); a global
     # pass reads whole shards, where the position is the row's index.
     row_positions: ClassVar[bool] = False
@@ -92,6 +135,15 @@ class Stage:
     def resources_for(cls, params: Params) -> Resources:
         """Resources of a configured stage (e.g. a GPU only when the parameters ask for one)."""
         return cls.resources
+
+    @classmethod
+    def columns_for(cls, params: Params) -> Columns:
+        """Columns of a configured stage: the class's own plus every ColumnName parameter that is
+        set. A stage whose outputs depend on its parameters extends this."""
+        named = {getattr(params, n): n for n, f in type(params).model_fields.items()
+                 if is_column_field(f) and getattr(params, n)}
+        inputs = cls.inputs + tuple(c for c in named if c not in cls.inputs)
+        return Columns(inputs, cls.outputs, cls.weights, named)
 
     def __init__(self, params: Params | None = None, seed: int = 0):
         self.params = params if params is not None else self.Params()
@@ -118,6 +170,11 @@ class Stage:
     def summarize_state(self, state: Any) -> dict:
         """A few JSON-able figures of the fitted state (thresholds, counts) for the manifest and report."""
         return {}
+
+    def group_shares(self, summary: dict | None) -> GroupShares | None:
+        """The output's group shares, when this stage sets them from its fitted `summary` (the
+        last such stage in a pipeline wins); None: it sets none."""
+        return None
 
     def shard_state(self, state: Any, shard: str) -> Any:
         """The part of the state one shard's transform needs; a stage whose state grows with the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +28,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
+from thresher.pipeline.stage import Columns, FitContext, Params, Stage, mark_dropped
 from thresher.pipeline.key_groups import read_parts, run_starts, split_rows, write_partitioned
 from thresher.pipeline.components import connected_components
 from thresher.scorers.minhash import (
@@ -224,6 +225,14 @@ class MinHashDedup(Stage):
     outputs = (CLUSTER, SIZE, IS_REP)
     Params = MinHashParams
     row_positions = True  # cluster rows are addressed by position: ids may repeat
+
+    @classmethod
+    def columns_for(cls, params: MinHashParams) -> Columns:
+        """`policy: reweight` keeps every row and adds the FedRW weight column."""
+        cols = super().columns_for(params)
+        if params.policy == "reweight":
+            cols = replace(cols, outputs=cols.outputs + (WEIGHT,), weights=cols.weights + (WEIGHT,))
+        return cols
 
     def fit(self, ctx: FitContext) -> dict:
         p, scratch, shards = self.params, ctx.scratch, list(ctx.shards)

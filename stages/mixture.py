@@ -10,7 +10,7 @@ within its group so the group's total equals its proportion.
 from __future__ import annotations
 
 import tempfile
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -20,14 +20,14 @@ from pydantic import Field
 from thresher.pipeline import schema
 from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import LocalPath, Params, Stage
+from thresher.pipeline.stage import ColumnName, GroupShares, LocalPath, Params, Stage
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 PROPORTION = "mixture_proportion"
 
 
 class MixtureParams(Params):
-    group_column: str = "domain"
+    group_column: ColumnName = "domain"
     docs_per_group: int = Field(300, ge=10, description="proxy-run sample per group")
     tokenizer: LocalPath | None = Field(None, description="local tokenizer; default: a BPE trained on the sample")
     vocab_size: int = Field(2048, ge=256)
@@ -50,13 +50,9 @@ class Mixture(Stage):
     inputs = (schema.ID, schema.TEXT)
     outputs = (PROPORTION,)
     Params = MixtureParams
-    output_file: ClassVar[str] = "mixture.json"
 
     def _groups(self, table: pa.Table) -> pa.Array:
-        col = self.params.group_column
-        if col not in table.column_names:
-            raise ValueError(f"mixture: group_column {col!r} is not a column (columns: {', '.join(table.column_names)})")
-        return pc.cast(table[col], pa.string())
+        return pc.cast(table[self.params.group_column], pa.string())
 
     def partial(self, table: pa.Table) -> dict:
         """Per group: its size and the docs_per_group rows with the smallest id hashes."""
@@ -118,6 +114,11 @@ class Mixture(Stage):
 
     def summarize_state(self, state: dict) -> dict:
         return state
+
+    def group_shares(self, summary: dict | None) -> GroupShares:
+        """Each group's final weight sums to its mixture proportion (mixture.json holds the run)."""
+        return GroupShares(self.params.group_column, dict(zip(summary["groups"], summary["proportions"])),
+                           "mixture.json", summary)
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
         p = dict(zip(state["groups"], state["proportions"]))

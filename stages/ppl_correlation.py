@@ -71,6 +71,7 @@ class PplCorrelation(Stage):
     name = "ppl_correlation"
     inputs = (schema.ID, schema.TEXT, schema.DOMAIN)
     outputs = ("pc_weight", "pc_prob")
+    weights = ("pc_weight",)
 
     class Params(Params):
         matrix: LocalPath = Field(description="bits-per-byte matrix Parquet (thresher bpb-matrix)")

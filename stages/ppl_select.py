@@ -18,7 +18,7 @@ from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage, mark_dropped
+from thresher.pipeline.stage import ColumnName, Params, Stage, mark_dropped
 
 _ALL = ""
 
@@ -44,12 +44,9 @@ class PplSelect(Stage):
         band: Literal["low", "medium", "high"] = "high"
         rate: float = Field(0.5, gt=0.0, le=1.0, description="fraction of documents kept")
         per_domain: bool = False
-        column: str = Field("ref_ppl", description="the score to rank by")
+        column: ColumnName = Field("ref_ppl", description="the score to rank by")
 
     def _keys(self, table: pa.Table) -> pa.Table:
-        if self.params.column not in table.column_names:
-            raise ValueError(f"ppl_select: column {self.params.column!r} is missing; run ref_perplexity "
-                             f"(or the stage that adds it) before ppl_select")
         group = table[schema.DOMAIN] if self.params.per_domain else pa.array([_ALL] * table.num_rows, pa.string())
         return pa.table({"group": group, "score": pc.cast(table[self.params.column], pa.float64()),
                          schema.ID: table[schema.ID]})

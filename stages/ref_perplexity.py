@@ -8,6 +8,7 @@ never scores the text it was trained on.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -40,20 +41,19 @@ class RefPerplexity(Stage):
     name = "ref_perplexity"
     inputs = (schema.ID, schema.TEXT)
     outputs = ("ref_ppl", "ref_bpb", "ref_tokens")
-    stateful = True
     Params = RefPerplexityParams
+    resources = Resources(cpus=1.0, actor=True)  # the model loads once per actor
 
     @classmethod
     def resources_for(cls, params: RefPerplexityParams) -> Resources:
+        """A GPU share when scoring on a GPU (device cuda, or auto on a machine that has one)."""
         if params.num_gpus is not None:
-            return Resources(cpus=1.0, gpus=params.num_gpus)
-        if params.device == "cuda":
-            return Resources(cpus=1.0, gpus=1.0)
+            return replace(cls.resources, gpus=params.num_gpus)
         if params.device == "auto":
             import torch
 
-            return Resources(cpus=1.0, gpus=1.0 if torch.cuda.is_available() else 0.0)
-        return Resources(cpus=1.0)
+            return replace(cls.resources, gpus=1.0 if torch.cuda.is_available() else 0.0)
+        return replace(cls.resources, gpus=1.0 if params.device == "cuda" else 0.0)
 
     def setup(self) -> None:
         from thresher.scorers.reference_lm import load_reference

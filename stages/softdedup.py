@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage
+from thresher.pipeline.stage import ColumnName, FitContext, LocalPath, Params, Stage
 from thresher.scorers.hashing import find_sorted, text_hashes
 from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
 from thresher.scorers.tokenizer import load_tokenizer
@@ -38,7 +38,7 @@ class SoftDedupParams(Params):
     segments: int = Field(10, ge=1, description="K equal-count segments")
     w_min: float = Field(0.1, gt=0.0)
     w_max: float = Field(10.0, gt=0.0)
-    count_column: str | None = Field(None, description="fedrw: column holding the duplicate count C")
+    count_column: ColumnName | None = Field(None, description="fedrw: column holding the duplicate count C")
     eps: float = Field(1e-6, ge=0.0)
 
     @model_validator(mode="after")
@@ -110,6 +110,7 @@ class SoftDedup(Stage):
     name = "softdedup"
     inputs = (schema.TEXT,)
     outputs = (COMMONNESS, WEIGHT)
+    weights = (WEIGHT,)
     Params = SoftDedupParams
 
     def fit(self, ctx: FitContext) -> dict:

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import LocalPath, Params, Stage
+from thresher.pipeline.stage import ColumnName, LocalPath, Params, Stage
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 _ALL = "all"
@@ -35,7 +35,7 @@ class TopicsParams(Params):
     hash_features: int = Field(2**18, ge=1024, description="hashed TF-IDF dimensions")
     top_terms: int = Field(4, ge=1)
     embedding_model: LocalPath | None = Field(None, description="local HF encoder folder; default TF-IDF + SVD")
-    loss_column: str | None = Field(None, description="per-document reference loss, e.g. ref_bpb")
+    loss_column: ColumnName | None = Field(None, description="per-document reference loss, e.g. ref_bpb")
     toremi_stage: Literal[1, 2] = 1
     w_min: float = Field(0.2, gt=0.0)
     w_max: float = Field(5.0, gt=0.0)
@@ -124,13 +124,12 @@ class Topics(Stage):
     name = "topics"
     inputs = (schema.ID, schema.TEXT)
     outputs = ("topic", "topic_label", "topic_weight")
+    weights = ("topic_weight",)
     Params = TopicsParams
 
     def partial(self, table: pa.Table) -> dict:
         p = self.params
         part = sample_part(pa.repeat(_ALL, table.num_rows), table[schema.ID], table[schema.TEXT], p.sample)
-        if p.loss_column and p.loss_column not in table.column_names:
-            raise ValueError(f"topics: loss_column {p.loss_column!r} is missing; run ref_perplexity first")
         if p.loss_column and part:
             picks = part[_ALL][2]
             rows = pc.index_in(pa.array([i for _, i, _ in picks], pa.string()), value_set=table[schema.ID])

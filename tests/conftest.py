@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 DEMO_DATA = REPO / "tests" / "data" / "demo"
 
 

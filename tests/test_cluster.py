@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, write_pipeline
+import faults
+from faults import KillWorkerOnce
 from local_cluster import LocalCluster
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor, RayExecutor
@@ -71,23 +73,18 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path):
     assert "cannot reach a Ray job server at http://127.0.0.1:9" in proc.stderr
 
 
-def test_a_worker_killed_mid_stage_loses_no_rows(demo_subset, tmp_path, ray_session, monkeypatch):
+def test_a_worker_killed_mid_stage_loses_no_rows(demo_subset, tmp_path, ray_session):
     stages = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30}]
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
                                                      "id_column": "doc_id"}], stages=stages, shard_rows=300)
     clean = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False),
                    output_dir=tmp_path / "clean", work_dir=tmp_path / "clean-work").run()
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv("THRESHER_TEST_KILL_WORKER_ONCE", str(marker))  # read by the Ray workers
-    ray_session.shutdown()
-    ray_session.init(num_cpus=2, include_dashboard=False, logging_level="warning",
-                     runtime_env={"env_vars": {"THRESHER_TEST_KILL_WORKER_ONCE": str(marker)}})
-    try:
-        res = Runner(load_config(p), executor=RayExecutor(), progress=Progress(False),
-                     output_dir=tmp_path / "faulty", work_dir=tmp_path / "faulty-work").run()
-    finally:
-        ray_session.shutdown()
-        ray_session.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(faults)  # Ray workers cannot import tests/
+    res = Runner(load_config(p), executor=KillWorkerOnce(RayExecutor(), marker), progress=Progress(False),
+                 output_dir=tmp_path / "faulty", work_dir=tmp_path / "faulty-work").run()
     assert marker.exists()  # a worker process really died mid-stage
     assert res.manifest["totals"] == clean.manifest["totals"]
     assert _digests(res.output_dir) == _digests(clean.output_dir)

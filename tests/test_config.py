@@ -82,7 +82,33 @@ def test_stage_needing_a_column_nobody_adds(tmp_path, monkeypatch):
 
     monkeypatch.setitem(registry._STAGES, NeedsScore.name, NeedsScore)
     err = _errors(tmp_path, "inputs: [{paths: [a]}]\nstages:\n  - stage: needs_score_for_test\n")
-    assert "needs column(s) ['score']" in str(err)
+    assert "stage needs_score_for_test needs column 'score'" in str(err)
+
+
+def test_columns_named_by_parameters_are_checked_before_running_at_their_line(tmp_path):
+    err = _errors(tmp_path, "inputs: [{paths: [a]}]\n"
+                            "stages:\n"
+                            "  - stage: normalize\n"
+                            "  - stage: softdedup\n"
+                            "    mode: fedrw\n"
+                            "    count_column: dup_cluster_size\n"
+                            "  - stage: ppl_select\n"
+                            "    column: ref_bpb\n"
+                            "output:\n"
+                            "  group_column: topic\n")
+    issues = {i.path: i for i in err.issues}
+    assert set(issues) == {"stages[1].count_column", "stages[2].column", "output.group_column"}
+    assert issues["stages[1].count_column"].line == 6 and "minhash_dedup" in issues["stages[1].count_column"].hint
+    assert issues["stages[2].column"].line == 8 and "ref_perplexity" in issues["stages[2].column"].hint
+    assert issues["output.group_column"].line == 10
+    # Once the producers run earlier, the same parameters are fine.
+    ok = write_pipeline(tmp_path / "ok.yaml", inputs=[{"paths": ["a"]}], output={"group_column": "topic"}, stages=[
+        {"stage": "minhash_dedup", "policy": "reweight"}, {"stage": "softdedup", "mode": "fedrw",
+                                                           "count_column": "dup_cluster_size"},
+        {"stage": "topics"}])
+    cfg = load_config(ok)
+    assert cfg.stages[1].columns.inputs == ("text", "dup_cluster_size")
+    assert cfg.stages[0].columns.weights == ("dedup_weight",)
 
 
 def test_cli_validate_exit_codes(tmp_path):

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import demo_texts, write_pipeline
+from conftest import TESTS, demo_texts, write_pipeline
+from faults import CRASH_EXIT
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor, TaskFailed
 from thresher.pipeline.io import StorageError
@@ -96,8 +97,9 @@ def test_a_crash_before_or_while_publishing_keeps_the_old_output_whole(tmp_path)
 
     # SIGKILL-like exit right after the last stage, then while publishing: the old output stays.
     write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=stages(20))
-    env = dict(os.environ, THRESHER_TEST_CRASH_AFTER="exact_dedup")
-    assert _cli("run", p, "-q", env=env).returncode == 17
+    crashed = subprocess.run([sys.executable, str(TESTS / "faults.py"), "exact_dedup", str(p)],
+                             capture_output=True, text=True)
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
     assert _consistent(out) == first
     assert _publish_killed(p).returncode == 9
     assert _consistent(out) == first

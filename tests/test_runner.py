@@ -12,14 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_pipeline
+from conftest import TESTS, write_pipeline
+from faults import CRASH_EXIT
 from thresher.pipeline import registry
 from thresher.pipeline.accounting import AccountingError
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor, RayExecutor, TaskFailed
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner, StageContractError, apply_stage, plan_segments
-from thresher.pipeline.stage import Stage
+from thresher.pipeline.stage import Resources, Stage
 
 STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30},
           {"stage": "exact_dedup"}, {"stage": "minhash_dedup"}, {"stage": "softdedup", "bits": 18}]
@@ -88,16 +89,16 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
 
 def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
     cfg = _pipeline(tmp_path, demo_subset)
-    env = dict(os.environ, THRESHER_TEST_CRASH_AFTER="length_filter")
-    cli = [sys.executable, "-m", "thresher.pipeline.cli", "run", str(cfg), "--quiet"]
-    crashed = subprocess.run(cli, env=env, capture_output=True, text=True)
-    assert crashed.returncode == 17, crashed.stderr
+    crashed = subprocess.run([sys.executable, str(TESTS / "faults.py"), "length_filter", str(cfg)],
+                             capture_output=True, text=True)
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
     work = next((tmp_path / "work").glob("[!.]*"))
     assert (work / "02-length_filter" / "_SUCCESS").exists()
     assert not (work / "03-exact_dedup").exists()
     done = {p: p.stat().st_mtime_ns for p in (work / "01-normalize").glob("part-*.parquet")}
 
-    resumed = subprocess.run(cli[:-1], capture_output=True, text=True)
+    resumed = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(cfg)],
+                             capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "normalize+length_filter: complete, reusing" in resumed.stderr
     assert {p: p.stat().st_mtime_ns for p in done} == done  # not recomputed
@@ -193,11 +194,23 @@ def test_global_pass_stages_start_segments(demo_subset, tmp_path):
     assert plan_segments(cfg.stages) == [[1, 2], [3], [4], [5]]
 
 
+def test_segments_are_cut_where_resources_differ(tmp_path, monkeypatch):
+    """A CPU filter after a GPU scorer runs in plain tasks of its own, not inside the scorer's actors."""
+    monkeypatch.setitem(registry._STAGES, _Upper.name, _Upper)
+    stages = [{"stage": "normalize"}, {"stage": _Upper.name}, {"stage": "ref_perplexity", "model": "m",
+                                                               "device": "cuda"},
+              {"stage": "length_filter"}, {"stage": "normalize", "form": "NFC"}]
+    cfg = load_config(write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}], stages=stages))
+    assert plan_segments(cfg.stages) == [[1], [2], [3], [4, 5]]
+    assert [cfg.stages[i - 1].resources for i in (2, 3, 4)] == [
+        Resources(actor=True), Resources(cpus=1.0, gpus=1.0, actor=True), Resources()]
+
+
 class _Upper(Stage):
-    """A stateful stage (as a model-loading stage would be): runs in a Ray actor pool."""
+    """A stage that needs an actor (as a model-loading stage would): runs in a Ray actor pool."""
 
     name = "upper_for_test"
-    stateful = True
+    resources = Resources(actor=True)
 
     def setup(self):
         self.loaded = True
@@ -209,7 +222,7 @@ class _Upper(Stage):
         return table.set_column(table.column_names.index("text"), "text", pc.utf8_upper(table["text"]))
 
 
-def test_stateful_stages_run_in_an_actor_pool(demo_subset, tmp_path, monkeypatch, ray_session):
+def test_actor_stages_run_in_an_actor_pool(demo_subset, tmp_path, monkeypatch, ray_session):
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
