@@ -27,6 +27,19 @@ from thresher.pipeline.io import write_parquet
 
 KEY, SHARD = "key", "shard"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+ROW_BITS = 32  # a doc index is shard ordinal << 32 | row
+
+
+def doc_index(ordinal: int, rows: np.ndarray) -> np.ndarray:
+    """Corpus-wide addresses of rows of one shard: one sortable int64 each, so a global pass can
+    carry (shard, row) pairs through partitioned files and sorts as a single column."""
+    return (np.int64(ordinal) << ROW_BITS) + np.asarray(rows, dtype=np.int64)
+
+
+def doc_parts(docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shard ordinal, row) of each doc index."""
+    docs = np.asarray(docs, dtype=np.int64)
+    return docs >> ROW_BITS, docs & ((1 << ROW_BITS) - 1)
 
 
 def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:

@@ -16,6 +16,7 @@ _BUILTIN_MODULES = (
     "thresher.stages.exact_dedup",
     "thresher.stages.minhash_dedup",
     "thresher.stages.softdedup",
+    "thresher.stages.fedrw",
     "thresher.stages.ref_perplexity",
     "thresher.stages.ppl_select",
     "thresher.stages.harmful_filter",
@@ -29,6 +30,9 @@ _loaded = False
 def register(cls: type[Stage]) -> type[Stage]:
     if cls.name in _STAGES and _STAGES[cls.name] is not cls:
         raise ValueError(f"stage name {cls.name!r} registered twice")
+    if cls.has_global_pass() and cls.State is None:
+        raise TypeError(f"stage {cls.name!r} has a global pass but declares no State record: "
+                        "declare `State = <a StateRecord subclass>` and return one from fit / merge")
     _STAGES[cls.name] = cls
     return cls
 

@@ -402,7 +402,7 @@ class Runner:
             self.progress.log(f"[{segment[0]:02d}] {label}: complete, reusing")
             return
         first_cfg = cfg.stages[segment[0] - 1]
-        if first_cfg.cls.has_global_pass() and not dirs[segment[0]].has_state:
+        if first_cfg.cls.has_global_pass() and not dirs[segment[0]].has_state(first_cfg.cls.State.tag()):
             self._global_pass(executor, first_cfg, dirs[segment[0] - 1], dirs[segment[0]], shards, seconds)
         runs = [(cfg.stages[i - 1], dirs[i]) for i in segment]
         todo = [s for s in shards if not all(d.shard_done(s) for d in seg_dirs)]
@@ -424,7 +424,10 @@ class Runner:
         ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg.resources)
         with _blame(f"stage {target.label}, global pass"):
             state = stage.fit(ctx)
-        target.save_state(state, stage.summarize_state(state))
+        if not isinstance(state, cfg.cls.State):
+            raise StageContractError(f"stage {target.label}: its global pass returned a {type(state).__name__}, "
+                                     f"not its declared State record {cfg.cls.State.__name__}")
+        target.save_state(state, stage.summarize_state(state), cfg.cls.State.tag())
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         seconds[f"{target.label}:global"] = time.perf_counter() - t0
 

@@ -90,6 +90,19 @@ class GroupShares:
     record: dict
 
 
+@dataclass(frozen=True)
+class StateRecord:
+    """Base of a global pass's state: a small typed record (never an ad-hoc dict), kept in the work
+    dir. A stage bumps its record's VERSION whenever the fields or their meaning change; a record
+    saved under another version is recomputed, never misread."""
+
+    VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def tag(cls) -> dict:
+        return {"record": f"{cls.__module__}.{cls.__qualname__}", "version": cls.VERSION}
+
+
 class Params(BaseModel):
     """Base for a stage's parameters: unknown keys are errors, never silently ignored."""
 
@@ -127,6 +140,8 @@ class Stage:
     weights: ClassVar[tuple[str, ...]] = ()
     resources: ClassVar[Resources] = Resources()
     Params: ClassVar[type[Params]] = Params
+    # The record a global pass returns (fit / merge): the runner checks it and its version.
+    State: ClassVar[type[StateRecord] | None] = None
     # True when `transform` needs each row's position in its shard (column schema.ROW); a global
     # pass reads whole shards, where the position is the row's index.
     row_positions: ClassVar[bool] = False

@@ -7,6 +7,7 @@
     <work_dir>/<key>/state/NN-<stage>/state.pkl          a global pass's merged state (written last)
     <work_dir>/<key>/state/NN-<stage>/summary.json       its summary for the manifest, so finalizing
                                                          never unpickles a large state again
+    <work_dir>/<key>/state/NN-<stage>/record.json        the state's record type and version
 """
 
 from __future__ import annotations
@@ -82,12 +83,19 @@ class StageDir:
         return self.state.with_name("summary.json")
 
     @property
-    def has_state(self) -> bool:
-        """A global pass is done when its state and its summary are both written."""
-        return self.state.exists() and self.summary.exists()
+    def record(self) -> Path:
+        return self.state.with_name("record.json")
 
-    def save_state(self, state, summary: dict) -> None:
+    def has_state(self, tag: dict) -> bool:
+        """A global pass is done when its state and its summary are both written, as the record
+        type and version `tag` (StateRecord.tag()) that the stage's code reads today."""
+        if not (self.state.exists() and self.summary.exists() and self.record.exists()):
+            return False
+        return json.loads(self.record.read_text()) == tag
+
+    def save_state(self, state, summary: dict, tag: dict) -> None:
         self.state.parent.mkdir(parents=True, exist_ok=True)
+        write_json(tag, self.record)
         write_json(summary, self.summary)
         tmp = self.state.with_suffix(".tmp")
         with writing(self.state, tmp):

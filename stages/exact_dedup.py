@@ -9,6 +9,8 @@ keeps a row only if its position is among them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,7 +18,7 @@ import pyarrow.compute as pc
 from thresher.pipeline import schema
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard, run_starts
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, Params, Stage, mark_dropped
+from thresher.pipeline.stage import FitContext, Params, Stage, StateRecord, mark_dropped
 from thresher.scorers.hashing import text_hashes
 
 HASH = "exact_hash"
@@ -47,26 +49,35 @@ def winners(rows: pa.Table) -> pa.Table:
 EMPTY = pa.table({KEY: pa.array([], pa.uint64()), schema.ROW: pa.array([], pa.int64())})
 
 
+@dataclass(frozen=True)
+class Winners(StateRecord):
+    """Where each shard's winning rows lie (one per distinct text), and how many there are."""
+
+    folder: str
+    texts_kept: int
+
+
 @register
 class ExactDedup(Stage):
     name = "exact_dedup"
     inputs = (schema.ID, schema.TEXT, schema.SOURCE)
     outputs = (HASH,)
     row_positions = True
+    State = Winners
 
     class Params(Params):
         pass
 
-    def fit(self, ctx: FitContext) -> dict:
+    def fit(self, ctx: FitContext) -> Winners:
         folder, kept = group_by_key(ctx, "winners", _ShardFirstRows(ctx.reader()), winners)
-        return {"winners": str(folder), "texts_kept": kept}
+        return Winners(str(folder), kept)
 
-    def summarize_state(self, state: dict) -> dict:
-        return {"texts_kept": state["texts_kept"]}
+    def summarize_state(self, state: Winners) -> dict:
+        return {"texts_kept": state.texts_kept}
 
-    def shard_state(self, state: dict, shard: str) -> np.ndarray:
+    def shard_state(self, state: Winners, shard: str) -> np.ndarray:
         """The positions of this shard's winning rows, sorted."""
-        return np.sort(load_shard(state["winners"], shard, EMPTY)[schema.ROW].to_numpy())
+        return np.sort(load_shard(state.folder, shard, EMPTY)[schema.ROW].to_numpy())
 
     def transform(self, table: pa.Table, state: np.ndarray) -> pa.Table:
         keep = np.isin(table[schema.ROW].to_numpy(), state, assume_unique=True)

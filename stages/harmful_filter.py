@@ -8,6 +8,7 @@ labelled validation file (JSONL with the text and a 0/1 label).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.io import json_records
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, mark_dropped
+from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord, mark_dropped
 from thresher.scorers.kenlm_model import document_perplexity
 from thresher.scorers.thresholds import best_f1_threshold, valley_threshold
 
@@ -73,34 +74,46 @@ def read_labelled(path: str, text_field: str = "text", label_field: str = "label
     return texts, np.array(labels, dtype=bool)
 
 
+@dataclass(frozen=True)
+class HarmThreshold(StateRecord):
+    """tau: a document is harmful when its perplexity under the harmful-text model is below it
+    (None: no documents to judge); how it was chosen, with that method's figure."""
+
+    tau: float | None
+    method: str
+    validation_macro_f1: float | None = None
+    documents: int | None = None
+
+
 @register
 class HarmfulFilter(Stage):
     name = "harmful_filter"
     inputs = (schema.TEXT,)
     outputs = ("harm_ppl", "harmful")
     Params = HarmfulParams
+    State = HarmThreshold
 
-    def fit(self, ctx: FitContext) -> dict:
+    def fit(self, ctx: FitContext) -> HarmThreshold:
         p = self.params
         if p.tau_method == "given":
-            return {"tau": p.tau, "method": "given"}
+            return HarmThreshold(p.tau, "given")
         if p.tau_method == "f1":
             texts, labels = read_labelled(p.validation, p.text_field, p.label_field)
             tau, f1 = best_f1_threshold(document_perplexity(_load(p.model), texts), labels)
-            return {"tau": tau, "method": "f1", "validation_macro_f1": f1}
+            return HarmThreshold(tau, "f1", validation_macro_f1=f1)
         logs = np.concatenate(list(ctx.map(_LogPpl(p.model, ctx.reader()), ctx.shards)) or [np.array([])])
         if not len(logs):  # no documents: nothing to judge, no threshold to find
-            return {"tau": None, "method": "valley", "documents": 0}
-        return {"tau": 10.0 ** valley_threshold(logs), "method": "valley"}
+            return HarmThreshold(None, "valley", documents=0)
+        return HarmThreshold(10.0 ** valley_threshold(logs), "valley")
 
-    def summarize_state(self, state: dict) -> dict:
-        return {k: v for k, v in state.items() if v is None or isinstance(v, (int, float, str))}
+    def summarize_state(self, state: HarmThreshold) -> dict:
+        return {k: v for k, v in asdict(state).items() if v is not None or k == "tau"}
 
     def setup(self) -> None:
         self.model = _load(self.params.model)
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
         ppl = document_perplexity(self.model, table[schema.TEXT])
-        harmful = np.nan_to_num(ppl, nan=np.inf) < (state["tau"] if state["tau"] is not None else -np.inf)
+        harmful = np.nan_to_num(ppl, nan=np.inf) < (state.tau if state.tau is not None else -np.inf)
         table = table.append_column("harm_ppl", pa.array(ppl)).append_column("harmful", pa.array(harmful))
         return mark_dropped(table, harmful, "harmful") if self.params.action == "remove" else table

@@ -1,21 +1,24 @@
 """Near-duplicate clustering: MinHash signatures, LSH banding, verified candidates, components.
 
-The global pass is map-reduce rounds over files in the stage's scratch folder, so no task and
-not the driver ever holds the corpus, the band table or the duplicate graph whole:
-  1. per shard: signatures (kept as .npy for verification), band hashes partitioned by hash;
-  2. per band partition: rows with equal (band, hash) become candidate edges; an edge is kept
-     only if its exact shingle Jaccard reaches `threshold` (signatures screen first);
+The global pass is map-reduce rounds over files in the stage's scratch folder (Scratch), so no
+task and not the driver ever holds the corpus, the band table or the duplicate graph whole. Each
+round is a class of its own, callable on one work item, so it can be tested alone:
+  1. SignShards, per shard: signatures (kept as .npy for verification), band hashes partitioned
+     by hash; a row is addressed by its doc index (shard ordinal, row) throughout;
+  2. VerifiedCandidates, per band partition: rows with equal (band, hash) become candidate
+     edges; an edge is kept only if its exact shingle Jaccard reaches `threshold`;
   3. connected components by partitioned min-label propagation (pipeline/components.py);
-  4. per component partition: the representative is the first member by (id, source, position),
-     as in exact_dedup; the cluster rows are written per shard, keyed by position (ids may
-     repeat), so each transform loads only its own shard's rows.
+  4. GroupByLabel: labels regrouped so that each component lies in one partition;
+  5. ClusterRows, per label partition: the representative is the first member by (id, source,
+     position), as in exact_dedup; cluster rows are written per shard, keyed by position (ids
+     may repeat), so each transform loads only its own shard's rows.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,8 +31,8 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Columns, FitContext, Params, Stage, mark_dropped
-from thresher.pipeline.key_groups import read_parts, run_starts, split_rows, write_partitioned
+from thresher.pipeline.stage import Columns, FitContext, Params, Stage, StateRecord, mark_dropped
+from thresher.pipeline.key_groups import doc_index, doc_parts, read_parts, run_starts, split_rows, write_partitioned
 from thresher.pipeline.components import connected_components
 from thresher.scorers.minhash import (
     band_hashes,
@@ -41,7 +44,6 @@ from thresher.scorers.minhash import (
 )
 
 CLUSTER, SIZE, IS_REP, WEIGHT = "dup_cluster", "dup_cluster_size", "dup_is_rep", "dedup_weight"
-_ROW_BITS = 32  # doc index = shard ordinal << 32 | row
 _EDGES_PER_PARTITION = 2_000_000  # connected-components partitions hold about this many edges
 
 
@@ -74,10 +76,44 @@ class MinHashParams(Params):
         return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
 
-class _SignShard:
-    """Round 1: signatures + partitioned band hashes of one shard."""
+@dataclass(frozen=True)
+class Scratch:
+    """Where the rounds leave their files, under the global pass's scratch folder."""
 
-    def __init__(self, p: MinHashParams, read, scratch: Path, ordinals: dict[str, int]):
+    root: Path
+
+    def signatures(self, shard: str) -> Path:
+        return self.root / "sig" / f"{shard}.npy"
+
+    def ids(self, shard: str) -> Path:
+        return self.root / "ids" / f"{shard}.parquet"
+
+    @property
+    def bands(self) -> Path:  # bands/<partition>/<shard>.parquet
+        return self.root / "bands"
+
+    @property
+    def edges(self) -> Path:  # edges/<band partition>.parquet
+        return self.root / "edges"
+
+    @property
+    def components(self) -> Path:
+        return self.root / "cc"
+
+    @property
+    def by_label(self) -> Path:  # bylabel/<label partition>/<source partition>.parquet
+        return self.root / "bylabel"
+
+    def make(self) -> None:
+        for folder in (self.signatures("x").parent, self.ids("x").parent, self.bands, self.edges):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+class SignShards:
+    """Round 1, per shard: MinHash signatures, the (id, source) of each row, and the band hashes
+    of every doc, partitioned by band hash."""
+
+    def __init__(self, p: MinHashParams, read, scratch: Scratch, ordinals: dict[str, int]):
         self.p, self.read, self.scratch, self.ordinals = p, read, scratch, ordinals
 
     def __call__(self, shard: str) -> int:
@@ -86,45 +122,45 @@ class _SignShard:
         sig, _ = signatures(table[schema.TEXT], p.num_perm, p.seed, p.ngram, p.scheme)
         if p.scheme == "legacy":
             sig = sig.astype(np.uint32)  # legacy values are 32-bit
-        np.save(self.scratch / "sig" / f"{shard}.npy", sig)
-        write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch / "ids" / f"{shard}.parquet")
+        np.save(self.scratch.signatures(shard), sig)
+        write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch.ids(shard))
         bands, rows = p.banding()
         bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
         n = len(sig)
-        doc = (np.int64(self.ordinals[shard]) << _ROW_BITS) + np.arange(n, dtype=np.int64)
+        doc = doc_index(self.ordinals[shard], np.arange(n))
         t = pa.table({"band": np.tile(np.arange(bands, dtype=np.uint16), n), "bhash": bh.reshape(-1),
                       "doc": np.repeat(doc, bands)})
-        write_partitioned(t, "bhash", p.partitions, self.scratch / "bands", f"{shard}.parquet")
+        write_partitioned(t, "bhash", p.partitions, self.scratch.bands, f"{shard}.parquet")
         return n
 
 
-class _Candidates:
-    """Round 2: candidate edges of one band partition, verified against the signatures."""
+class VerifiedCandidates:
+    """Round 2, per band partition: docs that share a band hash, verified against the signatures
+    (and the exact shingle Jaccard), written as edges."""
 
-    def __init__(self, p: MinHashParams, scratch: Path, shards: list[str], read):
+    def __init__(self, p: MinHashParams, scratch: Scratch, shards: list[str], read):
         self.p, self.scratch, self.shards, self.read = p, scratch, shards, read
         self._sigs: dict[int, np.ndarray] = {}
 
     def _sig(self, ordinal: int) -> np.ndarray:
         if ordinal not in self._sigs:
-            self._sigs[ordinal] = np.load(self.scratch / "sig" / f"{self.shards[ordinal]}.npy", mmap_mode="r")
+            self._sigs[ordinal] = np.load(self.scratch.signatures(self.shards[ordinal]), mmap_mode="r")
         return self._sigs[ordinal]
 
     def _rows(self, docs: np.ndarray) -> np.ndarray:
         out = np.empty((len(docs), self.p.num_perm), dtype=np.uint64)
-        shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
+        shard_of, row_of = doc_parts(docs)
         for o, rows in split_rows(shard_of):
             out[rows] = self._sig(o)[row_of[rows]]
         return out
 
     def __call__(self, partition: int) -> int:
-        """Writes the verified edges of this band partition to edges/<partition>.parquet."""
-        t = read_parts(self.scratch / "bands" / f"{partition:05d}")
+        t = read_parts(self.scratch.bands / f"{partition:05d}")
         if t is None:
             return 0
         u, v = self._verified(*candidate_pairs(t["band"].to_numpy(), t["bhash"].to_numpy(), t["doc"].to_numpy()))
         if len(u):
-            write_parquet(pa.table({"u": u, "v": v}), self.scratch / "edges" / f"{partition:05d}.parquet")
+            write_parquet(pa.table({"u": u, "v": v}), self.scratch.edges / f"{partition:05d}.parquet")
         return len(u)
 
     def _verified(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,18 +179,18 @@ class _Candidates:
 
     def _shingle_sets(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """shingle_sets of the sorted `docs`, in their order (each shard's rows are one run)."""
-        shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
+        shard_of, row_of = doc_parts(docs)
         texts = [self.read(self.shards[int(o)], columns=[schema.TEXT])[schema.TEXT].take(pa.array(row_of[shard_of == o]))
                  for o in np.unique(shard_of)]
         return shingle_sets(pa.chunked_array(texts), self.p.ngram)
 
 
-def _ids_of(scratch: Path, shards: list[str], docs: np.ndarray) -> tuple[pa.Array, pa.Array]:
+def _ids_of(scratch: Scratch, shards: list[str], docs: np.ndarray) -> tuple[pa.Array, pa.Array]:
     """The (ids, sources) of `docs`."""
-    shard_of, row_of = docs >> _ROW_BITS, docs & ((1 << _ROW_BITS) - 1)
+    shard_of, row_of = doc_parts(docs)
     ids, sources = np.empty(len(docs), dtype=object), np.empty(len(docs), dtype=object)
     for o, rows in split_rows(shard_of):
-        t = pq.read_table(scratch / "ids" / f"{shards[o]}.parquet").take(pa.array(row_of[rows]))
+        t = pq.read_table(scratch.ids(shards[o])).take(pa.array(row_of[rows]))
         ids[rows], sources[rows] = t[schema.ID].to_pylist(), t[schema.SOURCE].to_pylist()
     return pa.array(ids.tolist(), type=pa.string()), pa.array(sources.tolist(), type=pa.string())
 
@@ -181,37 +217,45 @@ def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, s
     })
 
 
-class _ByLabel:
-    """Re-partition final labels by component label, so a component lies in one partition."""
+class GroupByLabel:
+    """Round 4, per components partition: final labels re-partitioned by component label, so
+    that a component lies in one partition."""
 
-    def __init__(self, final_labels, scratch: Path, partitions: int):
+    def __init__(self, final_labels, scratch: Scratch, partitions: int):
         self.final_labels, self.scratch, self.partitions = final_labels, scratch, partitions
 
     def __call__(self, p: int) -> int:
         labels = self.final_labels(p)
-        write_partitioned(labels, "label", self.partitions, self.scratch / "bylabel", f"{p:05d}.parquet")
+        write_partitioned(labels, "label", self.partitions, self.scratch.by_label, f"{p:05d}.parquet")
         return labels.num_rows
 
 
-class _Clusters:
-    """Cluster rows of the components in one label partition, written per shard."""
+class ClusterRows:
+    """Round 5, per label partition: the cluster rows of its components, written per shard."""
 
-    def __init__(self, scratch: Path, shards: list[str], out: Path):
+    def __init__(self, scratch: Scratch, shards: list[str], out: Path):
         self.scratch, self.shards, self.out = scratch, shards, out
 
     def __call__(self, r: int) -> int:
-        t = read_parts(self.scratch / "bylabel" / f"{r:05d}")
+        t = read_parts(self.scratch.by_label / f"{r:05d}")
         if t is None:
             return 0
         nodes = t["node"].to_numpy()
         clusters = clusters_from_labels(nodes, t["label"].to_numpy(), *_ids_of(self.scratch, self.shards, nodes))
-        docs = clusters["doc"].to_numpy()
-        shard_of = docs >> _ROW_BITS
-        clusters = pa.table({schema.ROW: docs & ((1 << _ROW_BITS) - 1), CLUSTER: clusters[CLUSTER],
+        shard_of, row_of = doc_parts(clusters["doc"].to_numpy())
+        clusters = pa.table({schema.ROW: row_of, CLUSTER: clusters[CLUSTER],
                              SIZE: clusters[SIZE], IS_REP: clusters[IS_REP]})
         for o, rows in split_rows(shard_of):
             write_parquet(clusters.take(pa.array(rows)), self.out / self.shards[o] / f"{r:05d}.parquet")
         return clusters.num_rows
+
+
+@dataclass(frozen=True)
+class Clusters(StateRecord):
+    """Where each shard's cluster rows (position, cluster, size, is_rep) lie: rows of no cluster
+    are unique documents."""
+
+    folder: str
 
 
 _NO_CLUSTERS = pa.table({schema.ROW: pa.array([], pa.int64()), CLUSTER: pa.array([], pa.string()),
@@ -225,6 +269,7 @@ class MinHashDedup(Stage):
     outputs = (CLUSTER, SIZE, IS_REP)
     Params = MinHashParams
     row_positions = True  # cluster rows are addressed by position: ids may repeat
+    State = Clusters
 
     @classmethod
     def columns_for(cls, params: MinHashParams) -> Columns:
@@ -234,31 +279,31 @@ class MinHashDedup(Stage):
             cols = replace(cols, outputs=cols.outputs + (WEIGHT,), weights=cols.weights + (WEIGHT,))
         return cols
 
-    def fit(self, ctx: FitContext) -> dict:
-        p, scratch, shards = self.params, ctx.scratch, list(ctx.shards)
-        for sub in ("sig", "ids", "bands", "edges"):
-            (scratch / sub).mkdir(parents=True, exist_ok=True)
+    def fit(self, ctx: FitContext) -> Clusters:
+        """Signatures and band hashes per shard; verified candidate edges per band partition;
+        connected components; components regrouped by label; cluster rows stored per shard
+        (a transform loads only the rows of its own shard)."""
+        p, scratch, shards = self.params, Scratch(ctx.scratch), list(ctx.shards)
+        scratch.make()
         ordinals = {s: i for i, s in enumerate(shards)}
-        list(ctx.map(_SignShard(p, ctx.reader(), scratch, ordinals), shards))
-        list(ctx.map(_Candidates(p, scratch, shards, ctx.reader()), list(range(p.partitions))))
-        # Components and cluster rows are map-reduce rounds over files too; the cluster table
-        # is stored per shard, so a transform loads only the rows of its own shard.
+        list(ctx.map(SignShards(p, ctx.reader(), scratch, ordinals), shards))
+        list(ctx.map(VerifiedCandidates(p, scratch, shards, ctx.reader()), list(range(p.partitions))))
         out = ctx.state_dir / "clusters"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        edge_files = sorted((scratch / "edges").glob("*.parquet"))
+        edge_files = sorted(scratch.edges.glob("*.parquet"))
         if edge_files:
             # The duplicate graph is usually small: partition it only as far as its size asks.
             edges = sum(pq.ParquetFile(f).metadata.num_rows for f in edge_files)
             n_parts = max(1, min(p.partitions, edges // _EDGES_PER_PARTITION + 1))
-            final = connected_components(ctx.map, edge_files, scratch / "cc", n_parts)
+            final = connected_components(ctx.map, edge_files, scratch.components, n_parts)
             parts = list(range(n_parts))
-            list(ctx.map(_ByLabel(final, scratch, n_parts), parts))
-            list(ctx.map(_Clusters(scratch, shards, out), parts))
-        return {"clusters": str(out)}
+            list(ctx.map(GroupByLabel(final, scratch, n_parts), parts))
+            list(ctx.map(ClusterRows(scratch, shards, out), parts))
+        return Clusters(str(out))
 
-    def shard_state(self, state: dict, shard: str) -> pa.Table:
-        return read_parts(Path(state["clusters"]) / shard, _NO_CLUSTERS)
+    def shard_state(self, state: Clusters, shard: str) -> pa.Table:
+        return read_parts(Path(state.folder) / shard, _NO_CLUSTERS)
 
     def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
         idx = pc.index_in(table[schema.ROW], value_set=state[schema.ROW])

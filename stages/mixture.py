@@ -10,6 +10,7 @@ within its group so the group's total equals its proportion.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -20,7 +21,7 @@ from pydantic import Field
 from thresher.pipeline import schema
 from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, GroupShares, LocalPath, Params, Stage
+from thresher.pipeline.stage import ColumnName, GroupShares, LocalPath, Params, Stage, StateRecord
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 PROPORTION = "mixture_proportion"
@@ -44,12 +45,27 @@ class MixtureParams(Params):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+@dataclass(frozen=True)
+class MixturePlan(StateRecord):
+    """Each group's proportion, and the proxy run's report (mixture.json): the proportions and
+    A estimates per round, the validation losses of Aioli and stratified mixing."""
+
+    groups: list[str]
+    proportions: list[float]
+    report: dict
+
+    @classmethod
+    def of(cls, report: dict) -> "MixturePlan":
+        return cls(report["groups"], report["proportions"], report)
+
+
 @register
 class Mixture(Stage):
     name = "mixture"
     inputs = (schema.ID, schema.TEXT)
     outputs = (PROPORTION,)
     Params = MixtureParams
+    State = MixturePlan
 
     def _groups(self, table: pa.Table) -> pa.Array:
         return pc.cast(table[self.params.group_column], pa.string())
@@ -58,7 +74,7 @@ class Mixture(Stage):
         """Per group: its size and the docs_per_group rows with the smallest id hashes."""
         return sample_part(self._groups(table), table[schema.ID], table[schema.TEXT], self.params.docs_per_group)
 
-    def merge(self, parts: list[dict]) -> dict:
+    def merge(self, parts: list[dict]) -> MixturePlan:
         from thresher.scorers.aioli import AioliMixer
         from thresher.scorers.proxy import GroupData, aioli_schedule, fixed_schedule, proxy_run
         from thresher.scorers.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -68,7 +84,7 @@ class Mixture(Stage):
         sizes = {g: v["rows"] for g, v in sample.items()}
         groups = sorted(sizes)
         if len(groups) < 2:
-            return {"groups": groups, "proportions": [1.0] * len(groups), "note": "one group: nothing to mix"}
+            return MixturePlan.of({"groups": groups, "proportions": [1.0] * len(groups), "note": "one group: nothing to mix"})
         texts = {g: sample[g]["texts"] for g in groups}
         total = sum(sizes.values())
         stratified = np.array([sizes[g] / total for g in groups])
@@ -80,8 +96,9 @@ class Mixture(Stage):
         # proxy mixes the others within what is left.
         mixed, small = data.groups, data.too_small
         if len(mixed) < 2:
-            return {"groups": groups, "proportions": stratified.tolist(), "initial_proportions": stratified.tolist(),
-                    "too_small_for_proxy": small, "note": "fewer than two groups large enough to mix"}
+            return MixturePlan.of({"groups": groups, "proportions": stratified.tolist(),
+                                   "initial_proportions": stratified.tolist(), "too_small_for_proxy": small,
+                                   "note": "fewer than two groups large enough to mix"})
         inside = np.array([sizes[g] for g in mixed], dtype=np.float64)
         inside /= inside.sum()
         from thresher.scorers.reference_lm import SIZES
@@ -99,7 +116,7 @@ class Mixture(Stage):
             by = dict(zip(mixed, np.asarray(q) * share))
             return [float(by.get(g, sizes[g] / total)) for g in groups]
 
-        return {
+        return MixturePlan.of({
             "groups": groups,
             "group_rows": [sizes[g] for g in groups],
             "initial_proportions": stratified.tolist(),
@@ -110,16 +127,16 @@ class Mixture(Stage):
             "proportions": over_all(mixer.p),
             "validation": {"stratified": baseline, "aioli": aioli},
             "proxy": {k: v for k, v in p.model_dump().items() if k != "tokenizer"},
-        }
+        })
 
-    def summarize_state(self, state: dict) -> dict:
-        return state
+    def summarize_state(self, state: MixturePlan) -> dict:
+        return state.report
 
     def group_shares(self, summary: dict | None) -> GroupShares:
         """Each group's final weight sums to its mixture proportion (mixture.json holds the run)."""
         return GroupShares(self.params.group_column, dict(zip(summary["groups"], summary["proportions"])),
                            "mixture.json", summary)
 
-    def transform(self, table: pa.Table, state: dict) -> pa.Table:
-        p = dict(zip(state["groups"], state["proportions"]))
+    def transform(self, table: pa.Table, state: MixturePlan) -> pa.Table:
+        p = dict(zip(state.groups, state.proportions))
         return table.append_column(PROPORTION, pa.array(lookup(self._groups(table), p)))

@@ -13,6 +13,7 @@ are scored by a fastText classifier trained on pages of included vs excluded dom
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,7 @@ from pydantic import Field
 from thresher.pipeline import schema
 from thresher.pipeline.output import lookup
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import LocalPath, Params, Stage
+from thresher.pipeline.stage import LocalPath, Params, Stage, StateRecord
 from thresher.scorers.domain_classifier import DomainClassifier
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
@@ -66,12 +67,27 @@ def domain_weights(X: np.ndarray, y: np.ndarray, domain_bytes: np.ndarray, rate:
     return estimate, projected, projected / share
 
 
+@dataclass(frozen=True)
+class DomainWeights(StateRecord):
+    """The matrix's domains with their estimate and projected share, each domain's weight
+    multiplier, and for documents of other domains the classifier (None when no domain was
+    excluded) and the mean weight of the included domains."""
+
+    domains: list[str]
+    estimate: list[float]
+    projected: list[float]
+    weights: dict[str, float]
+    classifier: DomainClassifier | None
+    included_mean_weight: float
+
+
 @register
 class PplCorrelation(Stage):
     name = "ppl_correlation"
     inputs = (schema.ID, schema.TEXT, schema.DOMAIN)
     outputs = ("pc_weight", "pc_prob")
     weights = ("pc_weight",)
+    State = DomainWeights
 
     class Params(Params):
         matrix: LocalPath = Field(description="bits-per-byte matrix Parquet (thresher bpb-matrix)")
@@ -84,7 +100,7 @@ class PplCorrelation(Stage):
     def partial(self, table: pa.Table) -> dict:
         return sample_part(table[schema.DOMAIN], table[schema.ID], table[schema.TEXT], self.params.pages_per_domain)
 
-    def merge(self, parts: list[dict]) -> dict:
+    def merge(self, parts: list[dict]) -> DomainWeights:
         p = self.params
         models, domains, X = read_matrix(p.matrix)
         y = read_benchmark(p.benchmark, models)
@@ -101,20 +117,20 @@ class PplCorrelation(Stage):
         if pages(included) and pages(excluded):
             classifier = DomainClassifier.train(pages(included), pages(excluded), seed=p.seed)
         weights = dict(zip(domains, multiplier.tolist()))
-        return {"domains": domains, "estimate": estimate.tolist(), "projected": projected.tolist(),
-                "weights": weights, "classifier": classifier,
-                "included_mean_weight": float(np.mean([weights[d] for d in included])) if included else 0.0}
+        return DomainWeights(domains, estimate.tolist(), projected.tolist(), weights, classifier,
+                             float(np.mean([weights[d] for d in included])) if included else 0.0)
 
-    def summarize_state(self, state: dict) -> dict:
-        return {k: state[k] for k in ("domains", "estimate", "projected", "weights")}
+    def summarize_state(self, state: DomainWeights) -> dict:
+        return {"domains": state.domains, "estimate": state.estimate, "projected": state.projected,
+                "weights": state.weights}
 
-    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+    def transform(self, table: pa.Table, state: DomainWeights) -> pa.Table:
         n = table.num_rows
-        clf = state["classifier"]
+        clf = state.classifier
         prob = clf.prob_include(table[schema.TEXT].to_pylist()) if clf is not None else np.full(n, np.nan)
         # Unseen domains: P(include) x the mean included weight; with no excluded domain to learn
         # from there is no classifier, and they get the mean included weight.
-        unseen = state["included_mean_weight"] * (prob if clf is not None else np.ones(n))
-        known = lookup(table[schema.DOMAIN], state["weights"], default=np.nan)
+        unseen = state.included_mean_weight * (prob if clf is not None else np.ones(n))
+        known = lookup(table[schema.DOMAIN], state.weights, default=np.nan)
         weight = np.where(np.isnan(known), unseen, known)
         return table.append_column("pc_weight", pa.array(weight)).append_column("pc_prob", pa.array(prob))

@@ -9,6 +9,7 @@ kept per group. Documents without a score (empty text) are dropped as `ppl_missi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -18,9 +19,17 @@ from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, Params, Stage, mark_dropped
+from thresher.pipeline.stage import ColumnName, Params, Stage, StateRecord, mark_dropped
 
 _ALL = ""
+Key = tuple[float, str]  # (score, id): ranks are taken in this order, so ties break by id
+
+
+@dataclass(frozen=True)
+class KeptRanges(StateRecord):
+    """Per group ("" for all): the keys bounding the kept ranks, [lo, hi) (None: open)."""
+
+    bounds: dict[str, tuple[Key | None, Key | None]]
 
 
 def band_ranks(n: int, band: str, rate: float) -> tuple[int, int]:
@@ -39,6 +48,7 @@ class PplSelect(Stage):
     name = "ppl_select"
     inputs = (schema.ID, schema.DOMAIN)
     outputs = ()
+    State = KeptRanges
 
     class Params(Params):
         band: Literal["low", "medium", "high"] = "high"
@@ -55,10 +65,10 @@ class PplSelect(Stage):
         keys = self._keys(table)
         return keys.filter(pc.invert(pc.is_nan(keys["score"])).fill_null(False))
 
-    def merge(self, parts: list[pa.Table]) -> dict[str, tuple]:
+    def merge(self, parts: list[pa.Table]) -> KeptRanges:
         """Per group: the (score, id) keys bounding the kept ranks, (lo inclusive, hi exclusive)."""
         if not parts:
-            return {}
+            return KeptRanges({})
         allkeys = pa.concat_tables(parts)
         state = {}
         for g in sorted(set(allkeys["group"].to_pylist())):
@@ -66,20 +76,20 @@ class PplSelect(Stage):
             start, stop = band_ranks(t.num_rows, self.params.band, self.params.rate)
             key = lambda i: (t["score"][i].as_py(), t[schema.ID][i].as_py())  # noqa: E731
             state[g] = (key(start) if start < t.num_rows else None, key(stop) if stop < t.num_rows else None)
-        return state
+        return KeptRanges(state)
 
-    def summarize_state(self, state: dict) -> dict:
+    def summarize_state(self, state: KeptRanges) -> dict:
         """Per group, the perplexity range kept: [lower, upper) (None = open)."""
         return {"column": self.params.column, "band": self.params.band, "rate": self.params.rate,
                 "kept_range": {g or "all": [lo[0] if lo else None, hi[0] if hi else None]
-                               for g, (lo, hi) in state.items()}}
+                               for g, (lo, hi) in state.bounds.items()}}
 
-    def transform(self, table: pa.Table, state: dict) -> pa.Table:
+    def transform(self, table: pa.Table, state: KeptRanges) -> pa.Table:
         keys = self._keys(table)
         score = keys["score"].to_numpy(zero_copy_only=False)
         missing = np.isnan(score)
         outside = ~missing  # a row of a group with no kept range is outside it
-        for g, (lo, hi) in state.items():
+        for g, (lo, hi) in state.bounds.items():
             rows = pc.equal(keys["group"], g).to_numpy(zero_copy_only=False) & ~missing
             if not rows.any():
                 continue

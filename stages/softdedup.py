@@ -1,28 +1,24 @@
-"""Soft dedup: down-weight documents by how common they are instead of deleting them.
+"""SoftDedup (He et al. 2024): down-weight documents by how common they are instead of deleting them.
 
-`softdedup` mode (He et al. 2024): commonness = geometric-mean n-gram probability under a model
-of the same corpus (scorers/ngram.py); documents sorted by commonness fall into K equal-count
-segments, a segment's weight is proportional to 1 / its mean commonness, normalised to mean 1
-and clipped to [w_min, w_max].
-`fedrw` mode: weight = 1 / (ln(C + 1) + eps), C the duplicate count of the document (a column
-such as minhash_dedup's `dup_cluster_size`, or the exact normalised-text count).
+commonness = geometric-mean n-gram probability under a model of the same corpus
+(scorers/ngram.py); documents sorted by commonness fall into K equal-count segments, a segment's
+weight is proportional to 1 / its mean commonness, normalised to mean 1 and clipped to
+[w_min, w_max]. Down-weighting by duplicate count (FedRW) is the stage `fedrw`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from thresher.pipeline import schema
-from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, FitContext, LocalPath, Params, Stage
-from thresher.scorers.hashing import find_sorted, text_hashes
+from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord
 from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
 from thresher.scorers.tokenizer import load_tokenizer
 
@@ -30,7 +26,7 @@ COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
 
 
 class SoftDedupParams(Params):
-    mode: Literal["softdedup", "fedrw"] = "softdedup"
+    mode: Literal["softdedup"] = Field("softdedup", description="kept for older pipelines; FedRW is the stage fedrw")
     n: int = Field(4, ge=1, le=8, description="n-gram order")
     bits: int = Field(22, ge=10, le=28, description="log2 of the hash buckets per order")
     tokenizer: LocalPath | None = Field(None, description="local Hugging Face tokenizer folder; default: words")
@@ -38,8 +34,14 @@ class SoftDedupParams(Params):
     segments: int = Field(10, ge=1, description="K equal-count segments")
     w_min: float = Field(0.1, gt=0.0)
     w_max: float = Field(10.0, gt=0.0)
-    count_column: ColumnName | None = Field(None, description="fedrw: column holding the duplicate count C")
-    eps: float = Field(1e-6, ge=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fedrw_moved(cls, data):
+        if isinstance(data, dict) and data.get("mode") == "fedrw":
+            raise ValueError("`mode: fedrw` is now a stage of its own: write `- stage: fedrw` (with its "
+                             "count_column and eps, if you set them) instead of `- stage: softdedup`")
+        return data
 
     @model_validator(mode="after")
     def _range(self):
@@ -72,26 +74,6 @@ class _Commonness:
         return shard, commonness(text, tables, self.p.beta, _tokenizer(self.p))
 
 
-COPIES = "copies"
-NO_COPIES = pa.table({KEY: pa.array([], pa.uint64()), COPIES: pa.array([], pa.int64())})
-
-
-class _DupCounts:
-    def __init__(self, read):
-        self.read = read
-
-    def __call__(self, shard: str) -> pa.Table:
-        """(distinct text hash, copies) in one shard."""
-        keys, copies = np.unique(text_hashes(self.read(shard, columns=[schema.TEXT])[schema.TEXT]), return_counts=True)
-        return pa.table({KEY: keys, COPIES: copies})
-
-
-def total_copies(rows: pa.Table) -> pa.Table:
-    """Each shard's (key, shard) rows with the key's copies summed over all shards."""
-    totals = rows.group_by(KEY).aggregate([(COPIES, "sum")]).rename_columns([KEY, COPIES])
-    return rows.select([KEY, SHARD]).join(totals, KEY)
-
-
 def segment_weights(values: np.ndarray, k: int, w_min: float, w_max: float) -> tuple[np.ndarray, np.ndarray]:
     """(upper boundaries, weights) of k equal-count segments of `values`, weight ~ 1/mean, mean 1."""
     v = np.sort(values[np.isfinite(values)])
@@ -105,6 +87,15 @@ def segment_weights(values: np.ndarray, k: int, w_min: float, w_max: float) -> t
     return bounds, np.clip(raw, w_min, w_max)
 
 
+@dataclass(frozen=True)
+class NgramWeights(StateRecord):
+    """The corpus's n-gram count tables, and the K segments: upper commonness bounds and weights."""
+
+    tables: np.ndarray
+    bounds: np.ndarray
+    weights: np.ndarray
+
+
 @register
 class SoftDedup(Stage):
     name = "softdedup"
@@ -112,13 +103,10 @@ class SoftDedup(Stage):
     outputs = (COMMONNESS, WEIGHT)
     weights = (WEIGHT,)
     Params = SoftDedupParams
+    State = NgramWeights
 
-    def fit(self, ctx: FitContext) -> dict:
+    def fit(self, ctx: FitContext) -> NgramWeights:
         p, read = self.params, ctx.reader()
-        if p.mode == "fedrw":
-            if p.count_column:
-                return {}
-            return {"copies": str(group_by_key(ctx, "copies", _DupCounts(read), total_copies)[0])}
         tables = merge_counts(list(ctx.map(_Counts(p, read), ctx.shards)), p.n, p.bits)
         tables = tables.astype(np.int32 if tables.max(initial=0) < 2**31 else np.int64)
         path = ctx.scratch / "ngram_counts.npy"
@@ -126,35 +114,17 @@ class SoftDedup(Stage):
         values = sorted(ctx.map(_Commonness(p, read, path), ctx.shards), key=lambda r: r[0])
         bounds, weights = segment_weights(np.concatenate([v for _, v in values] or [np.zeros(0)]), p.segments,
                                           p.w_min, p.w_max)
-        return {"tables": tables, "bounds": bounds, "weights": weights}
+        return NgramWeights(tables, bounds, weights)
 
-    def summarize_state(self, state: dict) -> dict:
-        if "weights" not in state:
-            return {"mode": self.params.mode}
-        return {"mode": "softdedup", "segment_upper_bounds": [float(b) for b in state["bounds"]],
-                "segment_weights": [float(w) for w in state["weights"]]}
+    def summarize_state(self, state: NgramWeights) -> dict:
+        return {"mode": "softdedup", "segment_upper_bounds": [float(b) for b in state.bounds],
+                "segment_weights": [float(w) for w in state.weights]}
 
-    def shard_state(self, state: dict, shard: str):
-        """FedRW by text hash: this shard's (hash, copies in the corpus) rows, sorted by hash."""
-        return load_shard(state["copies"], shard, NO_COPIES) if "copies" in state else state
-
-    def transform(self, table: pa.Table, state) -> pa.Table:
+    def transform(self, table: pa.Table, state: NgramWeights) -> pa.Table:
         p = self.params
-        if p.mode == "fedrw":
-            if p.count_column:
-                if p.count_column not in table.column_names:
-                    raise ValueError(f"softdedup: count_column {p.count_column!r} is not a column; "
-                                     "run minhash_dedup with policy: reweight before it, or unset count_column")
-                counts = pc.fill_null(table[p.count_column], 1).to_numpy(zero_copy_only=False).astype(np.float64)
-            else:
-                pos, found = find_sorted(state[KEY].to_numpy(), text_hashes(table[schema.TEXT]))
-                counts = np.ones(len(found))
-                counts[found] = state[COPIES].to_numpy()[pos[found]]
-            weight, common = 1.0 / (np.log(counts + 1.0) + p.eps), counts
-        else:
-            common = commonness(table[schema.TEXT], state["tables"], p.beta, _tokenizer(p))
-            seg = np.searchsorted(state["bounds"], np.nan_to_num(common, nan=0.0), side="left")
-            weight = state["weights"][np.minimum(seg, len(state["weights"]) - 1)]
-            weight = np.where(np.isnan(common), 1.0, weight)  # no words: nothing to judge, neutral
+        common = commonness(table[schema.TEXT], state.tables, p.beta, _tokenizer(p))
+        seg = np.searchsorted(state.bounds, np.nan_to_num(common, nan=0.0), side="left")
+        weight = state.weights[np.minimum(seg, len(state.weights) - 1)]
+        weight = np.where(np.isnan(common), 1.0, weight)  # no words: nothing to judge, neutral
         return (table.append_column(COMMONNESS, pa.array(common, pa.float64()))
                 .append_column(WEIGHT, pa.array(weight, pa.float64())))

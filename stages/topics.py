@@ -11,8 +11,9 @@ column (e.g. ref_bpb) with ToReMi's update from w = 1:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,7 @@ from pydantic import Field
 
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, LocalPath, Params, Stage
+from thresher.pipeline.stage import ColumnName, LocalPath, Params, Stage, StateRecord
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 _ALL = "all"
@@ -119,6 +120,18 @@ def _encode(path: str, texts: list[str], batch: int = 32) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1))
 
 
+@dataclass(frozen=True)
+class TopicModel(StateRecord):
+    """The fitted embedder and k-means (None for an empty corpus), each topic's label and weight,
+    and each topic's mean reference loss when the weights came from it (ToReMi)."""
+
+    embedder: Any
+    kmeans: Any
+    labels: list[str]
+    weights: list[float]
+    topic_loss: list[float] | None
+
+
 @register
 class Topics(Stage):
     name = "topics"
@@ -126,6 +139,7 @@ class Topics(Stage):
     outputs = ("topic", "topic_label", "topic_weight")
     weights = ("topic_weight",)
     Params = TopicsParams
+    State = TopicModel
 
     def partial(self, table: pa.Table) -> dict:
         p = self.params
@@ -137,14 +151,14 @@ class Topics(Stage):
             part[_ALL][2] = [(h, i, (t, x)) for (h, i, t), x in zip(picks, loss)]
         return part
 
-    def merge(self, parts: list[dict]) -> dict:
+    def merge(self, parts: list[dict]) -> TopicModel:
         from sklearn.cluster import MiniBatchKMeans
 
         p = self.params
         picks = merge_samples(parts, p.sample).get(_ALL, {"texts": []})["texts"]
         texts = [x[0] if p.loss_column else x for x in picks]
         if not texts:  # an empty corpus: no topics, and no row to give one
-            return {"embedder": None, "kmeans": None, "labels": [], "weights": [], "topic_loss": None}
+            return TopicModel(None, None, [], [], None)
         if len(texts) < p.k:
             raise ValueError(f"topics: {len(texts)} documents cannot make {p.k} topics; lower k")
         embedder = _Embedder(p).fit(texts)
@@ -160,16 +174,15 @@ class Topics(Stage):
                                    for t in range(p.k)])
             topic_loss = np.where(np.isnan(topic_loss), np.nanmean(topic_loss), topic_loss)
             weights = toremi_weights(topic_loss, p.toremi_stage, p.w_min, p.w_max)
-        return {"embedder": embedder, "kmeans": km, "labels": labels, "weights": weights.tolist(),
-                "topic_loss": None if topic_loss is None else topic_loss.tolist()}
+        return TopicModel(embedder, km, labels, weights.tolist(), None if topic_loss is None else topic_loss.tolist())
 
-    def summarize_state(self, state: dict) -> dict:
-        return {"labels": state["labels"], "weights": state["weights"], "topic_loss": state["topic_loss"]}
+    def summarize_state(self, state: TopicModel) -> dict:
+        return {"labels": state.labels, "weights": state.weights, "topic_loss": state.topic_loss}
 
-    def transform(self, table: pa.Table, state: dict) -> pa.Table:
-        topic = state["kmeans"].predict(state["embedder"](table[schema.TEXT].to_pylist())) if table.num_rows \
+    def transform(self, table: pa.Table, state: TopicModel) -> pa.Table:
+        topic = state.kmeans.predict(state.embedder(table[schema.TEXT].to_pylist())) if table.num_rows \
             else np.zeros(0, np.int64)
-        labels = pa.array(state["labels"], pa.string()).take(pa.array(topic, pa.int64()))
-        weights = np.asarray(state["weights"])[topic]
+        labels = pa.array(state.labels, pa.string()).take(pa.array(topic, pa.int64()))
+        weights = np.asarray(state.weights)[topic]
         return (table.append_column("topic", pa.array(topic, pa.int32())).append_column("topic_label", labels)
                 .append_column("topic_weight", pa.array(weights, pa.float64())))

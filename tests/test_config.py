@@ -89,8 +89,8 @@ def test_columns_named_by_parameters_are_checked_before_running_at_their_line(tm
     err = _errors(tmp_path, "inputs: [{paths: [a]}]\n"
                             "stages:\n"
                             "  - stage: normalize\n"
-                            "  - stage: softdedup\n"
-                            "    mode: fedrw\n"
+                            "  - stage: fedrw\n"
+                            "    eps: 0.001\n"
                             "    count_column: dup_cluster_size\n"
                             "  - stage: ppl_select\n"
                             "    column: ref_bpb\n"
@@ -103,8 +103,7 @@ def test_columns_named_by_parameters_are_checked_before_running_at_their_line(tm
     assert issues["output.group_column"].line == 10
     # Once the producers run earlier, the same parameters are fine.
     ok = write_pipeline(tmp_path / "ok.yaml", inputs=[{"paths": ["a"]}], output={"group_column": "topic"}, stages=[
-        {"stage": "minhash_dedup", "policy": "reweight"}, {"stage": "softdedup", "mode": "fedrw",
-                                                           "count_column": "dup_cluster_size"},
+        {"stage": "minhash_dedup", "policy": "reweight"}, {"stage": "fedrw", "count_column": "dup_cluster_size"},
         {"stage": "topics"}])
     cfg = load_config(ok)
     assert cfg.stages[1].columns.inputs == ("text", "dup_cluster_size")

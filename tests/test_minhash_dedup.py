@@ -88,3 +88,30 @@ def test_transform_without_duplicates_marks_singletons():
                       "dup_cluster_size": pa.array([], pa.int32()), "dup_is_rep": pa.array([], pa.bool_())})
     kept, rejected = apply_stage(stage, pa.table({"id": ["a", "b"], "text": ["x", "y"], "source": ["f", "f"]}), empty, 10)
     assert kept["dup_cluster"].to_pylist() == ["a", "b"] and rejected.num_rows == 0
+
+def test_the_first_two_rounds_alone_find_a_planted_pair_across_shards(tmp_path):
+    """SignShards and VerifiedCandidates on their own: the near-duplicate pair (shard 1 row 2 and
+    shard 0 row 0) comes out as one edge between their doc indices; unrelated texts give none."""
+    import numpy as np
+
+    from thresher.pipeline.key_groups import doc_index, doc_parts
+    from thresher.stages.minhash_dedup import MinHashParams, Scratch, SignShards, VerifiedCandidates
+
+    texts = demo_texts("scripture", 5)
+    twin = texts[0] + " amen"
+    shards = {"a": pa.table({"id": ["a0", "a1"], "text": texts[:2], "source": ["f"] * 2}),
+              "b": pa.table({"id": ["b0", "b1", "b2"], "text": texts[2:4] + [twin], "source": ["f"] * 3})}
+    read = lambda shard, columns=None: shards[shard].select(columns or shards[shard].column_names)  # noqa: E731
+    p = MinHashParams(threshold=0.8, partitions=4)
+    scratch = Scratch(tmp_path)
+    scratch.make()
+    assert [SignShards(p, read, scratch, {"a": 0, "b": 1})(s) for s in shards] == [2, 3]
+    verify = VerifiedCandidates(p, scratch, ["a", "b"], read)
+    found = sum(verify(part) for part in range(p.partitions))
+    edges = pq.read_table(scratch.edges)
+    assert edges.num_rows == found >= 1  # once per band partition the pair shares a band in
+    pairs = {tuple(sorted(e)) for e in zip(edges["u"].to_pylist(), edges["v"].to_pylist())}
+    assert len(pairs) == 1
+    pair = list(pairs.pop())
+    assert pair == [doc_index(0, [0])[0], doc_index(1, [2])[0]]
+    assert [x.tolist() for x in doc_parts(np.array(pair))] == [[0, 1], [0, 2]]

@@ -125,7 +125,7 @@ def test_a_group_too_small_for_the_proxy_keeps_its_stratified_share(tmp_path):
     table = pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows], "domain": [r[2] for r in rows]})
     stage = Mixture(Mixture.Params(steps=10, round_steps=5, chunk_steps=1, docs_per_group=30, seq_len=16,
                                    vocab_size=256))
-    state = stage.fit(MemoryFit({"s": table}, tmp_path))
+    state = stage.fit(MemoryFit({"s": table}, tmp_path)).report
     assert state["too_small_for_proxy"] == ["spam"] and state["mixed_groups"] == ["python-docs", "scripture"]
     p = dict(zip(state["groups"], state["proportions"]))
     assert p["spam"] == pytest.approx(1 / 61) and sum(p.values()) == pytest.approx(1.0)

@@ -233,3 +233,31 @@ def test_actor_stages_run_in_an_actor_pool(demo_subset, tmp_path, monkeypatch, r
     out = pq.read_table(res.output_dir / "data")
     assert out.num_rows == res.manifest["totals"]["rows_in"] > 100
     assert all(t == t.upper() for t in out["text"].to_pylist())
+
+
+def test_a_saved_state_of_another_record_version_is_recomputed(demo_subset, tmp_path, monkeypatch):
+    from thresher.stages.exact_dedup import Winners
+
+    cfg = _pipeline(tmp_path, demo_subset)
+    first = _run(cfg)
+    state = first.work_dir / "state" / "03-exact_dedup" / "state.pkl"
+    written = state.stat().st_mtime_ns
+    (first.work_dir / "03-exact_dedup" / "_SUCCESS").unlink()  # the stage must be looked at again
+    _run(cfg)
+    assert state.stat().st_mtime_ns == written  # same record version: reused
+    (first.work_dir / "03-exact_dedup" / "_SUCCESS").unlink()
+    monkeypatch.setattr(Winners, "VERSION", Winners.VERSION + 1)
+    again = _run(cfg)
+    assert state.stat().st_mtime_ns != written  # the code reads another version: recomputed
+    assert again.manifest["output"] == first.manifest["output"]
+
+
+def test_a_global_pass_must_return_its_declared_record(demo_subset, tmp_path, monkeypatch):
+    from thresher.stages.exact_dedup import ExactDedup
+
+    monkeypatch.setattr(ExactDedup, "fit", lambda self, ctx: {"winners": "somewhere"})
+    with pytest.raises(StageContractError, match="returned a dict, not its declared State record Winners"):
+        _run(_pipeline(tmp_path, demo_subset))
+    with pytest.raises(TypeError, match="declares no State record"):
+        registry.register(type("NoRecord", (Stage,), {"name": "no_record_for_test",
+                                                      "partial": lambda self, table: 0}))

@@ -100,14 +100,27 @@ def test_repeated_documents_are_down_weighted_not_removed(tmp_path):
 def test_fedrw_from_exact_counts_and_from_minhash_clusters(tmp_path):
     texts = _texts(20)
     rows = [(f"a{i:02d}", t) for i, t in enumerate(texts)] + [(f"b{i}", texts[0].upper()) for i in range(3)]
-    out = _run(tmp_path, rows, [{"stage": "softdedup", "mode": "fedrw"}], shard_rows=7)  # copies span shards
-    w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
+    out = _run(tmp_path, rows, [{"stage": "fedrw"}], shard_rows=7)  # copies span shards
+    w = dict(zip(out["id"].to_pylist(), out["fedrw_weight"].to_pylist()))
     assert w["a00"] == pytest.approx(1 / (math.log(5) + 1e-6)) and w["b0"] == w["a00"]
     assert w["a01"] == pytest.approx(1 / (math.log(2) + 1e-6))
+    assert dict(zip(out["id"].to_pylist(), out["dup_count"].to_pylist()))["a00"] == 4
     out2 = _run(tmp_path, rows, [{"stage": "minhash_dedup", "policy": "reweight"},
-                                 {"stage": "softdedup", "mode": "fedrw", "count_column": "dup_cluster_size"}],
+                                 {"stage": "fedrw", "count_column": "dup_cluster_size"}],
                 name="mh.yaml")
-    assert dict(zip(out2["id"].to_pylist(), out2["softdedup_weight"].to_pylist())) == pytest.approx(w)
+    assert dict(zip(out2["id"].to_pylist(), out2["fedrw_weight"].to_pylist())) == pytest.approx(w)
+    # Both weights are declared: the final weight is their product (and nothing else).
+    product = out2["dedup_weight"].to_numpy() * out2["fedrw_weight"].to_numpy()
+    assert out2["weight"].to_numpy() == pytest.approx(product)
+
+
+def test_softdedup_mode_fedrw_points_at_the_fedrw_stage(tmp_path):
+    from thresher.pipeline.config import ConfigError, load_config
+
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}],
+                       stages=[{"stage": "softdedup", "mode": "fedrw"}])
+    with pytest.raises(ConfigError, match="now a stage of its own: write `- stage: fedrw`"):
+        load_config(p)
 
 
 def test_softdedup_over_a_local_tokenizer(tmp_path):
