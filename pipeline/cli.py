@@ -114,8 +114,7 @@ def train_reference_cmd(
     ids are saved so ref_perplexity excludes them from scoring."""
     import pyarrow as pa
 
-    from thresher.pipeline.io import write_json, write_parquet
-    from thresher.scorers.reference_lm import REFERENCE_IDS, SIZES, train_reference
+    from thresher.scorers.reference_lm import SIZES, train_reference_split
     from thresher.scorers.sampling import sample_mask
 
     if size not in SIZES:
@@ -133,42 +132,11 @@ def train_reference_cmd(
     if ref.num_rows == 0:
         _fail(f"the reference split is empty ({total} documents x {fraction}); raise --fraction")
     typer.echo(f"reference split: {ref.num_rows:,} of {total:,} documents", err=True)
-    info = train_reference(ref["text"].to_pylist(), output, size=size, vocab_size=vocab_size, steps=steps,
-                           seq_len=seq_len, batch_size=batch_size, lr=lr, seed=seed,
-                           log=lambda m: typer.echo(m, err=True))
-    write_parquet(ref.select(["id"]), output / REFERENCE_IDS)
-    write_json({**info, "fraction": fraction, "seed": seed, "documents": ref.num_rows,
-                "pipeline": str(pipeline)}, output / "train_info.json")
+    info = train_reference_split(ref["id"].to_pylist(), ref["text"].to_pylist(), output, fraction, seed,
+                                 {"pipeline": str(pipeline)}, size=size, vocab_size=vocab_size, steps=steps,
+                                 seq_len=seq_len, batch_size=batch_size, lr=lr,
+                                 log=lambda m: typer.echo(m, err=True))
     typer.echo(f"reference model: {output} ({info['parameters']:,} parameters, final loss {info['final_loss']:.3f})")
-
-
-def _corpus_texts(paths: list[Path], text_column: str):
-    """Texts of .txt (one document per line), .jsonl(.gz) or .parquet files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from thresher.pipeline.io import json_records
-
-    for path in paths:
-        name = path.name.lower()
-        if name.endswith(".parquet"):
-            table = pq.read_table(path)
-            if text_column not in table.column_names:
-                raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(table.column_names)}); "
-                                 "use --text-column")
-            try:
-                table[text_column].validate(full=True)
-            except pa.ArrowInvalid as exc:
-                raise InputError(f"{path}: column {text_column!r} is not valid UTF-8 text ({exc})") from None
-            yield from (t for t in table[text_column].to_pylist() if t)
-        elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-            for lineno, row in json_records(path):
-                if not isinstance(row.get(text_column), str):
-                    raise InputError(f"{path}:{lineno}: no {text_column!r} string field")
-                yield row[text_column]
-        else:
-            with open(path, encoding="utf-8-sig", errors="replace") as fh:
-                yield from (line for line in fh if line.strip())
 
 
 @app.command("bpb-matrix")
@@ -206,13 +174,14 @@ def train_kenlm_cmd(
     memory: str = typer.Option("20%", help="lmplz -S memory cap"),
 ) -> None:
     """Train a modified Kneser-Ney KenLM model (lmplz) on CCNet-normalised text."""
+    from thresher.pipeline.io import file_texts
     from thresher.scorers.kenlm_model import train_kenlm
 
     missing = [str(p) for p in corpus if not p.exists()]
     if missing:
         _fail(f"corpus file(s) not found: {', '.join(missing)}")
     try:
-        arpa, binary = train_kenlm(_corpus_texts(corpus, text_column), output, order=order, memory=memory)
+        arpa, binary = train_kenlm(file_texts(corpus, text_column), output, order=order, memory=memory)
     except (InputError, ValueError, RuntimeError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(f"KenLM {order}-gram: {arpa} and {binary}")

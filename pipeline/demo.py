@@ -18,7 +18,6 @@ so a rerun reuses everything already made.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 from importlib import resources
@@ -52,22 +51,19 @@ def full_config_text() -> str:
 
 def _corpus(data: Path) -> tuple[list[str], list[str], list[str]]:
     """(ids, texts, domains) of the bundled corpus files, in file order."""
-    ids, texts, domains = [], [], []
-    for f in sorted(data.glob("*.jsonl.gz")):
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                ids.append(row["doc_id"]), texts.append(row["text"]), domains.append(row["domain"])
-    return ids, texts, domains
+    from thresher.pipeline.io import json_records
+
+    rows = [row for f in sorted(data.glob("*.jsonl.gz")) for _, row in json_records(f)]
+    return [r["doc_id"] for r in rows], [r["text"] for r in rows], [r["domain"] for r in rows]
 
 
 def prepare_models(models: Path, data: Path, log) -> dict[str, Path]:
     """The models the full pipeline names, each made only if it is not there yet."""
-    from thresher.pipeline.io import json_records, write_json, write_parquet
+    from thresher.pipeline.io import file_texts, write_parquet
     from thresher.scorers.bpb_matrix import bpb_matrix
     from thresher.scorers.domain_sample import merge_samples, sample_part
     from thresher.scorers.kenlm_model import train_kenlm
-    from thresher.scorers.reference_lm import REFERENCE_IDS, train_reference
+    from thresher.scorers.reference_lm import train_reference_split
     from thresher.scorers.sampling import sample_mask
 
     models.mkdir(parents=True, exist_ok=True)
@@ -78,14 +74,13 @@ def prepare_models(models: Path, data: Path, log) -> dict[str, Path]:
     if not (ref / "train_info.json").exists():
         sample = [t for t, k in zip(texts, in_ref) if k]
         log(f"[demo] training the reference LM on {len(sample):,} documents (a seeded 5%) ...")
-        info = train_reference(sample, ref, size="tiny", vocab_size=2048, steps=SNAPSHOTS[-1], seq_len=128,
-                               batch_size=16, seed=0, log=None, snapshots=snapshots)
-        write_parquet(pa.table({"id": [i for i, k in zip(ids, in_ref) if k]}), ref / REFERENCE_IDS)
-        write_json({**info, "fraction": 0.05, "seed": 0, "documents": len(sample)}, ref / "train_info.json")
+        train_reference_split([i for i, k in zip(ids, in_ref) if k], sample, ref, 0.05, 0, size="tiny",
+                              vocab_size=2048, steps=SNAPSHOTS[-1], seq_len=128, batch_size=16, log=None,
+                              snapshots=snapshots)
     harm = models / "harm"
     if not harm.with_suffix(".bin").exists():
         log("[demo] training the harmful-text KenLM on the bundled harmful sample ...")
-        train_kenlm((row["text"] for _, row in json_records(data / "harmful" / "train.jsonl.gz")), harm, order=3)
+        train_kenlm(file_texts([data / "harmful" / "train.jsonl.gz"]), harm, order=3)
     matrix, benchmark = models / "bpb.parquet", models / "benchmark.csv"
     if not benchmark.exists():
         log("[demo] bits per byte of the reference models per domain, and on the held-out target domain ...")

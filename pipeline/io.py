@@ -227,6 +227,32 @@ def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int,
     raise InputError(f"{f.path}: unknown format {f.format!r}")
 
 
+def file_texts(paths: list[Path], text_column: str = "text"):
+    """The texts of training files given by path, not by a pipeline: .parquet (a column),
+    .jsonl(.gz) / .json(.gz) (a field of each line, read by json_records) or anything else as
+    plain text, one document per non-empty line."""
+    for path in map(Path, paths):
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            table = pq.read_table(path)
+            if text_column not in table.column_names:
+                raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(table.column_names)}); "
+                                 "use --text-column")
+            try:
+                table[text_column].validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"{path}: column {text_column!r} is not valid UTF-8 text ({exc})") from None
+            yield from (t for t in table[text_column].to_pylist() if t)
+        elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+            for lineno, row in json_records(path):
+                if not isinstance(row.get(text_column), str):
+                    raise InputError(f"{path}:{lineno}: no {text_column!r} string field")
+                yield row[text_column]
+        else:
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
+                yield from (line for line in fh if line.strip())
+
+
 def json_records(path: str | Path):
     """(line number, object) of each non-empty line of a JSONL(.gz) file that must be clean (a
     labelled set, a training corpus): a BOM is skipped; a line that is not a JSON object of valid

@@ -45,11 +45,12 @@ def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_
     rng = np.random.default_rng(seed)
     seq_len = next(iter(data.train.values())).shape[1]
     dims = size or dict(n_layer=2, n_head=2, n_embd=64)
+    from thresher.scorers.lm_train import TrainStep
     from thresher.scorers.reference_lm import pick_device
 
     device = pick_device(device)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, **dims)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    train = TrainStep(model, lr)
 
     def val_losses() -> np.ndarray:
         model.eval()
@@ -65,12 +66,7 @@ def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_
         mix = np.asarray(schedule(step, val_losses), dtype=float)
         counts = rng.multinomial(batch_size, mix / mix.sum())
         parts = [data.train[g][rng.integers(0, len(data.train[g]), c)] for g, c in zip(data.groups, counts) if c]
-        x = torch.cat(parts).to(device)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train.step(torch.cat(parts).to(device))
     final = val_losses()
     return {"val_loss": dict(zip(data.groups, final.tolist())), "mean_val_loss": float(final.mean())}
 

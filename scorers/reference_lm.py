@@ -184,6 +184,7 @@ def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", v
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from thresher.scorers.lm_train import TrainStep
     from thresher.scorers.tokenizer import pack, train_bpe_tokenizer
 
     torch.manual_seed(seed)
@@ -201,22 +202,12 @@ def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", v
     if n_seq < 1:
         raise ValueError(f"the reference sample has {len(stream)} tokens, fewer than one sequence of {seq_len}")
     data = torch.from_numpy(stream[: n_seq * seq_len]).view(n_seq, seq_len)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 10)  # linear warm-up, then cosine decay to 10%
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    train = TrainStep(model, lr, warmup_cosine_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     t0, losses = time.perf_counter(), []
     for step in range(steps):
         idx = torch.randint(0, n_seq, (min(batch_size, n_seq),), generator=gen)
-        batch = data[idx].to(device)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(train.step(data[idx].to(device)))
         if snapshots and step + 1 in snapshots:
             model.save_pretrained(str(snapshots[step + 1]))
             tok.save_pretrained(str(snapshots[step + 1]))
@@ -226,3 +217,21 @@ def train_reference(texts: list[str], out_dir: str | Path, size: str = "tiny", v
     return {"size": size, "parameters": sum(p.numel() for p in model.parameters()), "train_tokens": len(stream),
             "steps": steps, "seq_len": seq_len, "final_loss": float(np.mean(losses[-10:])),
             "seconds": time.perf_counter() - t0}
+
+
+def train_reference_split(ids: list[str], texts: list[str], out_dir: str | Path, fraction: float, seed: int,
+                          about: dict | None = None, **train) -> dict:
+    """Train the reference model on the reference split D_ref (the documents `ids`/`texts`, drawn
+    as the seeded `fraction` of the corpus) and save the split's ids beside the model, so that
+    ref_perplexity never scores a document the model learnt. `about` goes into train_info.json."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    info = train_reference(texts, out, seed=seed, **train)
+    pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), out / REFERENCE_IDS)
+    info = {**info, "fraction": fraction, "seed": seed, "documents": len(ids), **(about or {})}
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    return info
