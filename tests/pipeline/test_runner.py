@@ -202,14 +202,14 @@ def test_segments_are_cut_where_resources_differ(tmp_path, monkeypatch):
     cfg = load_config(write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}], stages=stages))
     assert plan_segments(cfg.stages) == [[1], [2], [3], [4, 5]]
     assert [cfg.stages[i - 1].resources for i in (2, 3, 4)] == [
-        Resources(actor=True), Resources(cpus=1.0, gpus=1.0, actor=True), Resources()]
+        Resources(actor=True, memory_gb=0.05), Resources(cpus=1.0, gpus=1.0, actor=True), Resources()]
 
 
 class _Upper(Stage):
     """A stage that needs an actor (as a model-loading stage would): runs in a Ray actor pool."""
 
     name = "upper_for_test"
-    resources = Resources(actor=True)
+    resources = Resources(actor=True, memory_gb=0.05)  # memory is reserved from Ray's scheduler
 
     def setup(self):
         self.loaded = True
