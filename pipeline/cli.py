@@ -68,22 +68,61 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="override output.dir"),
     work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
     executor: Optional[str] = typer.Option(None, help="ray (default) or inline (no Ray, one process)"),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="recompute this stage and every later one"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
-    """Run a pipeline (embedded local Ray unless --address); resumes an interrupted run."""
+    """Run a pipeline (embedded local Ray unless --address). Each stage's checkpoint is keyed by
+    what determines it, so a rerun reuses every stage whose inputs and parameters are unchanged,
+    and resumes an interrupted one."""
     from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner
+    from thresher.pipeline.runner import INGEST, Runner
 
     try:
         cfg = load_config(pipeline)
     except ConfigError as exc:
         _fail(str(exc))
+    names = [INGEST] + [s.name for s in cfg.stages]
+    if from_stage is not None and from_stage not in names:
+        _fail(f"--from {from_stage!r}: no such stage in {pipeline} (stages: {', '.join(names)})")
     with _run_errors():
         cfg = cfg.with_overrides(**({"ray": {"address": address}} if address else {}),
                                  **({"executor": executor} if executor else {}))
-        result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir).run()
+        result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir,
+                        from_stage=from_stage).run()
     typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {result.output_dir / 'manifest.json'}")
+
+
+@app.command()
+def gc(
+    work_dir: Path = typer.Argument(..., help="a work dir Thresher wrote"),
+    pipelines: list[Path] = typer.Argument(..., help="the pipelines whose checkpoints to keep"),
+    yes: bool = typer.Option(False, "--yes", help="remove them (without it: only list them)"),
+) -> None:
+    """Remove the checkpoints in WORK_DIR that none of the given pipelines (with their inputs as
+    they are now) points to. Lists them first; removes them only with --yes."""
+    import shutil
+
+    from thresher.pipeline.io import discover_inputs
+    from thresher.pipeline.runner import stage_dirs
+    from thresher.pipeline.workdir import unreferenced
+
+    work = work_dir.resolve()
+    keep: set[str] = set()
+    with _run_errors():
+        for pipeline in pipelines:
+            cfg = load_config(pipeline)
+            files, _ = discover_inputs(cfg, exclude=(cfg.resolve(cfg.output.dir), work))
+            listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+            keep.update(d.folder.name for d in stage_dirs(cfg, listing, work))
+        stale = unreferenced(work, keep)
+    total = sum(size for _, size in stale)
+    for path, size in stale:
+        typer.echo(f"{'removing' if yes else 'would remove'} {path} ({size / 2**20:,.1f} MiB)")
+    for path, _ in stale if yes else ():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    typer.echo(f"{len(stale)} item(s), {total / 2**20:,.1f} MiB {'removed' if yes else 'to remove: rerun with --yes'}"
+               if stale else f"{work}: nothing to remove ({len(keep)} checkpoint(s) in use)")
 
 
 def _pipeline_files(pipeline: Path):

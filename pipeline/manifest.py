@@ -6,9 +6,12 @@ prints is read back from the manifest.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -20,6 +23,22 @@ def version() -> str:
         return metadata.version("thresher")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The release plus a hash of the engine's, the stages' and the scorers' sources: part of every
+    work-dir key, so that changed code never reuses what older code computed. (The sources are
+    found, not imported: the engine imports no stage.)"""
+    from importlib.util import find_spec
+
+    h = hashlib.sha256()
+    for package in ("thresher.pipeline", "thresher.scorers", "thresher.stages"):
+        for folder in find_spec(package).submodule_search_locations:
+            for f in sorted(Path(folder).glob("*.py")):
+                h.update(f"{package}.{f.name}".encode())
+                h.update(f.read_bytes())
+    return f"{version().split('+')[0]}+{h.hexdigest()[:12]}"
 
 
 @dataclass
@@ -34,7 +53,8 @@ class RunRecord:
     input_bytes: int
     duplicate_ids: dict
     counts: list[StageCounts]
-    labels: list[str]  # one per entry of counts: the work dir's label of that stage
+    labels: list[str]  # one per entry of counts: the stage's label (NN-name)
+    status: dict[str, str]  # label -> "reused" (its checkpoint was complete) or "computed"
     summaries: dict[str, dict]  # label -> the global pass's summary
     output_rows: int
     output_files: list[str]
@@ -53,7 +73,8 @@ def build_manifest(r: RunRecord) -> dict:
         "seed": r.seed,
         "work_dir": r.work_dir,
         "inputs": {"files": r.input_files, "bytes": r.input_bytes, "duplicate_ids": r.duplicate_ids},
-        "stages": [{**c.to_dict(), **({"state": r.summaries[label]} if label in r.summaries else {})}
+        "stages": [{**c.to_dict(), "run": r.status.get(label, "computed"),
+                    **({"state": r.summaries[label]} if label in r.summaries else {})}
                    for c, label in zip(r.counts, r.labels)],
         "totals": totals(r.counts),
         "output": {"rows": r.output_rows, "files": r.output_files, "columns": r.output_columns,
@@ -67,10 +88,10 @@ def build_manifest(r: RunRecord) -> dict:
 
 def summary_table(manifest: dict) -> str:
     """Rows in, out and rejected per stage: what the CLI prints at the end of a run."""
-    lines = [f"{'stage':<22}{'in':>12}{'out':>12}  rejected"]
+    lines = [f"{'stage':<22}{'in':>12}{'out':>12}  {'run':<9} rejected"]
     for st in manifest["stages"]:
         rej = ", ".join(f"{r}={n:,}" for r, n in st["rejected"].items()) or "-"
-        lines.append(f"{st['name']:<22}{st['rows_in']:>12,}{st['rows_out']:>12,}  {rej}")
+        lines.append(f"{st['name']:<22}{st['rows_in']:>12,}{st['rows_out']:>12,}  {st.get('run', ''):<9} {rej}")
     t = manifest["totals"]
     lines.append(f"{t['rows_in']:,} rows in = {t['rows_out']:,} out + {t['rejected_total']:,} rejected; "
                  f"{manifest['timing']['wall_seconds']:.1f} s")

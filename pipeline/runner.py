@@ -31,12 +31,12 @@ from thresher.pipeline.ids import check_ids, describe as describe_ids
 from thresher.pipeline.io import (OWNED, InputError, InputFile, StorageError, discover_inputs, read_input, write_json,
                                   write_parquet, writing)
 from thresher.pipeline.lock import RunLock
-from thresher.pipeline.manifest import RunRecord, build_manifest, summary_table, version
+from thresher.pipeline.manifest import RunRecord, build_manifest, code_version, summary_table, version
 from thresher.pipeline.output import add_weight_and_group, as_rejected, copy_rejected, group_totals, share_scale
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.publish import OutputDir
 from thresher.pipeline.stage import GroupShares, Resources, Stage
-from thresher.pipeline.workdir import StageDir, run_key
+from thresher.pipeline.workdir import RUNS, StageDir, ingest_key, path_fingerprints, stage_key
 
 INGEST = "ingest"
 
@@ -257,6 +257,20 @@ class RunResult:
     manifest: dict
     output_dir: Path
     work_dir: Path
+    stage_dirs: dict[str, StageDir]  # label (NN-stage) -> that stage's folders under work_dir
+
+
+def stage_dirs(cfg: PipelineConfig, listing: list[dict], work_root: Path) -> list[StageDir]:
+    """Ingest's and every stage's folder, each keyed by what determines its rows (workdir.py)."""
+    code = code_version()
+    reading = {"inputs": cfg.raw.model_dump(mode="json")["inputs"], "shard_rows": cfg.shard_rows,
+               "on_duplicate_id": cfg.on_duplicate_id}
+    dirs = [StageDir(work_root, 0, INGEST, ingest_key(reading, listing, code))]
+    for i, st in enumerate(cfg.stages, 1):
+        params = {**st.params.model_dump(mode="json"), **path_fingerprints(st.params)}
+        dirs.append(StageDir(work_root, i, st.name, stage_key(dirs[-1].key, st.name, params,
+                                                             stage_seed(cfg.seed, i), code)))
+    return dirs
 
 
 def plan_segments(stages: list[StageConfig]) -> list[list[int]]:
@@ -289,8 +303,10 @@ def _parquet_rows(paths) -> int:
 
 class Runner:
     def __init__(self, config: PipelineConfig, executor=None, progress: Progress | None = None,
-                 output_dir: str | Path | None = None, work_dir: str | Path | None = None):
+                 output_dir: str | Path | None = None, work_dir: str | Path | None = None,
+                 from_stage: str | None = None):
         self.config = config
+        self.from_stage = from_stage
         self.progress = progress or Progress(enabled=True)
         self._executor = executor
         self.output_dir = Path(os.path.abspath(output_dir or config.resolve(config.output.dir)))
@@ -307,36 +323,48 @@ class Runner:
 
     def run(self) -> RunResult:
         cfg = self.config
-        log = self.progress.log
         t_start = time.perf_counter()
         inputs, skipped = discover_inputs(cfg, exclude=(self.output_dir, self.work_root))
         for folder, n in skipped.items():
             self.progress.warn(f"note: {n} matched file(s) under {folder} left out: Thresher never reads its "
                                "own output or work dir")
         listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in inputs]
-        key = run_key(cfg.canonical(), listing, version())
-        root = self.work_root / key
+        dirs = stage_dirs(cfg, listing, self.work_root)
+        key = dirs[-1].key  # the last stage's key covers the whole chain
         out = OutputDir(self.output_dir)
         if not out.is_ours():
             raise FileExistsError(f"output dir {self.output_dir} is not empty and holds no thresher output; "
                                   "choose an empty or new output dir")
-        with writing(root):
+        with writing(self.work_root):
             (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
-            root.mkdir(parents=True, exist_ok=True)
-        with RunLock(root / ".lock", f"work dir {root}", key), RunLock(out.meta / "lock", f"output dir {out.path}", key):
-            write_json({"config": cfg.canonical(), "inputs": listing}, root / "run.json")
-            log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), {len(cfg.stages)} stage(s); "
-                f"work dir {root}")
-            manifest = self._run_locked(inputs, key, root, out, t_start)
-        return RunResult(manifest, self.output_dir, root)
+        with RunLock(self.work_root / OWNED / "lock", f"work dir {self.work_root}", key), \
+                RunLock(out.meta / "lock", f"output dir {out.path}", key):
+            write_json({"config": cfg.canonical(), "inputs": listing, "stages": [d.folder.name for d in dirs]},
+                       self.work_root / RUNS / f"{key}.json")
+            self._recompute_from(dirs)
+            self.progress.log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), "
+                              f"{len(cfg.stages)} stage(s); work dir {self.work_root}")
+            manifest = self._run_locked(inputs, key, dirs, out, t_start)
+        return RunResult(manifest, self.output_dir, self.work_root, {d.label: d for d in dirs})
 
-    def _run_locked(self, inputs: list[InputFile], key: str, root: Path, out: OutputDir, t_start: float) -> dict:
+    def _recompute_from(self, dirs: list[StageDir]) -> None:
+        """--from STAGE: that stage's and every later stage's checkpoint is removed first."""
+        if self.from_stage is None:
+            return
+        names = [d.name for d in dirs]
+        if self.from_stage not in names:
+            raise ValueError(f"--from {self.from_stage!r}: no such stage in this pipeline ({', '.join(names)})")
+        for d in dirs[names.index(self.from_stage):]:
+            shutil.rmtree(d.folder, ignore_errors=True)
+
+    def _run_locked(self, inputs: list[InputFile], key: str, dirs: list[StageDir], out: OutputDir,
+                    t_start: float) -> dict:
         cfg = self.config
-        dirs = [StageDir(root, 0, INGEST)] + [StageDir(root, i, s.name) for i, s in enumerate(cfg.stages, 1)]
         executor = self._make_executor()
         try:
             counts: list[StageCounts] = []
             stage_seconds: dict[str, float] = {}
+            self.status: dict[str, str] = {}  # label -> reused | computed
             ingest_stats = self._run_ingest(executor, inputs, dirs[0], stage_seconds)
             shards = sorted(s for st in ingest_stats for s in st["shards"])
             ids = self._check_ids(executor, dirs[0], shards)
@@ -379,8 +407,9 @@ class Runner:
         return summary
 
     def _run_ingest(self, executor, inputs: list[InputFile], d: StageDir, seconds: dict) -> list[dict]:
+        self.status[d.label] = "reused" if d.complete else "computed"
         if d.complete:
-            self.progress.log(f"[00] ingest: complete, reusing {d.out}")
+            self.progress.log(f"[00] ingest: reused {d.out}")
             return d.all_stats()
         todo = [f for f in inputs if not d.shard_done(f"{f.index:05d}")]
         bar = self.progress.bar("[00] ingest", len(inputs))
@@ -398,8 +427,9 @@ class Runner:
         cfg = self.config
         seg_dirs = [dirs[i] for i in segment]
         label = "+".join(d.name for d in seg_dirs)
+        self.status.update({d.label: "reused" if d.complete else "computed" for d in seg_dirs})
         if all(d.complete for d in seg_dirs):
-            self.progress.log(f"[{segment[0]:02d}] {label}: complete, reusing")
+            self.progress.log(f"[{segment[0]:02d}] {label}: reused")
             return
         first_cfg = cfg.stages[segment[0] - 1]
         if first_cfg.cls.has_global_pass() and not dirs[segment[0]].has_state(first_cfg.cls.State.tag()):
@@ -443,9 +473,9 @@ class Runner:
             kept = _parquet_rows(sorted(d.out.glob("part-*.parquet")))
             rejected = _parquet_rows(sorted(d.rejected.glob("part-*.parquet")))
             if kept != c.rows_out or rejected != sum(c.rejected.values()):
-                raise AccountingError(f"{d.out}: files hold {kept} kept + {rejected} rejected rows but the "
-                                      f"stats say {c.rows_out} + {sum(c.rejected.values())}; the work dir "
-                                      "was modified or a shard is corrupt: delete it and rerun")
+                raise AccountingError(f"stage {d.label} ({d.folder}): files hold {kept} kept + {rejected} rejected "
+                                      f"rows but the stats say {c.rows_out} + {sum(c.rejected.values())}; the work "
+                                      f"dir was modified or a shard is corrupt: rerun with --from {d.name}")
 
     def _group_shares(self, dirs: list[StageDir], summaries: dict[str, dict]) -> GroupShares | None:
         """The shares of the last stage that sets the output's group shares (a mixture), if any."""
@@ -487,9 +517,9 @@ class Runner:
             raise AccountingError(f"{out}/data holds {_parquet_rows(files)} rows, expected {counts[-1].rows_out}")
         seconds["finalize"] = time.perf_counter() - t0
         manifest = build_manifest(RunRecord(
-            name=cfg.name, key=key, seed=cfg.seed, work_dir=str(dirs[0].root), input_files=len(inputs),
+            name=cfg.name, key=key, seed=cfg.seed, work_dir=str(self.work_root), input_files=len(inputs),
             input_bytes=sum(f.size for f in inputs), duplicate_ids=ids, counts=counts,
-            labels=[d.label for d in dirs], summaries=summaries, output_rows=sum(r["rows"] for r in results),
+            labels=[d.label for d in dirs], status=self.status, summaries=summaries, output_rows=sum(r["rows"] for r in results),
             output_files=[f.name for f in files],
             output_columns=next((r["columns"] for r in results if r["rows"]), []), groups=_sum_groups(results),
             wall_seconds=time.perf_counter() - t_start, stage_seconds=seconds,

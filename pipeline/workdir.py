@@ -1,13 +1,19 @@
-"""The work directory: one folder per stage, keyed by config + inputs so stale output is never reused.
+"""The work directory: one folder per stage computation, keyed by everything that determines it.
 
-    <work_dir>/<key>/NN-<stage>/part-<shard>.parquet     kept rows after stage NN
-    <work_dir>/<key>/NN-<stage>/_stats/<shard>.json      written last: the shard is complete
-    <work_dir>/<key>/NN-<stage>/_SUCCESS                 the whole stage is complete
-    <work_dir>/<key>/rejected/NN-<stage>/part-<shard>.parquet
-    <work_dir>/<key>/state/NN-<stage>/state.pkl          a global pass's merged state (written last)
-    <work_dir>/<key>/state/NN-<stage>/summary.json       its summary for the manifest, so finalizing
-                                                         never unpickles a large state again
-    <work_dir>/<key>/state/NN-<stage>/record.json        the state's record type and version
+A stage's key hashes the previous stage's key, the stage's name, its validated parameters, its
+seed and the code version; ingest's key hashes the input listing (path, size, modification
+time), the reader options and the code version. So a changed parameter of stage k recomputes
+stage k and what follows, and reuses every stage before it.
+
+    <work_dir>/<stage>-<key>/rows/part-<shard>.parquet      kept rows after the stage
+    <work_dir>/<stage>-<key>/rows/_stats/<shard>.json       written last: the shard is complete
+    <work_dir>/<stage>-<key>/rows/_SUCCESS                  the whole stage is complete
+    <work_dir>/<stage>-<key>/rejected/part-<shard>.parquet
+    <work_dir>/<stage>-<key>/state/state.pkl                a global pass's state (written last)
+    <work_dir>/<stage>-<key>/state/summary.json             its summary for the manifest, so finalizing
+                                                            never unpickles a large state again
+    <work_dir>/<stage>-<key>/state/record.json              the state's record type and version
+    <work_dir>/runs/<run key>.json                          a run's config and its stage folders (gc)
 """
 
 from __future__ import annotations
@@ -15,40 +21,61 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from thresher.pipeline.io import write_json, writing
 
 SUCCESS = "_SUCCESS"
+RUNS = "runs"
+_STAGE_FOLDER = re.compile(r"^[a-z0-9_]+-[0-9a-f]{16}$")
 
 
-def run_key(canonical_config: dict, inputs: list[dict], version: str) -> str:
-    blob = json.dumps({"config": canonical_config, "inputs": inputs, "version": version}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ingest_key(reading: dict, listing: list[dict], version: str) -> str:
+    """reading: what decides the ingested rows besides the files (reader options, shard size)."""
+    return _digest({"stage": "ingest", "reading": reading, "inputs": listing, "version": version})
+
+
+def stage_key(previous: str, name: str, params: dict, seed: int, version: str) -> str:
+    return _digest({"previous": previous, "stage": name, "params": params, "seed": seed, "version": version})
+
+
+def is_stage_folder(path: Path) -> bool:
+    return path.is_dir() and bool(_STAGE_FOLDER.match(path.name))
 
 
 @dataclass(frozen=True)
 class StageDir:
-    root: Path
+    work_root: Path
     index: int
     name: str
+    key: str
 
     @property
     def label(self) -> str:
+        """The stage's place in its pipeline (the manifest's and rejected/'s name for it)."""
         return f"{self.index:02d}-{self.name}"
 
     @property
+    def folder(self) -> Path:
+        return self.work_root / f"{self.name}-{self.key}"
+
+    @property
     def out(self) -> Path:
-        return self.root / self.label
+        return self.folder / "rows"
 
     @property
     def rejected(self) -> Path:
-        return self.root / "rejected" / self.label
+        return self.folder / "rejected"
 
     @property
     def state(self) -> Path:
-        return self.root / "state" / self.label / "state.pkl"
+        return self.folder / "state" / "state.pkl"
 
     def part(self, shard: str) -> Path:
         return self.out / f"part-{shard}.parquet"
@@ -107,3 +134,43 @@ class StageDir:
 
     def load_summary(self) -> dict:
         return json.loads(self.summary.read_text())
+
+
+def path_fingerprints(params) -> dict:
+    """For each LocalPath parameter, the (name, size, mtime) of the file or of every file under the
+    folder: a model retrained at the same path changes the key, so stale scores are not reused."""
+    from thresher.pipeline.stage import is_path_field
+
+    out = {}
+    for name, field in type(params).model_fields.items():
+        value = getattr(params, name)
+        if not (value and is_path_field(field)):
+            continue
+        path = Path(value)
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        out[f"{name}@files"] = [[str(f.relative_to(path)) if path.is_dir() else f.name, *_stat(f)] for f in files]
+    return out
+
+
+def _stat(f: Path) -> list[int]:
+    try:
+        st = f.stat()
+    except OSError:
+        return [-1, -1]  # missing: the stage says so when it runs
+    return [st.st_size, st.st_mtime_ns]
+
+
+def unreferenced(work_root: Path, keep: set[str]) -> list[tuple[Path, int]]:
+    """(path, bytes) of every stage folder of `work_root` not named in `keep`, every run record
+    pointing to one of those, and the per-run folders of older Thresher versions."""
+    if not (work_root / ".thresher").exists():
+        raise FileNotFoundError(f"{work_root} is not a work dir Thresher wrote (it has no .thresher marker)")
+    out = []
+    for path in sorted(work_root.iterdir()):
+        legacy = path.is_dir() and re.fullmatch(r"[0-9a-f]{16}", path.name)
+        if (is_stage_folder(path) and path.name not in keep) or legacy:
+            out.append((path, sum(f.stat().st_size for f in path.rglob("*") if f.is_file())))
+    for record in sorted((work_root / RUNS).glob("*.json")):
+        if not set(json.loads(record.read_text()).get("stages", [])) <= keep:
+            out.append((record, record.stat().st_size))
+    return out

@@ -23,7 +23,7 @@ class CrashAfterStage:
         self.name = getattr(inner, "name", "wrapped")
 
     def map(self, task, items, *args, **kwargs):
-        if any(self.work_root.glob(f"*/[0-9][0-9]-{self.stage}/_SUCCESS")):
+        if any(self.work_root.glob(f"{self.stage}-*/rows/_SUCCESS")):
             sys.stderr.write(f"faults: exiting after stage {self.stage}\n")
             sys.stderr.flush()
             os._exit(CRASH_EXIT)

@@ -236,10 +236,9 @@ def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 20)))
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[])
     _run(p)
-    key = next((tmp_path / "work").glob("[!.]*")).name
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from thresher.pipeline.lock import RunLock; "
-        f"RunLock(__import__('pathlib').Path({str(tmp_path / 'work' / key / '.lock')!r}), 'work dir', 'k').acquire(); "
+        f"RunLock(__import__('pathlib').Path({str(tmp_path / 'work' / '.thresher' / 'lock')!r}), 'work dir', 'k').acquire(); "
         "print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -68,10 +68,11 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     res = _run(_pipeline(tmp_path, demo_subset))
     from thresher.scorers.hashing import text_hashes
 
-    after = pq.read_table(res.work_dir / "03-exact_dedup")
+    stage = res.stage_dirs["03-exact_dedup"]
+    after = pq.read_table(stage.out)
     kept = dict(zip(after["exact_hash"].to_pylist(), after["id"].to_pylist()))
     assert len(kept) == after.num_rows  # no two kept rows share a hash
-    dups = pq.read_table(res.work_dir / "rejected" / "03-exact_dedup")
+    dups = pq.read_table(stage.rejected)
     assert dups.num_rows == res.manifest["stages"][3]["rejected"]["exact_duplicate"]
     for h, doc_id in zip(text_hashes(dups["text"]).tolist(), dups["id"].to_pylist()):
         assert kept[h] < doc_id  # the survivor is the smallest id of its hash
@@ -79,7 +80,7 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     # alone, without unpickling any state (here: with every state file gone).
     summary = res.manifest["stages"][3]["state"]
     assert summary == {"texts_kept": after.num_rows}
-    for state in (res.work_dir / "state").glob("*/state.pkl"):
+    for state in res.work_dir.glob("*/state/state.pkl"):
         state.unlink()
     again = _run(_pipeline(tmp_path, demo_subset))
     assert again.manifest["stages"][3]["state"] == summary
@@ -91,15 +92,15 @@ def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
     crashed = subprocess.run([sys.executable, str(TESTS / "faults.py"), "length_filter", str(cfg)],
                              capture_output=True, text=True)
     assert crashed.returncode == CRASH_EXIT, crashed.stderr
-    work = next((tmp_path / "work").glob("[!.]*"))
-    assert (work / "02-length_filter" / "_SUCCESS").exists()
-    assert not (work / "03-exact_dedup").exists()
-    done = {p: p.stat().st_mtime_ns for p in (work / "01-normalize").glob("part-*.parquet")}
+    work = tmp_path / "work"
+    assert (next(work.glob("length_filter-*")) / "rows" / "_SUCCESS").exists()
+    assert not list(work.glob("exact_dedup-*/rows/part-*"))  # its global pass had begun, no more
+    done = {p: p.stat().st_mtime_ns for p in work.glob("normalize-*/rows/part-*.parquet")}
 
     resumed = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(cfg)],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert "normalize+length_filter: complete, reusing" in resumed.stderr
+    assert "normalize+length_filter: reused" in resumed.stderr
     assert {p: p.stat().st_mtime_ns for p in done} == done  # not recomputed
 
     fresh = _run(_pipeline(tmp_path, demo_subset, name="fresh.yaml", work_dir="work2",
@@ -110,7 +111,7 @@ def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
 def test_resume_inside_a_stage_recomputes_only_missing_shards(demo_subset, tmp_path):
     cfg = _pipeline(tmp_path, demo_subset)
     first = _run(cfg)
-    stage = first.work_dir / "05-softdedup"
+    stage = first.stage_dirs["05-softdedup"].out
     (stage / "_SUCCESS").unlink()
     victim = sorted(stage.glob("part-*.parquet"))[1]
     shard = victim.name[len("part-"):-len(".parquet")]
@@ -126,17 +127,46 @@ def test_resume_inside_a_stage_recomputes_only_missing_shards(demo_subset, tmp_p
 def test_tampered_work_dir_fails_loudly(demo_subset, tmp_path):
     cfg = _pipeline(tmp_path, demo_subset)
     first = _run(cfg)
-    part = sorted((first.work_dir / "02-length_filter").glob("part-*.parquet"))[0]
+    part = sorted(first.stage_dirs["02-length_filter"].out.glob("part-*.parquet"))[0]
     t = pq.read_table(part)
     pq.write_table(t.slice(0, t.num_rows - 1), part)
     with pytest.raises(AccountingError, match="02-length_filter"):
         _run(cfg)
 
 
-def test_changed_config_gets_a_fresh_work_dir(demo_subset, tmp_path):
-    a = _run(_pipeline(tmp_path, demo_subset))
-    b = _run(_pipeline(tmp_path, demo_subset, seed=1))
-    assert a.work_dir != b.work_dir
+def _folders(res) -> dict[str, str]:
+    return {label: d.folder.name for label, d in res.stage_dirs.items()}
+
+
+def _mtimes(res, label: str) -> dict:
+    return {p: p.stat().st_mtime_ns for p in res.stage_dirs[label].out.glob("part-*.parquet")}
+
+
+def test_a_changed_last_stage_reuses_every_earlier_checkpoint(demo_subset, tmp_path):
+    first = _run(_pipeline(tmp_path, demo_subset))
+    before = {label: _mtimes(first, label) for label in first.stage_dirs}
+    stages = STAGES[:-1] + [{**STAGES[-1], "segments": 4}]
+    changed = _run(write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
+                   "id_column": "doc_id", "domain_column": "domain"}], stages=stages))
+    a, b = _folders(first), _folders(changed)
+    assert [label for label in a if a[label] != b[label]] == ["05-softdedup"]
+    assert [s["run"] for s in changed.manifest["stages"]] == ["reused"] * 5 + ["computed"]
+    for label in list(a)[:-1]:  # not one earlier part file was rewritten
+        assert _mtimes(changed, label) == before[label]
+    clean = _run(write_pipeline(tmp_path / "clean.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
+                 "id_column": "doc_id", "domain_column": "domain"}], stages=stages, work_dir="w2",
+                                output={"dir": "o2"}))
+    assert _digests(changed.output_dir) == _digests(clean.output_dir)
+    # Another seed changes every stage's key; --from recomputes that stage and what follows.
+    other = _run(_pipeline(tmp_path, demo_subset, name="s1.yaml", seed=1, output={"dir": "o3"}))
+    assert set(_folders(other).values()).isdisjoint(set(b.values()) - {b["00-ingest"]})
+    dedup_before = _mtimes(changed, "03-exact_dedup")
+    again = _run(tmp_path / "p.yaml", from_stage="exact_dedup")
+    assert [s["run"] for s in again.manifest["stages"]] == ["reused"] * 3 + ["computed"] * 3
+    assert _mtimes(again, "02-length_filter") == before["02-length_filter"]
+    assert _mtimes(again, "03-exact_dedup").keys() == dedup_before.keys()
+    assert all(_mtimes(again, "03-exact_dedup")[p] != t for p, t in dedup_before.items())
+    assert _digests(again.output_dir) == _digests(clean.output_dir)
 
 
 def test_same_seed_gives_byte_identical_shards_on_ray(demo_subset, tmp_path, ray_session):
@@ -239,15 +269,15 @@ def test_a_saved_state_of_another_record_version_is_recomputed(demo_subset, tmp_
 
     cfg = _pipeline(tmp_path, demo_subset)
     first = _run(cfg)
-    state = first.work_dir / "state" / "03-exact_dedup" / "state.pkl"
-    written = state.stat().st_mtime_ns
-    (first.work_dir / "03-exact_dedup" / "_SUCCESS").unlink()  # the stage must be looked at again
+    stage = first.stage_dirs["03-exact_dedup"]
+    written = stage.state.stat().st_mtime_ns
+    (stage.out / "_SUCCESS").unlink()  # the stage must be looked at again
     _run(cfg)
-    assert state.stat().st_mtime_ns == written  # same record version: reused
-    (first.work_dir / "03-exact_dedup" / "_SUCCESS").unlink()
+    assert stage.state.stat().st_mtime_ns == written  # same record version: reused
+    (stage.out / "_SUCCESS").unlink()
     monkeypatch.setattr(Winners, "VERSION", Winners.VERSION + 1)
     again = _run(cfg)
-    assert state.stat().st_mtime_ns != written  # the code reads another version: recomputed
+    assert stage.state.stat().st_mtime_ns != written  # the code reads another version: recomputed
     assert again.manifest["output"] == first.manifest["output"]
 
 
@@ -260,3 +290,25 @@ def test_a_global_pass_must_return_its_declared_record(demo_subset, tmp_path, mo
     with pytest.raises(TypeError, match="declares no State record"):
         registry.register(type("NoRecord", (Stage,), {"name": "no_record_for_test",
                                                       "partial": lambda self, table: 0}))
+
+
+def test_gc_lists_then_removes_only_what_no_given_pipeline_points_to(demo_subset, tmp_path):
+    cli = [sys.executable, "-m", "thresher.pipeline.cli"]
+    a = _run(_pipeline(tmp_path, demo_subset))
+    b = _run(_pipeline(tmp_path, demo_subset, name="b.yaml", seed=3, output={"dir": "ob"}))
+    work = tmp_path / "work"
+    everything = sorted(p.name for p in work.iterdir())
+    dry = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(p.name for p in work.iterdir()) == everything  # a dry run removes nothing
+    only_b = {d.folder.name for d in b.stage_dirs.values()} - {d.folder.name for d in a.stage_dirs.values()}
+    assert len(only_b) == 5 and all(f"would remove {work / name} " in dry.stdout for name in only_b)
+    assert "rerun with --yes" in dry.stdout
+    done = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml"), "--yes"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    left = {p.name for p in work.iterdir()}
+    assert left.isdisjoint(only_b) and {d.folder.name for d in a.stage_dirs.values()} <= left
+    assert [p.name for p in (work / "runs").iterdir()] == [f"{a.stage_dirs['05-softdedup'].key}.json"]
+    assert _run(_pipeline(tmp_path, demo_subset)).manifest["stages"][-1]["run"] == "reused"
+    nothing = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert "nothing to remove" in nothing.stdout
