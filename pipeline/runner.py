@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from thresher.pipeline import schema
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant
+from thresher.pipeline.checkpoint import delta, materialize
 from thresher.pipeline.config import PipelineConfig, StageConfig
 from thresher.pipeline.executor import InlineExecutor, TaskFailed, make_executor
 from thresher.pipeline.ids import check_ids, describe as describe_ids
@@ -71,6 +72,12 @@ def stage_seed(seed: int, index: int) -> int:
 
 def apply_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[pa.Table, pa.Table]:
     """Run one stage over a shard in batches; return (kept rows, rejected rows)."""
+    kept, rejected, _ = run_stage(stage, table, state, batch_rows)
+    return kept, rejected
+
+
+def run_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """apply_stage, also returning the kept rows' positions in `table`."""
     columns = type(stage).columns_for(stage.params)
     missing = [c for c in columns.inputs if c not in table.column_names]
     if missing:
@@ -87,20 +94,38 @@ def apply_stage(stage: Stage, table: pa.Table, state, batch_rows: int) -> tuple[
         if out.num_rows != batch.num_rows:
             raise StageContractError(f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows}: "
                                      "a filter must mark rows (keep/drop_reason), never delete them")
+        # A checkpoint stores only a stage's declared outputs: any other column must pass unchanged.
+        changed = [c for c in batch.column_names if c not in columns.outputs and c != schema.ROW
+                   and (c not in out.column_names or not _same(out[c], batch[c]))]
+        if changed:
+            raise StageContractError(f"stage {stage.name} changed or dropped column(s) {changed} that it does "
+                                     "not declare as outputs; declare them in `outputs`")
         results.append(out)
     result = pa.concat_tables(results, promote_options="default") if len(results) > 1 else results[0]
     absent = [c for c in columns.outputs if c not in result.column_names]
     if absent:
         raise StageContractError(f"stage {stage.name} declares output column(s) {absent} it did not add")
     if schema.KEEP not in result.column_names:
-        return result, result.slice(0, 0)
+        return result, result.slice(0, 0), np.arange(result.num_rows)
     keep = result[schema.KEEP]
     if keep.null_count:
         raise StageContractError(f"stage {stage.name} left `keep` null for {keep.null_count} rows")
     rejected = result.filter(pc.invert(keep))
     if rejected[schema.DROP_REASON].null_count:
         raise StageContractError(f"stage {stage.name} dropped rows without a drop_reason")
-    return result.filter(keep).drop_columns([schema.KEEP, schema.DROP_REASON]), rejected
+    kept = result.filter(keep).drop_columns([schema.KEEP, schema.DROP_REASON])
+    return kept, rejected, np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
+    """Equal values, NaN equal to NaN (Arrow's equals says NaN != NaN)."""
+    if a.equals(b):
+        return True
+    if a.type != b.type or not pa.types.is_floating(a.type):
+        return False
+    nan_a, nan_b = pc.is_nan(a), pc.is_nan(b)
+    zero = pa.scalar(0, a.type)
+    return nan_a.equals(nan_b) and pc.if_else(nan_a, zero, a).equals(pc.if_else(nan_b, zero, b))
 
 
 def _stats(shard: str, rows_in: int, kept: pa.Table, rejected: pa.Table, t0: float, **extra) -> dict:
@@ -141,12 +166,12 @@ class IngestTask:
 
 
 class SegmentTask:
-    """Applies a run of fused stages to one shard, writing every stage's output."""
+    """Applies a run of fused stages to one shard, writing every stage's checkpoint (checkpoint.py)."""
 
-    def __init__(self, runs: list[tuple[StageConfig, StageDir]], first_input: StageDir, seed: int,
+    def __init__(self, runs: list[tuple[StageConfig, StageDir]], before: list[StageDir], seed: int,
                  batch_rows: int):
         self.runs = runs
-        self.first_input = first_input
+        self.before = before  # ingest and the stages before the segment
         self.seed = seed
         self.batch_rows = batch_rows
 
@@ -158,35 +183,37 @@ class SegmentTask:
             self.stages.append((stage, d, d.load_state() if cfg.cls.has_global_pass() else None))
 
     def __call__(self, shard: str) -> list[dict]:
-        results, table, prev = [], None, self.first_input
+        results, table, chain = [], None, list(self.before)
         for stage, d, state in self.stages:
             if d.shard_done(shard):
                 results.append(d.read_stats(shard))
-                table, prev = None, d
+                table = None
+                chain.append(d)
                 continue
             if table is None:
-                table = pq.read_table(prev.part(shard))
+                table = materialize(chain, shard)
             t0 = time.perf_counter()
             with _blame(f"stage {d.label} on shard {shard}"):
-                kept, rejected = apply_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
-            write_parquet(kept, d.part(shard))
+                kept, rejected, positions = run_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
+            write_parquet(delta(kept, positions, type(stage).columns_for(stage.params).outputs), d.part(shard))
             if rejected.num_rows:
                 write_parquet(as_rejected(rejected, stage.name), d.rejected_part(shard))
             stats = _stats(shard, table.num_rows, kept, rejected, t0)
             d.write_stats(shard, stats)
             results.append(stats)
-            table, prev = kept, d
+            table = kept
+            chain.append(d)
         return results
 
 
 class ShardReader:
-    """Picklable shard name -> table, for the functions of a global pass."""
+    """Picklable shard name -> table (the rows after the chain's last stage), for a global pass."""
 
-    def __init__(self, source: StageDir):
-        self.source = source
+    def __init__(self, chain: list[StageDir]):
+        self.chain = chain
 
     def __call__(self, shard: str, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.source.part(shard), columns=columns)
+        return materialize(self.chain, shard, columns)
 
 
 class _FnTask:
@@ -204,9 +231,9 @@ class RunnerFitContext:
     """Runs a stage's global-pass rounds with that stage's resources (an actor pool when it needs
     one, its GPUs), like its transform."""
 
-    def __init__(self, executor, shards: list[str], source: StageDir, target: StageDir, progress: Progress,
+    def __init__(self, executor, shards: list[str], source: list[StageDir], target: StageDir, progress: Progress,
                  resources: Resources = Resources()):
-        self.executor, self.shards, self.source = executor, shards, source
+        self.executor, self.shards, self.source = executor, shards, source  # source: the chain to read
         self.resources = resources
         self.state_dir = target.state.parent
         self.scratch = self.state_dir / "scratch"
@@ -232,9 +259,9 @@ class RunnerFitContext:
 class FinalizeTask:
     """Weights and groups of one shard; writes it when `write`, else only reports group totals."""
 
-    def __init__(self, last: StageDir, out_dir: Path, group_column: str, weight_columns: list[str],
+    def __init__(self, chain: list[StageDir], out_dir: Path, group_column: str, weight_columns: list[str],
                  row_group_size: int, scale: dict[str, float] | None = None, write: bool = True):
-        self.last, self.out_dir = last, out_dir
+        self.chain, self.out_dir = chain, out_dir
         self.group_column, self.weight_columns, self.row_group_size = group_column, weight_columns, row_group_size
         self.scale, self.write = scale, write
 
@@ -242,7 +269,7 @@ class FinalizeTask:
         pass
 
     def __call__(self, shard: str) -> dict:
-        table = add_weight_and_group(pq.read_table(self.last.part(shard)), self.group_column,
+        table = add_weight_and_group(materialize(self.chain, shard), self.group_column,
                                      self.weight_columns, self.scale)
         if table.num_rows and self.write:
             write_parquet(table, self.out_dir / "data" / f"part-{shard}.parquet", self.row_group_size)
@@ -258,6 +285,13 @@ class RunResult:
     output_dir: Path
     work_dir: Path
     stage_dirs: dict[str, StageDir]  # label (NN-stage) -> that stage's folders under work_dir
+
+    def rows(self, label: str) -> pa.Table:
+        """The rows a stage kept, over all shards (its checkpoint holds only what it added)."""
+        labels = list(self.stage_dirs)
+        chain = [self.stage_dirs[x] for x in labels[:labels.index(label) + 1]]
+        shards = sorted(p.name[len("part-"):-len(".parquet")] for p in chain[-1].out.glob("part-*.parquet"))
+        return pa.concat_tables([materialize(chain, s) for s in shards])
 
 
 def stage_dirs(cfg: PipelineConfig, listing: list[dict], work_root: Path) -> list[StageDir]:
@@ -400,7 +434,7 @@ class Runner:
         done = d.out / "_ids.json"
         if done.exists():
             return json.loads(done.read_text())
-        ctx = RunnerFitContext(executor, shards, d, d, self.progress)
+        ctx = RunnerFitContext(executor, shards, [d], d, self.progress)
         summary = check_ids(ctx, self.config.on_duplicate_id, d.part)
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         write_json(summary, done)
@@ -433,13 +467,13 @@ class Runner:
             return
         first_cfg = cfg.stages[segment[0] - 1]
         if first_cfg.cls.has_global_pass() and not dirs[segment[0]].has_state(first_cfg.cls.State.tag()):
-            self._global_pass(executor, first_cfg, dirs[segment[0] - 1], dirs[segment[0]], shards, seconds)
+            self._global_pass(executor, first_cfg, dirs[:segment[0]], dirs[segment[0]], shards, seconds)
         runs = [(cfg.stages[i - 1], dirs[i]) for i in segment]
         todo = [s for s in shards if not all(d.shard_done(s) for d in seg_dirs)]
         bar = self.progress.bar(f"[{segment[0]:02d}] {label}", len(shards))
         for _ in range(len(shards) - len(todo)):
             bar.update(0)
-        task = SegmentTask(runs, dirs[segment[0] - 1], cfg.seed, cfg.batch_rows)
+        task = SegmentTask(runs, dirs[:segment[0]], cfg.seed, cfg.batch_rows)
         for results in executor.map(task, todo, first_cfg.resources):  # the same for the whole segment
             bar.update(results[0]["rows_in"])
         elapsed = bar.close()
@@ -447,7 +481,7 @@ class Runner:
             seconds[d.label] = seconds.get(d.label, 0.0) + elapsed / len(seg_dirs)
             d.mark_complete(self._counts(d).to_dict())
 
-    def _global_pass(self, executor, cfg: StageConfig, source: StageDir, target: StageDir,
+    def _global_pass(self, executor, cfg: StageConfig, source: list[StageDir], target: StageDir,
                      shards: list[str], seconds: dict) -> None:
         t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
@@ -504,11 +538,11 @@ class Runner:
         shares = self._group_shares(dirs, summaries)
         if shares is not None:  # each group's total weight becomes its share
             group_column = shares.column
-            totals = _sum_groups(executor.map(FinalizeTask(dirs[-1], out, group_column, weights, 1, write=False),
+            totals = _sum_groups(executor.map(FinalizeTask(dirs, out, group_column, weights, 1, write=False),
                                               shards))
             scale, without = share_scale({g: v["weight"] for g, v in totals.items()}, shares.shares)
             write_json({**shares.record, "groups_without_weight": without}, out / shares.file)
-        task = FinalizeTask(dirs[-1], out, group_column, weights, cfg.output.row_group_size, scale)
+        task = FinalizeTask(dirs, out, group_column, weights, cfg.output.row_group_size, scale)
         results = list(executor.map(task, shards))
         if cfg.output.write_rejected:
             copy_rejected([(d.label, d.rejected) for d in dirs], out)

@@ -69,7 +69,9 @@ def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
     from thresher.scorers.hashing import text_hashes
 
     stage = res.stage_dirs["03-exact_dedup"]
-    after = pq.read_table(stage.out)
+    after = res.rows("03-exact_dedup")
+    # Its checkpoint holds only the kept rows' input positions and the column it adds.
+    assert pq.read_schema(next(stage.out.glob("part-*.parquet"))).names == ["_pos", "exact_hash"]
     kept = dict(zip(after["exact_hash"].to_pylist(), after["id"].to_pylist()))
     assert len(kept) == after.num_rows  # no two kept rows share a hash
     dups = pq.read_table(stage.rejected)
@@ -210,6 +212,21 @@ def test_a_stage_that_deletes_rows_breaks_the_contract():
         apply_stage(_Deleter(), table, None, 10)
 
 
+class _Shouter(Stage):
+    name = "shouter_for_test"  # rewrites text without declaring it
+
+    def transform(self, table, state=None):
+        import pyarrow.compute as pc
+
+        return table.set_column(0, "text", pc.utf8_upper(table["text"]))
+
+
+def test_a_stage_that_changes_an_undeclared_column_breaks_the_contract():
+    """Its checkpoint would keep only declared outputs: the change would be lost, so it is an error."""
+    with pytest.raises(StageContractError, match=r"changed or dropped column\(s\) \['text'\]"):
+        apply_stage(_Shouter(), pa.table({"text": ["a", "b"], "id": ["1", "2"]}), None, 10)
+
+
 def test_contract_errors_surface_from_tasks(demo_subset, tmp_path, monkeypatch):
     monkeypatch.setitem(registry._STAGES, _Deleter.name, _Deleter)
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "mirror.jsonl.gz")]}],
@@ -239,6 +256,7 @@ class _Upper(Stage):
     """A stage that needs an actor (as a model-loading stage would): runs in a Ray actor pool."""
 
     name = "upper_for_test"
+    outputs = ("text",)  # it rewrites text
     resources = Resources(actor=True, memory_gb=0.05)  # memory is reserved from Ray's scheduler
 
     def setup(self):
@@ -312,3 +330,17 @@ def test_gc_lists_then_removes_only_what_no_given_pipeline_points_to(demo_subset
     assert _run(_pipeline(tmp_path, demo_subset)).manifest["stages"][-1]["run"] == "reused"
     nothing = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml")], capture_output=True, text=True)
     assert "nothing to remove" in nothing.stdout
+
+
+def test_checkpoints_hold_one_copy_of_the_rows_not_one_per_stage(demo_subset, tmp_path):
+    """Ingest writes the rows; every later stage stores its kept rows' positions and the columns it
+    adds (normalize: the rewritten text), so the work dir holds under 3x the output's Parquet bytes
+    (state tables such as softdedup's counts aside), and a global pass reads just its columns."""
+    res = _run(_pipeline(tmp_path, demo_subset))
+    rows = sum(p.stat().st_size for p in res.work_dir.glob("*/rows/*.parquet"))
+    rejected = sum(p.stat().st_size for p in res.work_dir.glob("*/rejected/*.parquet"))
+    output = sum(p.stat().st_size for p in (res.output_dir / "data").glob("*.parquet"))
+    assert (rows + rejected) <= 3 * output, (rows, rejected, output)
+    for label in ("02-length_filter", "04-minhash_dedup"):  # no text stored: positions and new columns
+        assert "text" not in pq.read_schema(next(res.stage_dirs[label].out.glob("part-*.parquet"))).names
+    assert res.rows("05-softdedup").num_rows == res.manifest["output"]["rows"]

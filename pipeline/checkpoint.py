@@ -1,0 +1,65 @@
+"""Lean stage checkpoints: the rows are written once, at ingest; a stage stores only what it adds.
+
+A stage's checkpoint of a shard holds, for each row it kept, the row's position in the stage's
+input (`_pos`) and the columns the stage declares as outputs (a rewritten column, such as
+normalize's `text`, is one of them). Every other column is the input's, unchanged, so stage k's
+rows are ingest's rows taken through the composed positions, with each column from the last
+stage that wrote it. A pipeline of filters and scorers then keeps one copy of the corpus, not one
+per stage, and a global pass reads only the columns it asks for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.pipeline.workdir import StageDir
+
+POS = "_pos"
+
+
+def delta(kept: pa.Table, positions: np.ndarray, outputs: tuple[str, ...]) -> pa.Table:
+    """What a stage's checkpoint stores: the kept rows' input positions and its output columns."""
+    table = pa.table({POS: pa.array(positions, pa.int64())})
+    for c in outputs:
+        table = table.append_column(kept.schema.field(c), kept[c])
+    return table
+
+
+def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of `shard` after the last stage of `chain` (chain[0] is ingest, with whole rows; the
+    others store deltas), with `columns` only when given. Columns keep the order a run that
+    rewrote every row would give them: ingest's, then each stage's new ones in stage order."""
+    want = None if columns is None else set(columns)
+    found: dict[str, tuple[pa.Field, pa.ChunkedArray]] = {}
+    take = None  # positions into the current level's rows of the final rows (None: all, in order)
+    order: list[list[str]] = []
+    for d in reversed(chain[1:]):
+        part = pq.read_table(d.part(shard))
+        names = [c for c in part.column_names if c != POS]
+        order.append(names)
+        for c in names:
+            if c not in found and (want is None or c in want):
+                found[c] = (part.schema.field(c), part[c] if take is None else part[c].take(take))
+        pos = part[POS].to_numpy()
+        take = pos if take is None else pos[take]
+    base_schema = pq.read_schema(chain[0].part(shard))
+    needed = [c for c in base_schema.names if c not in found and (want is None or c in want)]
+    base = pq.read_table(chain[0].part(shard), columns=needed)
+    if take is not None:
+        base = base.take(pa.array(take, pa.int64()))
+    names = list(base_schema.names)
+    for added in reversed(order):
+        names += [c for c in added if c not in names]
+    fields, arrays = [], []
+    for c in names:
+        if c in found:
+            field, array = found[c]
+        elif c in base.column_names:
+            field, array = base.schema.field(c), base[c]
+        else:
+            continue
+        fields.append(field)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
