@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-dedup test test-slow bench-minhash bench-pipeline bench-refscore bench-kenlm clean
+.PHONY: setup demo demo-dedup test test-slow bench-minhash bench-pipeline bench-scale bench-refscore bench-kenlm clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,9 @@ clean:
 
 bench-pipeline: setup
 	$(PY) bench/pipeline.py
+
+bench-scale: setup
+	$(PY) bench/scale.py --sizes 50 150 450
 
 bench-refscore: setup
 	$(PY) bench/refscore.py --size small --docs 300

@@ -7,6 +7,8 @@ task's own message (e.g. an InputError naming the bad file), not a wall of Ray t
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import pickle
 import traceback
@@ -49,36 +51,55 @@ class InlineExecutor:
         for item in items:
             yield _unwrap(_run_one(task, item))
 
+    def release(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
-class _RayTaskFn:
-    """Adapter from a Ray Data batch of item indices to the task's per-item results."""
+class _Worker:
+    """A long-lived Ray actor that runs the items of many maps: its imports, compiled kernels and
+    a task's `setup()` (a model) are paid once per worker and task, not once per item."""
 
-    def __init__(self, task_blob: bytes, items_blob: bytes):
-        self.task = pickle.loads(task_blob)
-        self.items = pickle.loads(items_blob)
-        self.task.setup()
+    def __init__(self):
+        self.task_id, self.task = None, None
 
-    def __call__(self, batch):
-        import pyarrow as pa
+    def run(self, task_id: int, task_blob: bytes, item_blob: bytes) -> bytes:
+        if task_id != self.task_id:
+            self.task = pickle.loads(task_blob)
+            self.task.setup()
+            self.task_id = task_id
+        return pickle.dumps(_run_one(self.task, pickle.loads(item_blob)))
 
-        out = [pickle.dumps(_run_one(self.task, self.items[i])) for i in batch["i"].to_pylist()]
-        return pa.table({"outcome": pa.array(out, type=pa.binary())})
+
+def _outcome(call) -> dict:
+    """A finished call's outcome; a worker that died more often than Ray retries is a TaskFailed."""
+    import ray
+
+    try:
+        return pickle.loads(ray.get(call))
+    except ray.exceptions.RayError as exc:
+        return {"ok": False, "kind": type(exc).__name__, "detail": str(exc),
+                "message": f"a Ray worker failed and its retries ran out: {str(exc).splitlines()[0]}"}
 
 
 class RayExecutor:
-    """Ray Data over work items: plain tasks for stateless work, an actor pool for models."""
+    """A pool of long-lived Ray actors per resource shape, reused across maps and a global pass's
+    rounds; items are submitted as plain actor calls (no dataset per map), at most two in flight
+    per worker so results stream back in order while the rest wait. A worker that dies is
+    restarted and its item run again (Ray's actor restarts and task retries)."""
 
     name = "ray"
+    IN_FLIGHT_PER_WORKER = 2
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  object_store_memory_mb: int | None = None, include_dashboard: bool = False):
         import ray
 
         self._owns_ray = False
-        self._open: set = set()
+        self._pool: tuple[Resources, list] | None = None
+        self._maps = 0
         if not ray.is_initialized():
             # Quiet by default; the dashboard, when on, binds to loopback only.
             os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -98,62 +119,72 @@ class RayExecutor:
                 from thresher.pipeline import ray_reaper
 
                 self._reaper = ray_reaper.start(os.getpid())
-        import logging
+            self._workers(Resources())  # workers start while the driver lists and hashes the inputs
 
-        import ray.data
+    def _workers(self, resources: Resources) -> list:
+        """The pool for `resources`: reused while the shape stays, replaced when it changes (actors
+        hold their CPUs and GPUs while they live, so two pools could starve each other)."""
+        import ray
 
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the runner shows its own, per shard and row
-        ctx.print_on_execution_start = False
-        ctx.verbose_stats_logs = False
+        if self._pool is not None and self._pool[0] == resources:
+            return self._pool[1]
+        self.release()
+        total = ray.cluster_resources()
+        slots = total.get("GPU", 0.0) / resources.gpus if resources.gpus else total.get("CPU", 1.0) / resources.cpus
+        options: dict[str, Any] = dict(num_cpus=resources.cpus, num_gpus=resources.gpus or None,
+                                       max_restarts=-1, max_task_retries=3)
+        if resources.memory_gb:
+            options["memory"] = int(resources.memory_gb * 2**30)
+        cls = ray.remote(_Worker).options(**options)
+        workers = [cls.remote() for _ in range(max(1, int(slots)))]  # calls queue until each is up
+        self._pool = (resources, workers)
+        return workers
 
     def map(self, task: ShardTask, items: list, resources: Resources = Resources()) -> Iterator[Any]:
-        """One Ray Data map over the items: tasks of `resources.cpus`/`gpus` each, or, for a stage
-        that needs an actor, a pool of long-lived actors."""
+        """Results in the order of `items`; each item goes to whichever worker is free first."""
         import ray
-        import ray.data
-
-        if not items:
-            return iter(())
-        ds = ray.data.from_items([{"i": i} for i in range(len(items))], override_num_blocks=len(items))
         from ray import cloudpickle  # tasks may hold closures or classes defined in tests
 
-        args = (cloudpickle.dumps(task), cloudpickle.dumps(items))
-        extra = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
-        gpus = resources.gpus
-        if resources.actor:
-            # Fractional CPUs per model actor: on a 2-core machine whole-CPU actors starve the
-            # read tasks. One actor per CPU (or per GPU share) at most, never more than shards.
-            cluster = ray.cluster_resources()
-            slots = cluster.get("GPU", 0.0) / gpus if gpus else cluster.get("CPU", 1.0)
-            size = max(1, min(len(items), int(slots)))
-            ds = ds.map_batches(_RayTaskFn, fn_constructor_args=args, batch_size=1, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=min(resources.cpus, 0.5),
-                                num_gpus=gpus or None, **extra)
-        else:
-            ds = ds.map_batches(_call_task, fn_args=args, batch_size=1, batch_format="pyarrow",
-                                num_cpus=resources.cpus, num_gpus=gpus or None, **extra)
-        return self._results(ds)
+        if not items:
+            return
+        workers = self._workers(resources)
+        self._maps += 1
+        task_id, task_ref = self._maps, ray.put(cloudpickle.dumps(task))
+        free = collections.deque(workers * self.IN_FLIGHT_PER_WORKER)
+        todo = iter(enumerate(items))
+        running: dict = {}  # call -> (item index, worker)
+        done: dict[int, dict] = {}
 
-    def _results(self, ds) -> Iterator[Any]:
-        """Outcomes in order. The Ray Data iterator is closed here, or by close() before Ray shuts
-        down, never by the garbage collector afterwards (which would bury the task's real error
-        under a "Ray is not initialized" traceback)."""
-        rows = iter(ds.iter_rows())
-        self._open.add(rows)
-        try:
-            for row in rows:
-                yield _unwrap(pickle.loads(row["outcome"]))
-        finally:
-            self._open.discard(rows)
-            rows.close()
+        def submit() -> None:
+            for i, item in itertools.islice(todo, len(free)):
+                w = free.popleft()
+                running[w.run.remote(task_id, task_ref, cloudpickle.dumps(item))] = (i, w)
+
+        submit()
+        for i in range(len(items)):
+            while i not in done:
+                finished, _ = ray.wait(list(running), num_returns=1)
+                for call in finished:
+                    j, w = running.pop(call)
+                    done[j] = _outcome(call)
+                    free.append(w)
+                submit()
+            yield _unwrap(done.pop(i))
+
+    def release(self) -> None:
+        """End the worker pool (the next map starts a new one); Ray itself stays up."""
+        import ray
+
+        if self._pool is not None:
+            for w in self._pool[1]:
+                ray.kill(w)
+            self._pool = None
 
     def close(self) -> None:
         import ray
 
-        for rows in list(self._open):  # a map its caller left half-way (an error in the loop body)
-            rows.close()
+        if ray.is_initialized():
+            self.release()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         reaper = getattr(self, "_reaper", None)
@@ -161,10 +192,6 @@ class RayExecutor:
             reaper.terminate()
             reaper.wait()
             self._reaper = None
-
-
-def _call_task(batch, task_blob: bytes, items_blob: bytes):
-    return _RayTaskFn(task_blob, items_blob)(batch)
 
 
 def make_executor(kind: str, **ray_options) -> InlineExecutor | RayExecutor:

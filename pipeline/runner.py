@@ -423,6 +423,7 @@ class Runner:
             if describe_ids(ids):
                 self.progress.warn(describe_ids(ids))
         finally:
+            executor.release()  # its workers end with the run, even when the executor is the caller's
             if getattr(self, "_owns_executor", False):
                 executor.close()
                 self._executor = None

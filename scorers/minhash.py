@@ -14,7 +14,6 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 import pyarrow as pa
-from scipy.integrate import quad
 
 from thresher.scorers.hashing import fmix64, normalize_for_hashing, string_buffers, word_spans, xxh64
 
@@ -162,6 +161,8 @@ def shingles(text: str, ngram: int = 5) -> list[bytes]:
 @lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) minimising the weighted false-positive + false-negative area around the threshold."""
+    from scipy.integrate import quad  # here, not at import: scipy.integrate costs every worker 0.2 s
+
     best, opt = float("inf"), (0, 0)
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):

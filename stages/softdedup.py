@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord
-from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
+from thresher.scorers.ngram import commonness, ngram_ids, sparse_counts
 from thresher.scorers.tokenizer import load_tokenizer
 
 COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
@@ -54,14 +54,40 @@ def _tokenizer(p: SoftDedupParams):
     return load_tokenizer(p.tokenizer) if p.tokenizer else None
 
 
-class _Counts:
-    def __init__(self, p: SoftDedupParams, read):
-        self.p, self.read = p, read
+class _ShardCounts:
+    """Round 1, per shard: its n-gram counts, sparse (sorted ids, counts) per order, to scratch."""
 
-    def __call__(self, shard: str):
+    def __init__(self, p: SoftDedupParams, read, folder: Path):
+        self.p, self.read, self.folder = p, read, folder
+
+    def __call__(self, shard: str) -> None:
         text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
         ids, _ = ngram_ids(text, self.p.n, self.p.bits, _tokenizer(self.p))
-        return sparse_counts(ids)
+        for k, (u, c) in enumerate(sparse_counts(ids)):
+            np.save(self.folder / f"{shard}.u{k}.npy", u)
+            np.save(self.folder / f"{shard}.c{k}.npy", c)
+
+
+class _AddSlice:
+    """Round 2, per slice of the id space: every shard's counts in the slice, added into the shared
+    count table (a .npy file each slice writes its own columns of), so the merge runs in the
+    workers, in parallel, and the counts never pass through the driver."""
+
+    def __init__(self, p: SoftDedupParams, shards: list[str], folder: Path, table: Path, slices: int):
+        self.p, self.shards, self.folder, self.table, self.slices = p, shards, folder, table, slices
+
+    def __call__(self, i: int) -> int:
+        width = -(-(1 << self.p.bits) // self.slices)
+        lo, hi = i * width, min((i + 1) * width, 1 << self.p.bits)
+        tables = np.load(self.table, mmap_mode="r+")
+        for shard in self.shards:
+            for k in range(self.p.n):
+                u = np.load(self.folder / f"{shard}.u{k}.npy", mmap_mode="r")
+                a, b = np.searchsorted(u, [lo, hi])
+                c = np.load(self.folder / f"{shard}.c{k}.npy", mmap_mode="r")
+                tables[k, u[a:b]] += c[a:b]  # ids are unique within a shard's part: an exact add
+        tables.flush()
+        return int(tables[:, lo:hi].max(initial=0))
 
 
 class _Commonness:
@@ -106,9 +132,14 @@ class SoftDedup(Stage):
     State = NgramWeights
 
     def fit(self, ctx: FitContext) -> NgramWeights:
-        p, read = self.params, ctx.reader()
-        tables = merge_counts(list(ctx.map(_Counts(p, read), ctx.shards)), p.n, p.bits)
-        tables = tables.astype(np.int32 if tables.max(initial=0) < 2**31 else np.int64)
+        p, read, shards = self.params, ctx.reader(), list(ctx.shards)
+        folder, summed = ctx.scratch / "counts", ctx.scratch / "ngram_counts_int64.npy"
+        folder.mkdir(parents=True, exist_ok=True)
+        list(ctx.map(_ShardCounts(p, read, folder), shards))
+        np.lib.format.open_memmap(summed, mode="w+", dtype=np.int64, shape=(p.n, 1 << p.bits)).flush()  # zeros
+        slices = max(1, min(len(shards), 16))
+        top = max(ctx.map(_AddSlice(p, shards, folder, summed, slices), list(range(slices))), default=0)
+        tables = np.load(summed).astype(np.int32 if top < 2**31 else np.int64)
         path = ctx.scratch / "ngram_counts.npy"
         np.save(path, tables)
         values = sorted(ctx.map(_Commonness(p, read, path), ctx.shards), key=lambda r: r[0])

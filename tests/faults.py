@@ -29,6 +29,9 @@ class CrashAfterStage:
             os._exit(CRASH_EXIT)
         yield from self.inner.map(task, items, *args, **kwargs)
 
+    def release(self) -> None:
+        self.inner.release()
+
     def close(self) -> None:
         self.inner.close()
 
@@ -71,6 +74,9 @@ class KillWorkerOnce:
         if isinstance(task, SegmentTask):
             task = _DieAfterWriting(task, self.marker)
         return self.inner.map(task, items, *args, **kwargs)
+
+    def release(self) -> None:
+        self.inner.release()
 
     def close(self) -> None:
         self.inner.close()
