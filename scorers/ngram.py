@@ -78,14 +78,6 @@ def sparse_counts(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def merge_counts(parts: list[list[tuple[np.ndarray, np.ndarray]]], n: int, bits: int) -> np.ndarray:
-    tables = np.zeros((n, 1 << bits), np.int64)
-    for part in parts:
-        for k, (u, c) in enumerate(part):
-            np.add.at(tables[k], u, c)
-    return tables
-
-
 @nb.njit(cache=True)
 def _log_commonness(ids, doc_words, tables, total, beta):
     n, _ = ids.shape

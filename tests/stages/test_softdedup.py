@@ -14,8 +14,8 @@ from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
-from thresher.scorers.ngram import commonness, merge_counts, ngram_ids, sparse_counts
-from thresher.stages.softdedup import segment_weights
+from thresher.scorers.ngram import commonness, ngram_ids
+from thresher.stages.softdedup import SoftDedup, segment_weights
 
 
 def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: int) -> list[float]:
@@ -42,12 +42,21 @@ def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: i
     return out
 
 
-def test_model_equals_exact_counts_when_buckets_do_not_collide():
+def test_model_equals_exact_counts_when_buckets_do_not_collide(tmp_path):
+    """The stage's global pass (per-shard sparse counts, summed slice by slice of the id space) gives
+    the corpus's exact n-gram counts, and commonness under them equals a direct computation."""
+    from conftest import MemoryFit
+
     texts = ["the cat sat on the mat", "the cat sat on the hat", "a dog sat on the mat today",
              "the cat sat on the mat"]
     bits = 24
+    stage = SoftDedup(SoftDedup.Params(n=3, bits=bits, beta=2.0))
+    shards = {"a": pa.table({"text": texts[:2]}), "b": pa.table({"text": texts[2:]})}
+    tables = stage.fit(MemoryFit(shards, tmp_path)).tables
     ids, _ = ngram_ids(pa.array(texts), 3, bits)
-    tables = merge_counts([sparse_counts(ids[:, :12]), sparse_counts(ids[:, 12:])], 3, bits)
+    for k in range(3):
+        u, c = np.unique(ids[k][ids[k] >= 0], return_counts=True)
+        assert np.count_nonzero(tables[k]) == len(u) and tables[k][u].tolist() == c.tolist()
     got = commonness(pa.array(texts), tables, beta=2.0)
     want = _reference_commonness([t.split() for t in texts], 3, 2.0, 1 << bits)
     np.testing.assert_allclose(got, want, rtol=1e-12)
