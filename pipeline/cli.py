@@ -75,15 +75,12 @@ def run(
     what determines it, so a rerun reuses every stage whose inputs and parameters are unchanged,
     and resumes an interrupted one."""
     from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import INGEST, Runner
+    from thresher.pipeline.runner import Runner
 
     try:
         cfg = load_config(pipeline)
     except ConfigError as exc:
         _fail(str(exc))
-    names = [INGEST] + [s.name for s in cfg.stages]
-    if from_stage is not None and from_stage not in names:
-        _fail(f"--from {from_stage!r}: no such stage in {pipeline} (stages: {', '.join(names)})")
     with _run_errors():
         cfg = cfg.with_overrides(**({"ray": {"address": address}} if address else {}),
                                  **({"executor": executor} if executor else {}))
@@ -105,7 +102,7 @@ def gc(
 
     from thresher.pipeline.io import discover_inputs
     from thresher.pipeline.runner import stage_dirs
-    from thresher.pipeline.workdir import unreferenced
+    from thresher.pipeline.workdir import input_listing, unreferenced
 
     work = work_dir.resolve()
     keep: set[str] = set()
@@ -113,8 +110,7 @@ def gc(
         for pipeline in pipelines:
             cfg = load_config(pipeline)
             files, _ = discover_inputs(cfg, exclude=(cfg.resolve(cfg.output.dir), work))
-            listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
-            keep.update(d.folder.name for d in stage_dirs(cfg, listing, work))
+            keep.update(d.folder.name for d in stage_dirs(cfg, input_listing(files), work))
         stale = unreferenced(work, keep)
     total = sum(size for _, size in stale)
     for path, size in stale:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from thresher.pipeline import schema
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant
 from thresher.pipeline.checkpoint import delta, materialize
-from thresher.pipeline.config import PipelineConfig, StageConfig
+from thresher.pipeline.config import ConfigError, ConfigIssue, PipelineConfig, StageConfig
 from thresher.pipeline.executor import InlineExecutor, TaskFailed, make_executor
 from thresher.pipeline.ids import check_ids, describe as describe_ids
 from thresher.pipeline.io import (OWNED, InputError, InputFile, StorageError, discover_inputs, read_input, write_json,
@@ -37,7 +37,7 @@ from thresher.pipeline.output import add_weight_and_group, as_rejected, copy_rej
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.publish import OutputDir
 from thresher.pipeline.stage import GroupShares, Resources, Stage
-from thresher.pipeline.workdir import RUNS, StageDir, ingest_key, path_fingerprints, stage_key
+from thresher.pipeline.workdir import RUNS, StageDir, ingest_key, input_listing, path_fingerprints, stage_key
 
 INGEST = "ingest"
 
@@ -340,6 +340,10 @@ class Runner:
                  output_dir: str | Path | None = None, work_dir: str | Path | None = None,
                  from_stage: str | None = None):
         self.config = config
+        names = [INGEST] + [s.name for s in config.stages]
+        if from_stage is not None and from_stage not in names:
+            raise ConfigError("--from", [ConfigIssue("--from", f"no stage {from_stage!r} in this pipeline",
+                                                     f"stages: {', '.join(names)}")])
         self.from_stage = from_stage
         self.progress = progress or Progress(enabled=True)
         self._executor = executor
@@ -362,7 +366,7 @@ class Runner:
         for folder, n in skipped.items():
             self.progress.warn(f"note: {n} matched file(s) under {folder} left out: Thresher never reads its "
                                "own output or work dir")
-        listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in inputs]
+        listing = input_listing(inputs)
         dirs = stage_dirs(cfg, listing, self.work_root)
         key = dirs[-1].key  # the last stage's key covers the whole chain
         out = OutputDir(self.output_dir)
@@ -386,8 +390,6 @@ class Runner:
         if self.from_stage is None:
             return
         names = [d.name for d in dirs]
-        if self.from_stage not in names:
-            raise ValueError(f"--from {self.from_stage!r}: no such stage in this pipeline ({', '.join(names)})")
         for d in dirs[names.index(self.from_stage):]:
             shutil.rmtree(d.folder, ignore_errors=True)
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from thresher.pipeline.io import write_json, writing
+from thresher.pipeline.io import OWNED, write_json, writing
 
 SUCCESS = "_SUCCESS"
 RUNS = "runs"
@@ -34,6 +34,11 @@ _STAGE_FOLDER = re.compile(r"^[a-z0-9_]+-[0-9a-f]{16}$")
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def input_listing(files) -> list[dict]:
+    """What identifies the input files (InputFile) for ingest's key: path, size, modification time."""
+    return [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
 
 
 def ingest_key(reading: dict, listing: list[dict], version: str) -> str:
@@ -163,7 +168,7 @@ def _stat(f: Path) -> list[int]:
 def unreferenced(work_root: Path, keep: set[str]) -> list[tuple[Path, int]]:
     """(path, bytes) of every stage folder of `work_root` not named in `keep`, every run record
     pointing to one of those, and the per-run folders of older Thresher versions."""
-    if not (work_root / ".thresher").exists():
+    if not (work_root / OWNED).exists():
         raise FileNotFoundError(f"{work_root} is not a work dir Thresher wrote (it has no .thresher marker)")
     out = []
     for path in sorted(work_root.iterdir()):

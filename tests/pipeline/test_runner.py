@@ -15,7 +15,7 @@ from conftest import TESTS, write_pipeline
 from faults import CRASH_EXIT
 from thresher.pipeline import registry
 from thresher.pipeline.accounting import AccountingError
-from thresher.pipeline.config import load_config
+from thresher.pipeline.config import ConfigError, load_config
 from thresher.pipeline.executor import InlineExecutor, RayExecutor, TaskFailed
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner, StageContractError, apply_stage, plan_segments
@@ -163,6 +163,8 @@ def test_a_changed_last_stage_reuses_every_earlier_checkpoint(demo_subset, tmp_p
     other = _run(_pipeline(tmp_path, demo_subset, name="s1.yaml", seed=1, output={"dir": "o3"}))
     assert set(_folders(other).values()).isdisjoint(set(b.values()) - {b["00-ingest"]})
     dedup_before = _mtimes(changed, "03-exact_dedup")
+    with pytest.raises(ConfigError, match="no stage 'exact_dedupe' in this pipeline"):
+        _run(tmp_path / "p.yaml", from_stage="exact_dedupe")
     again = _run(tmp_path / "p.yaml", from_stage="exact_dedup")
     assert [s["run"] for s in again.manifest["stages"]] == ["reused"] * 3 + ["computed"] * 3
     assert _mtimes(again, "02-length_filter") == before["02-length_filter"]
