@@ -36,12 +36,12 @@ def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = N
     take = None  # positions into the current level's rows of the final rows (None: all, in order)
     order: list[list[str]] = []
     for d in reversed(chain[1:]):
-        part = pq.read_table(d.part(shard))
-        names = [c for c in part.column_names if c != POS]
+        names = [c for c in pq.read_schema(d.part(shard)).names if c != POS]
         order.append(names)
-        for c in names:
-            if c not in found and (want is None or c in want):
-                found[c] = (part.schema.field(c), part[c] if take is None else part[c].take(take))
+        fresh = [c for c in names if c not in found and (want is None or c in want)]
+        part = pq.read_table(d.part(shard), columns=[POS, *fresh])  # a column asked for, from its last writer
+        for c in fresh:
+            found[c] = (part.schema.field(c), part[c] if take is None else part[c].take(take))
         pos = part[POS].to_numpy()
         take = pos if take is None else pos[take]
     base_schema = pq.read_schema(chain[0].part(shard))
