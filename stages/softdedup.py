@@ -133,16 +133,15 @@ class SoftDedup(Stage):
 
     def fit(self, ctx: FitContext) -> NgramWeights:
         p, read, shards = self.params, ctx.reader(), list(ctx.shards)
-        folder, summed = ctx.scratch / "counts", ctx.scratch / "ngram_counts_int64.npy"
+        folder, summed = ctx.scratch / "counts", ctx.scratch / "ngram_counts.npy"
         folder.mkdir(parents=True, exist_ok=True)
         list(ctx.map(_ShardCounts(p, read, folder), shards))
         np.lib.format.open_memmap(summed, mode="w+", dtype=np.int64, shape=(p.n, 1 << p.bits)).flush()  # zeros
         slices = max(1, min(len(shards), 16))
         top = max(ctx.map(_AddSlice(p, shards, folder, summed, slices), list(range(slices))), default=0)
+        # The shared table serves the commonness round as it is; the state keeps a compact copy.
+        values = sorted(ctx.map(_Commonness(p, read, summed), ctx.shards), key=lambda r: r[0])
         tables = np.load(summed).astype(np.int32 if top < 2**31 else np.int64)
-        path = ctx.scratch / "ngram_counts.npy"
-        np.save(path, tables)
-        values = sorted(ctx.map(_Commonness(p, read, path), ctx.shards), key=lambda r: r[0])
         bounds, weights = segment_weights(np.concatenate([v for _, v in values] or [np.zeros(0)]), p.segments,
                                           p.w_min, p.w_max)
         return NgramWeights(tables, bounds, weights)
