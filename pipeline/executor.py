@@ -119,7 +119,6 @@ class RayExecutor:
                 from thresher.pipeline import ray_reaper
 
                 self._reaper = ray_reaper.start(os.getpid())
-            self._workers(Resources())  # workers start while the driver lists and hashes the inputs
 
     def _workers(self, resources: Resources) -> list:
         """The pool for `resources`: reused while the shape stays, replaced when it changes (actors
