@@ -105,8 +105,9 @@ class Scratch:
         return self.root / "bylabel"
 
     def make(self) -> None:
-        for folder in (self.signatures("x").parent, self.ids("x").parent, self.bands, self.edges):
-            folder.mkdir(parents=True, exist_ok=True)
+        """The folders the first two rounds write into (the later ones make their own)."""
+        for sub in ("sig", "ids", "bands", "edges"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 
 class SignShards:
