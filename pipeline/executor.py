@@ -8,9 +8,14 @@ task's own message (e.g. an InputError naming the bad file), not a wall of Ray t
 from __future__ import annotations
 
 import collections
+import importlib
 import itertools
+import logging
 import os
 import pickle
+import signal
+import sys
+import threading
 import traceback
 from typing import Any, Iterator, Protocol
 
@@ -62,8 +67,10 @@ class _Worker:
     """A long-lived Ray actor that runs the items of many maps: its imports, compiled kernels and
     a task's `setup()` (a model) are paid once per worker and task, not once per item."""
 
-    def __init__(self):
+    def __init__(self, preload: tuple[str, ...] = ()):
         self.task_id, self.task = None, None
+        for module in preload:  # imported while the driver still prepares, not on the first item
+            importlib.import_module(module)
 
     def run(self, task_id: int, task_blob: bytes, item_blob: bytes) -> bytes:
         if task_id != self.task_id:
@@ -84,41 +91,86 @@ def _outcome(call) -> dict:
                 "message": f"a Ray worker failed and its retries ran out: {str(exc).splitlines()[0]}"}
 
 
+class _NotMainThread(logging.Filter):
+    """Ray warns that it sets no SIGTERM handler when `ray.init` runs off the main thread; the
+    executor sets the same handler itself, on the main thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not the main thread" not in record.getMessage()
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(signum)  # so that atexit (and with it ray.shutdown) runs
+
+
 class RayExecutor:
     """A pool of long-lived Ray actors per resource shape, reused across maps and a global pass's
     rounds; items are submitted as plain actor calls (no dataset per map), at most two in flight
     per worker so results stream back in order while the rest wait. A worker that dies is
-    restarted and its item run again (Ray's actor restarts and task retries)."""
+    restarted and its item run again (Ray's actor restarts and task retries).
+
+    Ray starts in the background: `ray.init` (seconds, mostly waiting on Ray's own processes) and
+    the first pool's start-up and imports overlap with whatever the caller does before its first
+    map; `ready()`, and every map, wait for it."""
 
     name = "ray"
     IN_FLIGHT_PER_WORKER = 2
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
-                 object_store_memory_mb: int | None = None, include_dashboard: bool = False):
-        import ray
-
+                 object_store_memory_mb: int | None = None, include_dashboard: bool = False,
+                 preload: tuple[str, ...] = ()):
         self._owns_ray = False
         self._pool: tuple[Resources, list] | None = None
         self._maps = 0
-        if not ray.is_initialized():
-            # Quiet by default; the dashboard, when on, binds to loopback only.
-            os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-            kwargs: dict[str, Any] = dict(
-                include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
-                logging_level="warning", log_to_driver=True, configure_logging=True,
-            )
-            if address:
-                kwargs["address"] = address
-            else:
-                kwargs["num_cpus"] = num_cpus
-                if object_store_memory_mb:
-                    kwargs["object_store_memory"] = object_store_memory_mb * 2**20
-            ray.init(**kwargs)
-            self._owns_ray = True
-            if not address:  # an embedded Ray: its processes must end with this driver, however it ends
-                from thresher.pipeline import ray_reaper
+        self._preload = tuple(preload)
+        self._start_error: BaseException | None = None
+        self._started, self._closed = threading.Event(), threading.Event()
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        self._starting = threading.Thread(target=self._start, name="thresher-ray-start", daemon=True,
+                                          args=(address, num_cpus, object_store_memory_mb, include_dashboard))
+        self._starting.start()
 
-                self._reaper = ray_reaper.start(os.getpid())
+    def _start(self, address, num_cpus, object_store_memory_mb, include_dashboard) -> None:
+        try:
+            import ray
+
+            if not ray.is_initialized():
+                # Quiet by default; the dashboard, when on, binds to loopback only.
+                os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+                kwargs: dict[str, Any] = dict(
+                    include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
+                    logging_level="warning", log_to_driver=True, configure_logging=True,
+                )
+                if address:
+                    kwargs["address"] = address
+                else:
+                    kwargs["num_cpus"] = num_cpus
+                    if object_store_memory_mb:
+                        kwargs["object_store_memory"] = object_store_memory_mb * 2**20
+                logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
+                ray.init(**kwargs)
+                self._owns_ray = True
+                if not address:  # an embedded Ray: its processes must end with this driver, however it ends
+                    from thresher.pipeline import ray_reaper
+
+                    self._reaper = ray_reaper.start(os.getpid())
+            ray.get([w.__ray_ready__.remote() for w in self._workers(Resources())])
+        except BaseException as exc:  # raised to the caller by ready()
+            self._start_error = exc
+        finally:
+            self._started.set()
+        # Ray starts its processes with PR_SET_PDEATHSIG, which Linux ties to the starting
+        # *thread*: they would all be killed the moment this thread ended. It lives until close().
+        self._closed.wait()
+
+    def ready(self) -> "RayExecutor":
+        """Waits until Ray and the first worker pool are up; raises what starting them raised."""
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+        return self
 
     def _workers(self, resources: Resources) -> list:
         """The pool for `resources`: reused while the shape stays, replaced when it changes (actors
@@ -127,7 +179,7 @@ class RayExecutor:
 
         if self._pool is not None and self._pool[0] == resources:
             return self._pool[1]
-        self.release()
+        self._end_pool()
         total = ray.cluster_resources()
         slots = total.get("GPU", 0.0) / resources.gpus if resources.gpus else total.get("CPU", 1.0) / resources.cpus
         options: dict[str, Any] = dict(num_cpus=resources.cpus, num_gpus=resources.gpus or None,
@@ -135,7 +187,7 @@ class RayExecutor:
         if resources.memory_gb:
             options["memory"] = int(resources.memory_gb * 2**30)
         cls = ray.remote(_Worker).options(**options)
-        workers = [cls.remote() for _ in range(max(1, int(slots)))]  # calls queue until each is up
+        workers = [cls.remote(self._preload) for _ in range(max(1, int(slots)))]  # calls queue until each is up
         self._pool = (resources, workers)
         return workers
 
@@ -146,6 +198,7 @@ class RayExecutor:
 
         if not items:
             return
+        self.ready()
         workers = self._workers(resources)
         self._maps += 1
         task_id, task_ref = self._maps, ray.put(cloudpickle.dumps(task))
@@ -170,8 +223,7 @@ class RayExecutor:
                 submit()
             yield _unwrap(done.pop(i))
 
-    def release(self) -> None:
-        """End the worker pool (the next map starts a new one); Ray itself stays up."""
+    def _end_pool(self) -> None:
         import ray
 
         if self._pool is not None:
@@ -179,13 +231,27 @@ class RayExecutor:
                 ray.kill(w)
             self._pool = None
 
+    def release(self) -> None:
+        """End the worker pool (the next map starts a new one); Ray itself stays up."""
+        import ray
+
+        try:
+            self.ready()
+        except BaseException:
+            return  # nothing was started
+
+        if ray.is_initialized():
+            self._end_pool()
+
     def close(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            self.release()
+        self.release()
         if self._owns_ray and ray.is_initialized():
+            _stop_autoscaler_monitor()
             ray.shutdown()
+        self._closed.set()
+        self._starting.join()
         reaper = getattr(self, "_reaper", None)
         if reaper is not None:
             reaper.terminate()
@@ -193,5 +259,19 @@ class RayExecutor:
             self._reaper = None
 
 
-def make_executor(kind: str, **ray_options) -> InlineExecutor | RayExecutor:
-    return InlineExecutor() if kind == "inline" else RayExecutor(**ray_options)
+def _stop_autoscaler_monitor() -> None:
+    """An embedded Ray is one node with fixed resources: its autoscaler monitor has nothing to
+    save, yet `ray.shutdown()` waits a full second for it to honour SIGTERM (its loop sleeps).
+    It is killed outright first; a SIGTERM would also make it report its own end as an
+    autoscaler failure to the driver."""
+    import ray
+    from ray._private import ray_constants
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []):
+        info.process.kill()
+
+
+def make_executor(kind: str, preload: tuple[str, ...] = (), **ray_options) -> InlineExecutor | RayExecutor:
+    """`preload`: modules the tasks to come live in, for workers to import while they wait."""
+    return InlineExecutor() if kind == "inline" else RayExecutor(preload=preload, **ray_options)

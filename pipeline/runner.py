@@ -353,7 +353,8 @@ class Runner:
     def _make_executor(self):
         if self._executor is None:
             r = self.config.ray
-            self._executor = make_executor(self.config.executor, address=r.address, num_cpus=r.num_cpus,
+            self._executor = make_executor(self.config.executor, preload=(__name__,), address=r.address,
+                                           num_cpus=r.num_cpus,
                                            object_store_memory_mb=r.object_store_memory_mb,
                                            include_dashboard=r.include_dashboard)
             self._owns_executor = True
@@ -373,16 +374,23 @@ class Runner:
         if not out.is_ours():
             raise FileExistsError(f"output dir {self.output_dir} is not empty and holds no thresher output; "
                                   "choose an empty or new output dir")
-        with writing(self.work_root):
-            (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
-        with RunLock(self.work_root / OWNED / "lock", f"work dir {self.work_root}", key), \
-                RunLock(out.meta / "lock", f"output dir {out.path}", key):
-            write_json({"config": cfg.canonical(), "inputs": listing, "stages": [d.folder.name for d in dirs]},
-                       self.work_root / RUNS / f"{key}.json")
-            self._recompute_from(dirs)
-            self.progress.log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), "
-                              f"{len(cfg.stages)} stage(s); work dir {self.work_root}")
-            manifest = self._run_locked(inputs, key, dirs, out, t_start)
+        executor = self._make_executor()  # a Ray executor starts in the background from here
+        try:
+            with writing(self.work_root):
+                (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
+            with RunLock(self.work_root / OWNED / "lock", f"work dir {self.work_root}", key), \
+                    RunLock(out.meta / "lock", f"output dir {out.path}", key):
+                write_json({"config": cfg.canonical(), "inputs": listing,
+                            "stages": [d.folder.name for d in dirs]}, self.work_root / RUNS / f"{key}.json")
+                self._recompute_from(dirs)
+                self.progress.log(f"thresher {version()}: {cfg.name}: {len(inputs)} input file(s), "
+                                  f"{len(cfg.stages)} stage(s); work dir {self.work_root}")
+                manifest = self._run_locked(executor, inputs, key, dirs, out, t_start)
+        finally:
+            executor.release()  # its workers end with the run, even when the executor is the caller's
+            if getattr(self, "_owns_executor", False):
+                executor.close()
+                self._executor = None
         return RunResult(manifest, self.output_dir, self.work_root, {d.label: d for d in dirs})
 
     def _recompute_from(self, dirs: list[StageDir]) -> None:
@@ -393,42 +401,35 @@ class Runner:
         for d in dirs[names.index(self.from_stage):]:
             shutil.rmtree(d.folder, ignore_errors=True)
 
-    def _run_locked(self, inputs: list[InputFile], key: str, dirs: list[StageDir], out: OutputDir,
+    def _run_locked(self, executor, inputs: list[InputFile], key: str, dirs: list[StageDir], out: OutputDir,
                     t_start: float) -> dict:
         cfg = self.config
-        executor = self._make_executor()
+        counts: list[StageCounts] = []
+        stage_seconds: dict[str, float] = {}
+        self.status: dict[str, str] = {}  # label -> reused | computed
+        ingest_stats = self._run_ingest(executor, inputs, dirs[0], stage_seconds)
+        shards = sorted(s for st in ingest_stats for s in st["shards"])
+        ids = self._check_ids(executor, dirs[0], shards)
+        counts.append(self._counts(dirs[0]))
+        for segment in plan_segments(cfg.stages):
+            self._run_segment(executor, segment, dirs, shards, stage_seconds)
+            counts.extend(self._counts(dirs[i]) for i in segment)
+        summaries = self._state_summaries(dirs)
+        check_invariant(counts)
+        self._verify_files(dirs, counts)
+        with writing(self.output_dir):
+            version_dir = out.new_version(key)
         try:
-            counts: list[StageCounts] = []
-            stage_seconds: dict[str, float] = {}
-            self.status: dict[str, str] = {}  # label -> reused | computed
-            ingest_stats = self._run_ingest(executor, inputs, dirs[0], stage_seconds)
-            shards = sorted(s for st in ingest_stats for s in st["shards"])
-            ids = self._check_ids(executor, dirs[0], shards)
-            counts.append(self._counts(dirs[0]))
-            for segment in plan_segments(cfg.stages):
-                self._run_segment(executor, segment, dirs, shards, stage_seconds)
-                counts.extend(self._counts(dirs[i]) for i in segment)
-            summaries = self._state_summaries(dirs)
-            check_invariant(counts)
-            self._verify_files(dirs, counts)
+            manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
+                                      summaries, ids, version_dir)
             with writing(self.output_dir):
-                version_dir = out.new_version(key)
-            try:
-                manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
-                                          summaries, ids, version_dir)
-                with writing(self.output_dir):
-                    out.publish(version_dir)
-            except BaseException:
-                out.clear_unpublished()  # the published output stays as it was
-                raise
-            self.progress.log(summary_table(manifest))
-            if describe_ids(ids):
-                self.progress.warn(describe_ids(ids))
-        finally:
-            executor.release()  # its workers end with the run, even when the executor is the caller's
-            if getattr(self, "_owns_executor", False):
-                executor.close()
-                self._executor = None
+                out.publish(version_dir)
+        except BaseException:
+            out.clear_unpublished()  # the published output stays as it was
+            raise
+        self.progress.log(summary_table(manifest))
+        if describe_ids(ids):
+            self.progress.warn(describe_ids(ids))
         return manifest
 
     # --- steps --------------------------------------------------------------------------

@@ -259,7 +259,7 @@ def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_
 
 def test_an_embedded_ray_does_not_outlive_a_killed_driver(tmp_path):
     psutil = pytest.importorskip("psutil")
-    code = ("import time; from thresher.pipeline.executor import RayExecutor; RayExecutor(num_cpus=1); "
+    code = ("import time; from thresher.pipeline.executor import RayExecutor; RayExecutor(num_cpus=1).ready(); "
             "print('ready', flush=True); time.sleep(600)")
     driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, RAY_AUTH_MODE="disabled"))

@@ -12,7 +12,7 @@ from thresher.pipeline.config import ConfigError, parse_config
 _DASHBOARD = """
 import ray
 from thresher.pipeline.executor import RayExecutor
-RayExecutor(num_cpus=1, include_dashboard=True)
+RayExecutor(num_cpus=1, include_dashboard=True).ready()
 print("URL", ray._private.worker.global_worker.node.address_info["webui_url"])
 ray.shutdown()
 """
