@@ -353,7 +353,8 @@ class Runner:
     def _make_executor(self):
         if self._executor is None:
             r = self.config.ray
-            self._executor = make_executor(self.config.executor, preload=(__name__,), address=r.address,
+            modules = (__name__, *sorted({s.cls.__module__ for s in self.config.stages}))  # what tasks will run
+            self._executor = make_executor(self.config.executor, preload=modules, address=r.address,
                                            num_cpus=r.num_cpus,
                                            object_store_memory_mb=r.object_store_memory_mb,
                                            include_dashboard=r.include_dashboard)

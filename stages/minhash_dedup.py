@@ -112,10 +112,10 @@ class Scratch:
 
 class SignShards:
     """Round 1, per shard: MinHash signatures, the (id, source) of each row, and the band hashes
-    of every doc, partitioned by band hash."""
+    of every doc, partitioned by band hash. `banding`: (bands, rows), resolved once by the driver."""
 
-    def __init__(self, p: MinHashParams, read, scratch: Scratch, ordinals: dict[str, int]):
-        self.p, self.read, self.scratch, self.ordinals = p, read, scratch, ordinals
+    def __init__(self, p: MinHashParams, read, scratch: Scratch, ordinals: dict[str, int], banding: tuple[int, int]):
+        self.p, self.read, self.scratch, self.ordinals, self.banding = p, read, scratch, ordinals, banding
 
     def __call__(self, shard: str) -> int:
         p = self.p
@@ -125,7 +125,7 @@ class SignShards:
             sig = sig.astype(np.uint32)  # legacy values are 32-bit
         np.save(self.scratch.signatures(shard), sig)
         write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch.ids(shard))
-        bands, rows = p.banding()
+        bands, rows = self.banding
         bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
         n = len(sig)
         doc = doc_index(self.ordinals[shard], np.arange(n))
@@ -287,7 +287,7 @@ class MinHashDedup(Stage):
         p, scratch, shards = self.params, Scratch(ctx.scratch), list(ctx.shards)
         scratch.make()
         ordinals = {s: i for i, s in enumerate(shards)}
-        list(ctx.map(SignShards(p, ctx.reader(), scratch, ordinals), shards))
+        list(ctx.map(SignShards(p, ctx.reader(), scratch, ordinals, p.banding()), shards))
         list(ctx.map(VerifiedCandidates(p, scratch, shards, ctx.reader()), list(range(p.partitions))))
         out = ctx.state_dir / "clusters"
         shutil.rmtree(out, ignore_errors=True)
