@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from thresher.pipeline import registry, schema
+from thresher.pipeline import registry, schema, storage
 from thresher.pipeline.stage import Columns, Params, Resources, Stage, is_path_field
 
 
@@ -33,11 +33,21 @@ class InputSpec(_Model):
     domain: str | None = Field(None, description="a constant group for every row of this input")
 
 
+def _local_only(value: str) -> str:
+    """Inputs may be in object storage; the work dir and output are local (or a mounted share) for now."""
+    if storage.is_remote(value):
+        raise ValueError(f"{value}: the work dir and output dir must be local paths or a mounted share for now "
+                         "(inputs may be s3:// or gs://); write locally, then copy with your store's tool")
+    return value
+
+
 class OutputSpec(_Model):
     dir: str = "out"
     group_column: str = "domain"
     row_group_size: int = Field(10_000, gt=0)
     write_rejected: bool = True
+
+    _local = field_validator("dir")(_local_only)
 
 
 class RayOptions(_Model):
@@ -60,6 +70,8 @@ class _RawConfig(_Model):
         "warn", description="an id on several input rows: keep and report it, stop, or rename later copies id#N")
     executor: Literal["ray", "inline"] = "ray"
     ray: RayOptions = RayOptions()
+
+    _local = field_validator("work_dir")(_local_only)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import glob
 import gzip
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from thresher.pipeline import schema
+from thresher.pipeline import schema, storage
 from thresher.pipeline.config import InputSpec, PipelineConfig
 from thresher.scorers.hashing import string_hashes
 
@@ -47,9 +48,9 @@ class InputFile:
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
 
 
-def _detect_format(path: Path) -> str:
+def _detect_format(path: Path, local: bool = True) -> str:
     name = path.name.lower()
-    if path.is_dir() and (path / "state.json").exists():
+    if local and path.is_dir() and (path / "state.json").exists():
         return "hf_disk"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
@@ -100,6 +101,10 @@ def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> t
     marked: dict[Path, bool] = {}
     for si, spec in enumerate(config.inputs):
         for pattern in spec.paths:
+            pattern = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+            if storage.is_remote(pattern):
+                found.extend(_remote_matches(pattern, spec, si))
+                continue
             full = str(config.resolve(pattern))
             matches = sorted(glob.glob(full, recursive=True))
             owned = [(m, owner_dir(m, exclude, marked)) for m in matches]
@@ -121,7 +126,13 @@ def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> t
                 else:
                     found.append((m, fmt, si))
     files, seen = [], set()
-    for path, fmt, si in found:
+    for path, fmt, si, *listed in found:
+        if listed:  # a remote object: listed with its size and modification time
+            if path in seen:
+                continue
+            seen.add(path)
+            files.append(InputFile(len(files), path, path, fmt, si, listed[0].size, listed[0].mtime_ns))
+            continue
         path = os.path.abspath(path)
         if path in seen:
             continue
@@ -137,14 +148,31 @@ def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> t
     return files, skipped
 
 
+def _remote_matches(pattern: str, spec: InputSpec, si: int) -> list[tuple]:
+    """(uri, format, spec index, listing) of the objects a remote glob matches."""
+    try:
+        matches = [m for m in storage.glob(pattern) if not m.is_dir]
+    except storage.StorageAccessError as exc:
+        raise InputError(f"inputs[{si}].paths: {exc}") from None
+    if not matches:
+        raise InputError(f"inputs[{si}].paths: {pattern!r} matched no objects; check the bucket and prefix")
+    out = []
+    for m in matches:
+        fmt = spec.format if spec.format != "auto" else _detect_format(Path(m.path.split("://", 1)[1]), local=False)
+        if fmt == "hf_disk" and not m.path.endswith(".arrow"):
+            raise InputError(f"{m.path}: a saved Hugging Face dataset in object storage is read by its "
+                             "files: use a glob such as '.../*.arrow'")
+        out.append((m.path, fmt, si, m))
+    return out
+
+
 # --- reading ---------------------------------------------------------------------------
 
 def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tuple[int, str, str | None]]]:
     """Line by line, for files the fast reader refuses: keeps good lines, reports bad ones."""
     rows, bad = [], []
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as fh:
+        with _open_lines(path) as fh:
             for lineno, raw in enumerate(fh):
                 if lineno == 0 and raw.startswith(_BOM):  # the fast reader skips it too
                     raw = raw[len(_BOM):]
@@ -198,13 +226,24 @@ def _json_cell(value):
     return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
+def _open_lines(path: str):
+    """A binary, line-iterable reader of a (possibly gzipped, possibly remote) file."""
+    if storage.is_remote(path):
+        return io.BufferedReader(storage.open_input(path))
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
 def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int, str, str | None]], np.ndarray | None]:
     """Returns (table, bad lines, line numbers of the table's rows or None when they are 0..n-1)."""
     try:
+        remote = storage.is_remote(f.path)
         if f.format == "parquet":
+            if remote:
+                fs, inner = storage.split(f.path)
+                return pq.read_table(inner, filesystem=fs), [], None
             return pq.read_table(f.path), [], None
         if f.format == "hf_disk":
-            with pa.memory_map(f.path) as src:
+            with storage.open_random(f.path) if remote else pa.memory_map(f.path) as src:
                 try:
                     return pa.ipc.open_stream(src).read_all(), [], None
                 except pa.ArrowInvalid:
@@ -212,7 +251,7 @@ def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int,
                     return pa.ipc.open_file(src).read_all(), [], None
         if f.format == "jsonl":
             try:
-                table = pajson.read_json(f.path)
+                table = pajson.read_json(storage.open_input(f.path) if remote else f.path)
                 return table, [], None
             except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
                 table, bad = _read_jsonl_lenient(f.path, text_column)
@@ -221,6 +260,8 @@ def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int,
                 return table.drop_columns(["__line"]) if "__line" in table.column_names else table, bad, lines
     except InputError:
         raise
+    except storage.StorageAccessError as exc:
+        raise InputError(str(exc)) from None
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise InputError(f"{f.path}: cannot read as {f.format} ({exc}); the shard is corrupt or not "
                          f"{f.format}: re-export it, set `format:` on the input, or remove it") from None

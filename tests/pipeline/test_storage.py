@@ -1,0 +1,154 @@
+"""Inputs in object storage, against a real S3-compatible server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import DEMO_DATA, REPO, write_pipeline
+from object_store import free_port, s3_server
+from thresher.pipeline import storage
+from thresher.pipeline.config import ConfigError, load_config, parse_config
+from thresher.pipeline.io import InputError, discover_inputs
+from thresher.pipeline.progress import Progress
+from thresher.pipeline.runner import Runner
+
+FILES = ("scripture.jsonl.gz", "mirror.jsonl.gz", "python_docs.jsonl.gz")
+STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 5}, {"stage": "exact_dedup"},
+          {"stage": "minhash_dedup", "threshold": 0.8}]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as server:
+        client = server.client()
+        client.create_bucket(Bucket="corpus")
+        for name in FILES:
+            client.upload_file(str(DEMO_DATA / name), "corpus", f"raw/{name}")
+        client.upload_file(str(DEMO_DATA / "fortunes.jsonl.gz"), "corpus", "raw/more/fortunes.jsonl.gz")
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    storage._remote_fs.cache_clear()  # the filesystem is built from the environment once per process
+    yield s3
+    storage._remote_fs.cache_clear()
+
+
+def test_globs_list_objects_as_they_list_files(s3_env):
+    flat = storage.glob("s3://corpus/raw/*.jsonl.gz")
+    assert [m.path for m in flat] == [f"s3://corpus/raw/{n}" for n in sorted(FILES)]
+    assert [m.size for m in flat] == [(DEMO_DATA / n).stat().st_size for n in sorted(FILES)]
+    assert all(m.mtime_ns > 0 for m in flat)
+    deep = storage.glob("s3://corpus/raw/**/*.jsonl.gz")
+    assert len(deep) == 4 and "s3://corpus/raw/more/fortunes.jsonl.gz" in [m.path for m in deep]
+    assert [m.path for m in storage.glob("s3://corpus/raw/mirror.jsonl.gz")] == ["s3://corpus/raw/mirror.jsonl.gz"]
+    assert storage.glob("s3://corpus/raw/*.parquet") == []
+
+
+def _rows(out) -> pa.Table:
+    table = pq.read_table(out / "data").drop_columns(["source"])
+    return table.sort_by("id")
+
+
+def _pipeline(tmp_path, name, paths, **fields):
+    inputs = [{"paths": paths, "id_column": "doc_id", "domain_column": "domain"}]
+    return write_pipeline(tmp_path / f"{name}.yaml", inputs=inputs, stages=STAGES, work_dir=f"work-{name}",
+                          output={"dir": f"out-{name}"}, **fields)
+
+
+def test_a_run_reads_its_inputs_from_s3_as_from_disk(tmp_path, s3_env):
+    local = tmp_path / "data"
+    local.mkdir()
+    for name in FILES:
+        (local / name).write_bytes((DEMO_DATA / name).read_bytes())
+    on_disk = Runner(load_config(_pipeline(tmp_path, "disk", ["data/*.jsonl.gz"])), progress=Progress(False)).run()
+    remote = Runner(load_config(_pipeline(tmp_path, "s3", ["s3://corpus/raw/*.jsonl.gz"])),
+                    progress=Progress(False)).run()
+    assert remote.manifest["totals"] == on_disk.manifest["totals"]
+    assert _rows(remote.output_dir).equals(_rows(on_disk.output_dir))
+    sources = set(pq.read_table(remote.output_dir / "data", columns=["source"])["source"].to_pylist())
+    assert sources <= {f"s3://corpus/raw/{n}" for n in FILES} and len(sources) >= 2
+    text = (remote.output_dir / "manifest.json").read_text()
+    assert "testing" not in text  # the credentials never reach the manifest
+
+
+def test_the_ray_executor_reads_s3_through_the_cli(tmp_path, s3_env):
+    p = _pipeline(tmp_path, "ray", ["s3://corpus/raw/*.jsonl.gz"], executor="ray", ray={"num_cpus": 2})
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(p), "-q"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    inline = Runner(load_config(_pipeline(tmp_path, "inline", ["s3://corpus/raw/*.jsonl.gz"])),
+                    progress=Progress(False)).run()
+    assert _rows(tmp_path / "out-ray").equals(_rows(inline.output_dir))
+
+
+def test_changing_an_object_changes_the_ingest_key(tmp_path, s3_env):
+    cfg = load_config(_pipeline(tmp_path, "key", ["s3://corpus/raw/mirror.jsonl.gz"]))
+    before = discover_inputs(cfg)[0]
+    s3_env.client().put_object(Bucket="corpus", Key="raw/mirror.jsonl.gz",
+                               Body=(DEMO_DATA / "scripture.jsonl.gz").read_bytes())
+    after = discover_inputs(cfg)[0]
+    s3_env.client().upload_file(str(DEMO_DATA / "mirror.jsonl.gz"), "corpus", "raw/mirror.jsonl.gz")
+    assert (before[0].size, before[0].mtime_ns) != (after[0].size, after[0].mtime_ns)
+
+
+def test_a_missing_bucket_or_prefix_is_named(tmp_path, s3_env):
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"s3://no-such-bucket/raw/\*\.jsonl\.gz.*bucket"):
+        discover_inputs(load_config(_pipeline(tmp_path, "nob", ["s3://no-such-bucket/raw/*.jsonl.gz"])))
+    with pytest.raises(InputError, match=r"'s3://corpus/nothing/\*\.jsonl' matched no objects"):
+        discover_inputs(load_config(_pipeline(tmp_path, "nop", ["s3://corpus/nothing/*.jsonl"])))
+    assert time.monotonic() - t0 < 30
+
+
+def test_an_unreachable_endpoint_fails_fast_naming_the_uri(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    storage._remote_fs.cache_clear()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(InputError, match=r"s3://corpus/raw/\*\.jsonl\.gz.*AWS_ENDPOINT_URL"):
+            discover_inputs(load_config(_pipeline(tmp_path, "down", ["s3://corpus/raw/*.jsonl.gz"])))
+    finally:
+        storage._remote_fs.cache_clear()
+    assert time.monotonic() - t0 < 30
+
+
+def test_wrong_credentials_are_named(tmp_path, monkeypatch):
+    with s3_server(enforce_auth=True) as strict:
+        for key, value in strict.env().items():
+            monkeypatch.setenv(key, value)
+        storage._remote_fs.cache_clear()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(InputError, match=r"s3://corpus/raw/\*\.jsonl\.gz.*refused the credentials"):
+                discover_inputs(load_config(_pipeline(tmp_path, "creds", ["s3://corpus/raw/*.jsonl.gz"])))
+        finally:
+            storage._remote_fs.cache_clear()
+        assert time.monotonic() - t0 < 30
+
+
+def test_output_and_work_dir_in_object_storage_are_refused_clearly():
+    for fields in ({"work_dir": "s3://corpus/work"}, {"output": {"dir": "gs://corpus/out"}}):
+        with pytest.raises(ConfigError, match="must be local paths or a mounted share"):
+            parse_config({"inputs": [{"paths": ["s3://corpus/raw/*.jsonl.gz"]}], **fields})
+
+
+def test_file_uris_are_local_paths(tmp_path):
+    p = write_pipeline(tmp_path / "f.yaml", inputs=[{"paths": [f"file://{DEMO_DATA}/mirror.jsonl.gz"]}])
+    files, _ = discover_inputs(load_config(p))
+    assert [f.path for f in files] == [str(DEMO_DATA / "mirror.jsonl.gz")]
+    assert yaml.safe_load(p.read_text())["inputs"][0]["paths"][0].startswith("file://")
