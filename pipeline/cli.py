@@ -32,16 +32,17 @@ def _run_errors():
     from thresher.pipeline.io import StorageError
     from thresher.pipeline.lock import LockHeld
     from thresher.pipeline.runner import StageContractError, StageFailed
+    from thresher.pipeline.storage import StorageAccessError
 
     try:
         yield
     except (InputError, ConfigError, FileExistsError, AccountingError, StageContractError, StorageError,
-            LockHeld) as exc:
+            StorageAccessError, LockHeld) as exc:
         _fail(str(exc))
     except StageFailed as exc:
         _fail(f"{exc}\n{''.join(traceback.format_exception(exc.__cause__ or exc))}")
     except TaskFailed as exc:
-        quiet_kinds = ("InputError", "StorageError")
+        quiet_kinds = ("InputError", "StorageError", "StorageAccessError")
         _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in quiet_kinds else ""))
     except OSError as exc:  # a write outside the helpers that name their file
         if exc.errno != errno.ENOSPC:

@@ -81,7 +81,8 @@ class StageConfig:
     params: Params
 
     def build(self, seed: int) -> Stage:
-        return self.cls(self.params, seed=seed)
+        """The stage, with any path parameter in object storage replaced by this node's cached copy."""
+        return self.cls(_fetched(self.params), seed=seed)
 
     @property
     def columns(self) -> Columns:
@@ -241,13 +242,25 @@ def parse_config(data: Any, source: str = "<config>", node: yaml.Node | None = N
     return PipelineConfig(raw, stages, base_dir or Path.cwd())
 
 
+def _path_params(params: Params) -> list[tuple[str, str]]:
+    return [(n, getattr(params, n)) for n, f in type(params).model_fields.items()
+            if is_path_field(f) and getattr(params, n)]
+
+
 def _resolve_paths(params: Params, base_dir: Path) -> Params:
-    """Stage parameters typed LocalPath are relative to the YAML file, like inputs."""
+    """Stage parameters typed LocalPath are relative to the YAML file, like inputs; URIs stay as
+    they are (file:// becomes the path it names)."""
     update = {}
-    for name in (n for n, f in type(params).model_fields.items() if is_path_field(f)):
-        value = getattr(params, name)
-        if value and not Path(value).expanduser().is_absolute():
+    for name, value in _path_params(params):
+        if value.startswith("file://"):
+            update[name] = value = value[len("file://"):]
+        if not storage.is_remote(value) and not Path(value).expanduser().is_absolute():
             update[name] = str((base_dir / value).resolve())
+    return params.model_copy(update=update) if update else params
+
+
+def _fetched(params: Params) -> Params:
+    update = {name: storage.cached_copy(value) for name, value in _path_params(params) if storage.is_remote(value)}
     return params.model_copy(update=update) if update else params
 
 

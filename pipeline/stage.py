@@ -41,8 +41,9 @@ class _Marker:
 
 
 PATH, COLUMN = _Marker("PATH"), _Marker("COLUMN")
-# A parameter that names a local file or folder (a model, a labelled set): a path relative to the
-# YAML file, as inputs are. The config resolves every parameter of this type, optional ones too.
+# A parameter that names a file or folder (a model, a labelled set): a path relative to the YAML
+# file, as inputs are, or an s3:// / gs:// URI, which the stage sees as its node's cached copy
+# (pipeline/storage.py). The config resolves every parameter of this type, optional ones too.
 LocalPath = Annotated[str, PATH]
 # A parameter that names a column the stage reads: it is one of the stage's inputs, checked
 # before anything runs like the columns the stage class declares.

@@ -150,12 +150,11 @@ def _listed(kind: str, info: pafs.FileInfo) -> Listed:
     return Listed(uri(kind, info.path), info.size or 0, info.mtime_ns or 0, info.type == pafs.FileType.Directory)
 
 
-def open_input(path: str, decompress: bool = True):
-    """A binary stream of the file, gunzipped when its name ends in .gz (and decompress is on)."""
-    kind = scheme(path)
+def open_input(path: str):
+    """A binary stream of the file, gunzipped when its name ends in .gz."""
     fs, inner = split(path)
     try:
-        return fs.open_input_stream(inner, compression="detect" if decompress else None)
+        return fs.open_input_stream(inner, compression="detect")
     except OSError as exc:
         raise explain(exc, path) from None
 
@@ -167,3 +166,62 @@ def open_random(path: str):
         return fs.open_input_file(inner)
     except OSError as exc:
         raise explain(exc, path) from None
+
+
+# --- models and other files that stages load by path --------------------------------------------
+
+def listing(path: str) -> list[tuple[str, int, int]]:
+    """(name below `path`, size, mtime) of the object at `path`, or of every object under it when
+    it is a prefix (a model folder): what identifies this version of it."""
+    kind = scheme(path)
+    fs, inner = split(path)
+    info = _info(kind, fs, inner.rstrip("/"))
+    if info.type == pafs.FileType.File:
+        return [(info.base_name, info.size or 0, info.mtime_ns or 0)]
+    if info.type == pafs.FileType.NotFound:
+        raise StorageAccessError(f"{path}: no such object or prefix")
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(inner.rstrip("/"), recursive=True))
+    except OSError as exc:
+        raise explain(exc, path) from None
+    base = len(inner.rstrip("/")) + 1
+    return sorted((i.path[base:], i.size or 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File)
+
+
+def cache_root() -> str:
+    return os.environ.get("THRESHER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "thresher")
+
+
+def cached_copy(path: str) -> str:
+    """A local path for `path`: itself when local; for an object or prefix, a copy in this node's
+    cache, fetched once per version (its names, sizes and modification times) however many
+    processes ask at once. The copy keeps the object's name, so loaders that look at the suffix
+    (a KenLM .bin, a tokenizer folder) see what they expect."""
+    if not is_remote(path):
+        return path
+    import fcntl
+    import hashlib
+    import json
+    import shutil
+
+    version = listing(path)
+    key = hashlib.sha256(json.dumps([path, version]).encode()).hexdigest()[:24]
+    root = os.path.join(cache_root(), "objects")
+    os.makedirs(root, exist_ok=True)
+    name = os.path.basename(path.rstrip("/")) or "object"
+    final = os.path.join(root, key)
+    with open(os.path.join(root, f"{key}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch per node; the others wait for it, then reuse it
+        if not os.path.isdir(final):
+            tmp = os.path.join(root, f".{key}.{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            fs, inner = split(path)
+            try:
+                pafs.copy_files(inner.rstrip("/"), os.path.join(tmp, name), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise explain(exc, path) from None
+            os.rename(tmp, final)  # complete or absent: a killed fetch leaves only a .tmp folder
+    return os.path.join(final, name)

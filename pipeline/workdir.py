@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from thresher.pipeline import storage
 from thresher.pipeline.io import OWNED, write_json, writing
 
 SUCCESS = "_SUCCESS"
@@ -150,6 +151,9 @@ def path_fingerprints(params) -> dict:
     for name, field in type(params).model_fields.items():
         value = getattr(params, name)
         if not (value and is_path_field(field)):
+            continue
+        if storage.is_remote(value):
+            out[f"{name}@files"] = [list(entry) for entry in storage.listing(value)]
             continue
         path = Path(value)
         files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import DEMO_DATA, REPO, write_pipeline
+from conftest import DEMO_DATA, REPO, demo_texts, write_pipeline
 from object_store import free_port, s3_server
 from thresher.pipeline import storage
 from thresher.pipeline.config import ConfigError, load_config, parse_config
@@ -152,3 +154,64 @@ def test_file_uris_are_local_paths(tmp_path):
     files, _ = discover_inputs(load_config(p))
     assert [f.path for f in files] == [str(DEMO_DATA / "mirror.jsonl.gz")]
     assert yaml.safe_load(p.read_text())["inputs"][0]["paths"][0].startswith("file://")
+
+
+# --- files that stages load by path ------------------------------------------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_objects_and_prefixes_are_fetched_once_per_version(s3_env, cache, monkeypatch):
+    client = s3_env.client()
+    client.put_object(Bucket="corpus", Key="models/tok/vocab.json", Body=b'{"a": 1}')
+    client.put_object(Bucket="corpus", Key="models/tok/sub/merges.txt", Body=b"a b\n")
+    client.put_object(Bucket="corpus", Key="models/lm.bin", Body=b"x" * 1000)
+    fetches = []
+    real = storage.pafs.copy_files
+    monkeypatch.setattr(storage.pafs, "copy_files", lambda *a, **k: (fetches.append(a[0]), real(*a, **k)))
+
+    with ThreadPoolExecutor(4) as pool:  # four workers of one node ask at once
+        paths = list(pool.map(storage.cached_copy, ["s3://corpus/models/tok"] * 4))
+    assert len(set(paths)) == 1 and len(fetches) == 1
+    folder = paths[0]
+    assert folder.startswith(str(cache)) and folder.endswith("/tok")
+    assert open(f"{folder}/vocab.json").read() == '{"a": 1}' and open(f"{folder}/sub/merges.txt").read() == "a b\n"
+    lm = storage.cached_copy("s3://corpus/models/lm.bin")
+    assert lm.endswith("/lm.bin") and open(lm, "rb").read() == b"x" * 1000
+    assert storage.cached_copy("s3://corpus/models/lm.bin") == lm and len(fetches) == 2
+    client.put_object(Bucket="corpus", Key="models/lm.bin", Body=b"y" * 999)  # a new version: fetched anew
+    fresh = storage.cached_copy("s3://corpus/models/lm.bin")
+    assert fresh != lm and open(fresh, "rb").read() == b"y" * 999 and len(fetches) == 3
+    assert storage.cached_copy("/a/local/path") == "/a/local/path"
+    with pytest.raises(storage.StorageAccessError, match="s3://corpus/models/missing.bin: no such object"):
+        storage.cached_copy("s3://corpus/models/missing.bin")
+
+
+def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, cache):
+    pytest.importorskip("kenlm")
+    corpus = tmp_path / "harm.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 3000)))
+    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "train-kenlm", str(corpus), "-o",
+                           str(tmp_path / "harm"), "--order", "3"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s3_env.client().upload_file(str(tmp_path / "harm.bin"), "corpus", "models/harm.bin")
+
+    def run(name, model):
+        stages = [{"stage": "harmful_filter", "model": model, "action": "flag"}]
+        p = write_pipeline(tmp_path / f"{name}.yaml", inputs=[{"paths": ["s3://corpus/raw/mirror.jsonl.gz"],
+                                                               "id_column": "doc_id"}],
+                           stages=stages, work_dir="work", output={"dir": f"out-{name}"})
+        return Runner(load_config(p), progress=Progress(False)).run()
+
+    on_disk = run("disk", str(tmp_path / "harm.bin"))
+    remote = run("s3", "s3://corpus/models/harm.bin")
+    scores = lambda r: pq.read_table(r.output_dir / "data", columns=["id", "harm_ppl"]).sort_by("id")  # noqa: E731
+    assert scores(remote).equals(scores(on_disk))
+    assert remote.manifest["stages"][1]["run"] == "computed"
+    again = run("s3", "s3://corpus/models/harm.bin")  # unchanged object: the stage's checkpoint is reused
+    assert again.manifest["stages"][1]["run"] == "reused"
+    s3_env.client().upload_file(str(tmp_path / "harm.arpa"), "corpus", "models/harm.bin")  # replaced
+    assert run("s3", "s3://corpus/models/harm.bin").manifest["stages"][1]["run"] == "computed"
