@@ -1,8 +1,9 @@
 """Ray Jobs from the CLI: submit a pipeline, follow it, stop it, list jobs.
 
 The pipeline YAML is rewritten with absolute paths (inputs, output, work dir, model files) and
-shipped as the job's working_dir; paths must therefore be visible to the cluster (shared storage
-or, for a local cluster, this machine). Thresher itself travels as a runtime wheel (package.py).
+shipped as the job's working_dir; local paths must therefore be visible to the cluster (shared
+storage or, for a local cluster, this machine); s3:// and gs:// inputs and models are read by
+the nodes themselves. Thresher itself travels as a runtime wheel (package.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from thresher.jobs.package import build_runtime_wheel
+from thresher.pipeline import storage
 from thresher.pipeline.config import PipelineConfig, load_config
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -67,10 +69,11 @@ def client(address: str):
 
 
 def resolved_yaml(cfg: PipelineConfig) -> dict:
-    """The pipeline with every path absolute, so it means the same on the cluster."""
+    """The pipeline with every path absolute, so it means the same on the cluster; object-store
+    URIs mean the same everywhere as they are (the nodes read them with their own credentials)."""
     data = cfg.raw.model_dump(mode="json")
     for spec in data["inputs"]:
-        spec["paths"] = [str(cfg.resolve(p)) for p in spec["paths"]]
+        spec["paths"] = [p if storage.is_remote(p) else str(cfg.resolve(p)) for p in spec["paths"]]
     data["output"]["dir"] = str(cfg.resolve(cfg.output.dir))
     data["work_dir"] = str(cfg.resolve(cfg.work_dir))
     data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]

@@ -115,7 +115,8 @@ class PipelineConfig:
         return PipelineConfig(raw, self.stages, self.base_dir)
 
     def resolve(self, path: str) -> Path:
-        p = Path(path).expanduser()
+        """A local path (or file:// URI) relative to the YAML file, made absolute."""
+        p = Path(path[len("file://"):] if path.startswith("file://") else path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     def canonical(self) -> dict:

@@ -33,11 +33,16 @@ class TaskFailed(RuntimeError):
         super().__init__(message)
 
 
+def _failure(exc: Exception) -> dict:
+    """An error raised in a task, as the driver reports it (TaskFailed), not as a dead worker."""
+    return {"ok": False, "kind": type(exc).__name__, "message": str(exc), "detail": traceback.format_exc()}
+
+
 def _run_one(task: ShardTask, item: Any) -> dict:
     try:
         return {"ok": True, "value": task(item)}
-    except Exception as exc:  # reported to the driver, which raises TaskFailed
-        return {"ok": False, "kind": type(exc).__name__, "message": str(exc), "detail": traceback.format_exc()}
+    except Exception as exc:
+        return _failure(exc)
 
 
 def _unwrap(outcome: dict) -> Any:
@@ -74,8 +79,11 @@ class _Worker:
 
     def run(self, task_id: int, task_blob: bytes, item_blob: bytes) -> bytes:
         if task_id != self.task_id:
-            self.task = pickle.loads(task_blob)
-            self.task.setup()
+            self.task, self.task_id = pickle.loads(task_blob), None
+            try:
+                self.task.setup()  # a model that fails to load fails each item with its own message
+            except Exception as exc:
+                return pickle.dumps(_failure(exc))
             self.task_id = task_id
         return pickle.dumps(_run_one(self.task, pickle.loads(item_blob)))
 

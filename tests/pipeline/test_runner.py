@@ -346,3 +346,25 @@ def test_checkpoints_hold_one_copy_of_the_rows_not_one_per_stage(demo_subset, tm
     for label in ("02-length_filter", "04-minhash_dedup"):  # no text stored: positions and new columns
         assert "text" not in pq.read_schema(next(res.stage_dirs[label].out.glob("part-*.parquet"))).names
     assert res.rows("05-softdedup").num_rows == res.manifest["output"]["rows"]
+
+
+class _ModelThatFailsToLoad:
+    def setup(self):
+        raise OSError("cannot read model /models/harm.bin (not a KenLM file)")
+
+    def __call__(self, item):
+        return item
+
+
+def test_a_setup_error_comes_back_as_the_tasks_own_error(ray_session):
+    """A model that fails to load in a worker is reported with its message, not as a dead worker."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    executor = RayExecutor()
+    try:
+        with pytest.raises(TaskFailed, match=r"cannot read model /models/harm\.bin") as failed:
+            list(executor.map(_ModelThatFailsToLoad(), [1, 2, 3]))
+        assert failed.value.kind == "OSError"
+    finally:
+        executor.close()

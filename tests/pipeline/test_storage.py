@@ -16,6 +16,7 @@ import yaml
 
 from conftest import DEMO_DATA, REPO, demo_texts, write_pipeline
 from object_store import free_port, s3_server
+from thresher.jobs.submit import resolved_yaml
 from thresher.pipeline import storage
 from thresher.pipeline.config import ConfigError, load_config, parse_config
 from thresher.pipeline.io import InputError, discover_inputs
@@ -190,14 +191,22 @@ def test_objects_and_prefixes_are_fetched_once_per_version(s3_env, cache, monkey
         storage.cached_copy("s3://corpus/models/missing.bin")
 
 
-def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, cache):
+@pytest.fixture(scope="module")
+def kenlm_model(tmp_path_factory):
+    """A small KenLM model (.bin and .arpa) trained by thresher train-kenlm on real text."""
     pytest.importorskip("kenlm")
-    corpus = tmp_path / "harm.jsonl"
+    out = tmp_path_factory.mktemp("kenlm")
+    corpus = out / "harm.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 3000)))
     proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "train-kenlm", str(corpus), "-o",
-                           str(tmp_path / "harm"), "--order", "3"], capture_output=True, text=True, timeout=300)
+                           str(out / "harm"), "--order", "3"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    s3_env.client().upload_file(str(tmp_path / "harm.bin"), "corpus", "models/harm.bin")
+    return out / "harm.bin", out / "harm.arpa"
+
+
+def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, cache, kenlm_model):
+    binary, arpa = kenlm_model
+    s3_env.client().upload_file(str(binary), "corpus", "models/harm.bin")
 
     def run(name, model):
         stages = [{"stage": "harmful_filter", "model": model, "action": "flag"}]
@@ -206,12 +215,37 @@ def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, 
                            stages=stages, work_dir="work", output={"dir": f"out-{name}"})
         return Runner(load_config(p), progress=Progress(False)).run()
 
-    on_disk = run("disk", str(tmp_path / "harm.bin"))
+    on_disk = run("disk", str(binary))
     remote = run("s3", "s3://corpus/models/harm.bin")
     scores = lambda r: pq.read_table(r.output_dir / "data", columns=["id", "harm_ppl"]).sort_by("id")  # noqa: E731
     assert scores(remote).equals(scores(on_disk))
     assert remote.manifest["stages"][1]["run"] == "computed"
     again = run("s3", "s3://corpus/models/harm.bin")  # unchanged object: the stage's checkpoint is reused
     assert again.manifest["stages"][1]["run"] == "reused"
-    s3_env.client().upload_file(str(tmp_path / "harm.arpa"), "corpus", "models/harm.bin")  # replaced
+    s3_env.client().upload_file(str(arpa), "corpus", "models/harm.bin")  # replaced
     assert run("s3", "s3://corpus/models/harm.bin").manifest["stages"][1]["run"] == "computed"
+
+
+def test_submit_ships_only_the_config_and_the_nodes_read_s3(tmp_path, s3_env, cache, kenlm_model):
+    from local_cluster import LocalCluster  # started after s3_env and cache: its nodes see the same environment
+
+    stages = STAGES[:3] + [{"stage": "harmful_filter", "model": "s3://corpus/models/job.bin", "action": "flag",
+                            "tau_method": "given", "tau": 1000.0}]
+    s3_env.client().upload_file(str(kenlm_model[0]), "corpus", "models/job.bin")
+    p = write_pipeline(tmp_path / "job.yaml", inputs=[{"paths": ["s3://corpus/raw/*.jsonl.gz"],
+                                                       "id_column": "doc_id", "domain_column": "domain"}],
+                       stages=stages, executor="ray")
+    local = Runner(load_config(p), progress=Progress(False), output_dir=tmp_path / "local",
+                   work_dir=tmp_path / "local-work").run()
+    ray_dir = tmp_path.parent / f"r{os.getpid()}"  # unix socket paths must stay short
+    with LocalCluster(ray_dir, workers=1) as cluster:
+        proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "submit", str(p), "--address",
+                               cluster.address, "--wait", "-o", str(tmp_path / "cluster"), "--work-dir",
+                               str(tmp_path / "cluster-work")], capture_output=True, text=True, timeout=600,
+                              env=cluster.env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _rows(tmp_path / "cluster").equals(_rows(local.output_dir))
+    data = resolved_yaml(load_config(p))  # what the job ships
+    assert data["inputs"][0]["paths"] == ["s3://corpus/raw/*.jsonl.gz"]
+    assert data["stages"][-1]["model"] == "s3://corpus/models/job.bin"
+    assert "testing" not in yaml.safe_dump(data)  # no credentials travel with the job
