@@ -74,19 +74,20 @@ def resolved_yaml(cfg: PipelineConfig) -> dict:
     data = cfg.raw.model_dump(mode="json")
     for spec in data["inputs"]:
         spec["paths"] = [p if storage.is_remote(p) else str(cfg.resolve(p)) for p in spec["paths"]]
-    data["output"]["dir"] = str(cfg.resolve(cfg.output.dir))
+    out = cfg.output.dir
+    data["output"]["dir"] = out if storage.is_remote(out) else str(cfg.resolve(out))
     data["work_dir"] = str(cfg.resolve(cfg.work_dir))
     data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]
     data["ray"]["address"] = None
     return data
 
 
-def submit(pipeline: Path, address: str, python: str = "python", output: Path | None = None,
+def submit(pipeline: Path, address: str, python: str = "python", output: str | None = None,
            work_dir: Path | None = None, wheel: Path | None = None) -> str:
     cfg = load_config(pipeline)
     data = resolved_yaml(cfg)
     if output:
-        data["output"]["dir"] = str(Path(output).resolve())
+        data["output"]["dir"] = output if storage.is_remote(output) else str(Path(output).resolve())
     if work_dir:
         data["work_dir"] = str(Path(work_dir).resolve())
     c = client(address)

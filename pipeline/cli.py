@@ -66,7 +66,7 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline YAML")) -> None
 def run(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
     address: Optional[str] = typer.Option(None, help="use an existing Ray cluster (ray://... or auto)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="override output.dir"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="override output.dir (a path or s3:// gs://)"),
     work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
     executor: Optional[str] = typer.Option(None, help="ray (default) or inline (no Ray, one process)"),
     from_stage: Optional[str] = typer.Option(None, "--from", help="recompute this stage and every later one"),
@@ -87,8 +87,9 @@ def run(
                                  **({"executor": executor} if executor else {}))
         result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir,
                         from_stage=from_stage).run()
-    typer.echo(f"output: {result.output_dir} ({result.manifest['output']['rows']:,} rows); "
-               f"manifest: {result.output_dir / 'manifest.json'}")
+    where = result.output_uri or str(result.output_dir)
+    typer.echo(f"output: {where} ({result.manifest['output']['rows']:,} rows); "
+               f"manifest: {where.rstrip('/')}/manifest.json")
 
 
 @app.command()
@@ -292,7 +293,7 @@ def submit(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
     address: str = _ADDRESS,
     wait: bool = typer.Option(False, "--wait/--no-wait", help="follow the logs until the job ends"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="override output.dir"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="override output.dir (a path or s3:// gs://)"),
     work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
     python: str = typer.Option("python", help="the cluster's Python that has thresher's dependencies"),
     wheel: Optional[Path] = typer.Option(None, help="a thresher wheel to ship (default: built from this checkout)"),

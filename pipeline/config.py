@@ -34,10 +34,11 @@ class InputSpec(_Model):
 
 
 def _local_only(value: str) -> str:
-    """Inputs may be in object storage; the work dir and output are local (or a mounted share) for now."""
+    """Inputs, models and the output may be in object storage; the work dir is local (or a mounted
+    share) for now."""
     if storage.is_remote(value):
-        raise ValueError(f"{value}: the work dir and output dir must be local paths or a mounted share for now "
-                         "(inputs may be s3:// or gs://); write locally, then copy with your store's tool")
+        raise ValueError(f"{value}: the work dir must be a local path or a mounted share for now (inputs, "
+                         "model files and output.dir may be s3:// or gs://)")
     return value
 
 
@@ -46,8 +47,6 @@ class OutputSpec(_Model):
     group_column: str = "domain"
     row_group_size: int = Field(10_000, gt=0)
     write_rejected: bool = True
-
-    _local = field_validator("dir")(_local_only)
 
 
 class RayOptions(_Model):

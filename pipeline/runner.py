@@ -10,6 +10,7 @@ rerun skips finished shards and finished stages.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from thresher.pipeline import schema
+from thresher.pipeline import schema, storage
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant
 from thresher.pipeline.checkpoint import delta, materialize
 from thresher.pipeline.config import ConfigError, ConfigIssue, PipelineConfig, StageConfig
@@ -282,9 +283,10 @@ class FinalizeTask:
 @dataclass
 class RunResult:
     manifest: dict
-    output_dir: Path
+    output_dir: Path  # for an output in object storage: the local copy it was uploaded from
     work_dir: Path
     stage_dirs: dict[str, StageDir]  # label (NN-stage) -> that stage's folders under work_dir
+    output_uri: str | None = None  # where the output was uploaded, when it lives in object storage
 
     def rows(self, label: str) -> pa.Table:
         """The rows a stage kept, over all shards (its checkpoint holds only what it added)."""
@@ -347,8 +349,12 @@ class Runner:
         self.from_stage = from_stage
         self.progress = progress or Progress(enabled=True)
         self._executor = executor
-        self.output_dir = Path(os.path.abspath(output_dir or config.resolve(config.output.dir)))
         self.work_root = Path(os.path.abspath(work_dir or config.resolve(config.work_dir)))
+        target = str(output_dir) if output_dir else config.output.dir
+        # An output in object storage is written and published here first, then uploaded.
+        self.output_uri = target if storage.is_remote(target) else None
+        self.output_dir = (self.work_root / OWNED / "outputs" / hashlib.sha256(target.encode()).hexdigest()[:16]
+                           if self.output_uri else Path(os.path.abspath(output_dir or config.resolve(target))))
 
     def _make_executor(self):
         if self._executor is None:
@@ -392,7 +398,7 @@ class Runner:
             if getattr(self, "_owns_executor", False):
                 executor.close()
                 self._executor = None
-        return RunResult(manifest, self.output_dir, self.work_root, {d.label: d for d in dirs})
+        return RunResult(manifest, self.output_dir, self.work_root, {d.label: d for d in dirs}, self.output_uri)
 
     def _recompute_from(self, dirs: list[StageDir]) -> None:
         """--from STAGE: that stage's and every later stage's checkpoint is removed first."""
@@ -428,6 +434,8 @@ class Runner:
         except BaseException:
             out.clear_unpublished()  # the published output stays as it was
             raise
+        if self.output_uri:  # the manifest goes up last: the prefix holds a complete output or none
+            storage.publish_tree(str(out.published()), self.output_uri)
         self.progress.log(summary_table(manifest))
         if describe_ids(ids):
             self.progress.warn(describe_ids(ids))

@@ -225,3 +225,48 @@ def cached_copy(path: str) -> str:
                 raise explain(exc, path) from None
             os.rename(tmp, final)  # complete or absent: a killed fetch leaves only a .tmp folder
     return os.path.join(final, name)
+
+
+# --- an output in object storage -------------------------------------------------------------
+
+OUTPUT_MARKER = "manifest.json"  # written last: an output prefix without it is incomplete
+_OWNED_MARKER = ".thresher-output"  # names the prefix as Thresher's, so stale parts may be removed
+
+
+def publish_tree(local: str, target: str) -> list[str]:
+    """Uploads the finished output in `local` to the prefix `target`, committing without rename:
+    the previous manifest goes first (readers then see no complete output rather than a mix), every
+    file but the manifest is uploaded, objects of an earlier output that the new one lacks are
+    removed, and the manifest is written last. A prefix that holds objects but no marker of a
+    Thresher output is refused. Returns the URIs written."""
+    fs, root = split(target)
+    root = root.rstrip("/")
+    kind = scheme(target)
+    try:
+        existing = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise explain(exc, target) from None
+    names = {i.path[len(root) + 1:] for i in existing if i.type == pafs.FileType.File}
+    if names and _OWNED_MARKER not in names:
+        raise StorageAccessError(f"{target}: holds objects but no Thresher output; choose an empty or new prefix")
+    files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, names_ in os.walk(local, followlinks=True)
+                   for f in names_)
+    written = []
+    try:
+        if OUTPUT_MARKER in names:
+            fs.delete_file(f"{root}/{OUTPUT_MARKER}")
+        with fs.open_output_stream(f"{root}/{_OWNED_MARKER}") as fh:
+            fh.write(b"written by thresher\n")
+        for rel in (f for f in files if f != OUTPUT_MARKER):
+            pafs.copy_files(os.path.join(local, rel), f"{root}/{rel}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+            written.append(uri(kind, f"{root}/{rel}"))
+        for stale in sorted(names - set(files) - {_OWNED_MARKER}):
+            fs.delete_file(f"{root}/{stale}")
+        if OUTPUT_MARKER in files:
+            pafs.copy_files(os.path.join(local, OUTPUT_MARKER), f"{root}/{OUTPUT_MARKER}",
+                            source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            written.append(uri(kind, f"{root}/{OUTPUT_MARKER}"))
+    except OSError as exc:
+        raise explain(exc, target) from None
+    return written

@@ -144,10 +144,60 @@ def test_wrong_credentials_are_named(tmp_path, monkeypatch):
         assert time.monotonic() - t0 < 30
 
 
-def test_output_and_work_dir_in_object_storage_are_refused_clearly():
-    for fields in ({"work_dir": "s3://corpus/work"}, {"output": {"dir": "gs://corpus/out"}}):
-        with pytest.raises(ConfigError, match="must be local paths or a mounted share"):
-            parse_config({"inputs": [{"paths": ["s3://corpus/raw/*.jsonl.gz"]}], **fields})
+def test_a_work_dir_in_object_storage_is_refused_clearly():
+    with pytest.raises(ConfigError, match="the work dir must be a local path or a mounted share"):
+        parse_config({"inputs": [{"paths": ["s3://corpus/raw/*.jsonl.gz"]}], "work_dir": "s3://corpus/work"})
+    assert parse_config({"inputs": [{"paths": ["x"]}], "output": {"dir": "gs://corpus/out"}}).output.dir == \
+        "gs://corpus/out"
+
+
+def _objects(server, prefix: str) -> dict[str, bytes]:
+    client = server.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="corpus", Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {k[len(prefix):]: client.get_object(Bucket="corpus", Key=k)["Body"].read() for k in keys}
+
+
+def test_an_output_in_s3_holds_what_a_local_output_holds_with_the_manifest_last(tmp_path, s3_env, monkeypatch):
+    paths = ["s3://corpus/raw/*.jsonl.gz"]
+    local = Runner(load_config(_pipeline(tmp_path, "local", paths)), progress=Progress(False)).run()
+    p = _pipeline(tmp_path, "remote", paths)
+    remote = Runner(load_config(p), progress=Progress(False), output_dir="s3://corpus/out/v").run()
+    assert remote.output_uri == "s3://corpus/out/v"
+    objects = _objects(s3_env, "out/v/")
+    for f in sorted((local.output_dir / "data").glob("*.parquet")):
+        assert objects[f"data/{f.name}"] == f.read_bytes()
+    assert json.loads(objects["manifest.json"])["totals"] == local.manifest["totals"]
+    assert any(k.startswith("rejected/") for k in objects)
+
+    # An upload that dies half-way leaves no manifest: readers see no output rather than a mix.
+    s3_env.client().put_object(Bucket="corpus", Key="out/v/data/part-stale.parquet", Body=b"old")
+    real, calls = storage.pafs.copy_files, []
+
+    def dies_on_the_third_file(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise OSError("connection reset during upload")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage.pafs, "copy_files", dies_on_the_third_file)
+    with pytest.raises(storage.StorageAccessError, match="s3://corpus/out/v: connection reset"):
+        Runner(load_config(p), progress=Progress(False), output_dir="s3://corpus/out/v", from_stage="minhash_dedup").run()
+    assert "manifest.json" not in _objects(s3_env, "out/v/")
+    monkeypatch.setattr(storage.pafs, "copy_files", real)
+    again = Runner(load_config(p), progress=Progress(False), output_dir="s3://corpus/out/v").run()  # resumes
+    objects = _objects(s3_env, "out/v/")
+    assert "data/part-stale.parquet" not in objects  # what the new output lacks is gone
+    assert json.loads(objects["manifest.json"])["totals"] == local.manifest["totals"]
+    assert [s["run"] for s in again.manifest["stages"]] == ["reused"] * len(again.manifest["stages"])
+
+
+def test_a_prefix_holding_other_objects_is_not_overwritten(tmp_path, s3_env):
+    s3_env.client().put_object(Bucket="corpus", Key="theirs/report.csv", Body=b"a,b\n")
+    with pytest.raises(storage.StorageAccessError, match="s3://corpus/theirs: holds objects but no Thresher output"):
+        Runner(load_config(_pipeline(tmp_path, "theirs", ["s3://corpus/raw/mirror.jsonl.gz"])),
+               progress=Progress(False), output_dir="s3://corpus/theirs").run()
+    assert _objects(s3_env, "theirs/") == {"report.csv": b"a,b\n"}
 
 
 def test_file_uris_are_local_paths(tmp_path):
@@ -226,7 +276,7 @@ def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, 
     assert run("s3", "s3://corpus/models/harm.bin").manifest["stages"][1]["run"] == "computed"
 
 
-def test_submit_ships_only_the_config_and_the_nodes_read_s3(tmp_path, s3_env, cache, kenlm_model):
+def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_path, s3_env, cache, kenlm_model):
     from local_cluster import LocalCluster  # started after s3_env and cache: its nodes see the same environment
 
     stages = STAGES[:3] + [{"stage": "harmful_filter", "model": "s3://corpus/models/job.bin", "action": "flag",
@@ -240,11 +290,14 @@ def test_submit_ships_only_the_config_and_the_nodes_read_s3(tmp_path, s3_env, ca
     ray_dir = tmp_path.parent / f"r{os.getpid()}"  # unix socket paths must stay short
     with LocalCluster(ray_dir, workers=1) as cluster:
         proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "submit", str(p), "--address",
-                               cluster.address, "--wait", "-o", str(tmp_path / "cluster"), "--work-dir",
+                               cluster.address, "--wait", "-o", "s3://corpus/out/job", "--work-dir",
                                str(tmp_path / "cluster-work")], capture_output=True, text=True, timeout=600,
                               env=cluster.env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _rows(tmp_path / "cluster").equals(_rows(local.output_dir))
+    objects = _objects(s3_env, "out/job/")  # the output went to S3 from the cluster: no shared output dir
+    for f in sorted((local.output_dir / "data").glob("*.parquet")):
+        assert objects[f"data/{f.name}"] == f.read_bytes()
+    assert json.loads(objects["manifest.json"])["totals"] == local.manifest["totals"]
     data = resolved_yaml(load_config(p))  # what the job ships
     assert data["inputs"][0]["paths"] == ["s3://corpus/raw/*.jsonl.gz"]
     assert data["stages"][-1]["model"] == "s3://corpus/models/job.bin"
