@@ -19,6 +19,7 @@ from object_store import free_port, s3_server
 from thresher.jobs.submit import resolved_yaml
 from thresher.pipeline import storage
 from thresher.pipeline.config import ConfigError, load_config, parse_config
+from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.io import InputError, discover_inputs
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
@@ -285,8 +286,8 @@ def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_pa
     p = write_pipeline(tmp_path / "job.yaml", inputs=[{"paths": ["s3://corpus/raw/*.jsonl.gz"],
                                                        "id_column": "doc_id", "domain_column": "domain"}],
                        stages=stages, executor="ray")
-    local = Runner(load_config(p), progress=Progress(False), output_dir=tmp_path / "local",
-                   work_dir=tmp_path / "local-work").run()
+    local = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False),  # the reference
+                   output_dir=tmp_path / "local", work_dir=tmp_path / "local-work").run()
     ray_dir = tmp_path.parent / f"r{os.getpid()}"  # unix socket paths must stay short
     with LocalCluster(ray_dir, workers=1) as cluster:
         proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "submit", str(p), "--address",
