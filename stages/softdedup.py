@@ -100,17 +100,55 @@ class _Commonness:
         return shard, commonness(text, tables, self.p.beta, _tokenizer(self.p))
 
 
+def segment_of(bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The segment of each value: the first whose (inclusive) upper bound it does not exceed. The
+    global pass and the transform both assign through here, so a tie always shares one segment."""
+    return np.minimum(np.searchsorted(bounds, values, side="left"), len(bounds) - 1)
+
+
 def segment_weights(values: np.ndarray, k: int, w_min: float, w_max: float) -> tuple[np.ndarray, np.ndarray]:
-    """(upper boundaries, weights) of k equal-count segments of `values`, weight ~ 1/mean, mean 1."""
+    """(upper bounds, weights) of k equal-count segments of `values`, weight ~ 1/mean.
+
+    Segments are cut between distinct values only, so equal values (exact copies have equal
+    commonness) never straddle two segments; each cut goes to the tie boundary nearest the equal
+    share of what is left, so segment sizes are equal up to the ties at their edges (a tie larger
+    than a share takes a segment of its own size). Weights are scaled so that their mean over the
+    documents is 1 after clipping to [w_min, w_max] (whenever w_min <= 1 <= w_max allows it)."""
     v = np.sort(values[np.isfinite(values)])
     if len(v) == 0:
         return np.array([np.inf]), np.array([1.0])
-    chunks = [c for c in np.array_split(v, min(k, len(v))) if len(c)]
-    bounds = np.array([c[-1] for c in chunks[:-1]] + [np.inf])
-    raw = np.array([1.0 / max(c.mean(), 1e-300) for c in chunks])
-    sizes = np.array([len(c) for c in chunks], dtype=np.float64)
-    raw /= (raw * sizes).sum() / sizes.sum()  # mean weight over documents = 1
-    return bounds, np.clip(raw, w_min, w_max)
+    uniq, counts = np.unique(v, return_counts=True)
+    ends = np.cumsum(counts)  # ends[i]: how many values are <= uniq[i]
+    cuts, done = [], 0
+    for left in range(min(k, len(uniq)), 1, -1):  # segments still to cut, this one included
+        target = done + (len(v) - done) / left
+        i = int(np.searchsorted(ends, target))
+        if i > 0 and ends[i - 1] > done and target - ends[i - 1] <= ends[i] - target:
+            i -= 1
+        if i >= len(uniq) - 1:
+            break
+        cuts.append(uniq[i])
+        done = ends[i]
+    bounds = np.append(np.array(cuts, dtype=np.float64), np.inf)  # the last segment is open above
+    seg = segment_of(bounds, v)
+    sizes = np.bincount(seg, minlength=len(bounds)).astype(np.float64)
+    means = np.bincount(seg, weights=v, minlength=len(bounds)) / np.maximum(sizes, 1)
+    raw = 1.0 / np.maximum(means, 1e-300)
+    return bounds, _scaled_to_mean_one(raw, sizes, w_min, w_max)
+
+
+def _scaled_to_mean_one(raw: np.ndarray, sizes: np.ndarray, w_min: float, w_max: float) -> np.ndarray:
+    """clip(s * raw) with s chosen (by bisection: the mean rises with s) so the size-weighted mean is 1."""
+    def mean(s: float) -> float:
+        return float((np.clip(s * raw, w_min, w_max) * sizes).sum() / sizes.sum())
+
+    lo, hi = 0.0, 1.0
+    while mean(hi) < 1.0 and hi < 1e300:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean(mid) < 1.0 else (lo, mid)
+    return np.clip(hi * raw, w_min, w_max)
 
 
 @dataclass(frozen=True)
@@ -153,8 +191,7 @@ class SoftDedup(Stage):
     def transform(self, table: pa.Table, state: NgramWeights) -> pa.Table:
         p = self.params
         common = commonness(table[schema.TEXT], state.tables, p.beta, _tokenizer(p))
-        seg = np.searchsorted(state.bounds, np.nan_to_num(common, nan=0.0), side="left")
-        weight = state.weights[np.minimum(seg, len(state.weights) - 1)]
+        weight = state.weights[segment_of(state.bounds, np.nan_to_num(common, nan=0.0))]
         weight = np.where(np.isnan(common), 1.0, weight)  # no words: nothing to judge, neutral
         return (table.append_column(COMMONNESS, pa.array(common, pa.float64()))
                 .append_column(WEIGHT, pa.array(weight, pa.float64())))

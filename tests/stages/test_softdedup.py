@@ -15,7 +15,7 @@ from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
 from thresher.scorers.ngram import commonness, ngram_ids
-from thresher.stages.softdedup import SoftDedup, segment_weights
+from thresher.stages.softdedup import SoftDedup, segment_of, segment_weights
 
 
 def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: int) -> list[float]:
@@ -67,11 +67,49 @@ def test_segment_weights():
     values = np.linspace(0.1, 1.0, 100)
     bounds, weights = segment_weights(values, 4, 0.01, 100.0)
     assert len(weights) == 4 and np.all(np.diff(weights) < 0)  # commoner segments weigh less
-    seg = np.searchsorted(bounds, values)
+    seg = segment_of(bounds, values)
     assert np.bincount(seg).tolist() == [25, 25, 25, 25]
     assert weights[seg].mean() == pytest.approx(1.0)
     _, clipped = segment_weights(values, 4, 0.9, 1.1)
     assert clipped.min() == 0.9 and clipped.max() == 1.1
+    assert clipped[seg].mean() == pytest.approx(1.0)  # still mean 1 after clipping
+
+
+def test_ties_share_a_segment_and_segments_stay_equal_up_to_ties():
+    rng = np.random.default_rng(0)
+    distinct = rng.random(300)
+    copies = np.repeat(rng.random(6), [40, 25, 17, 9, 5, 3])  # exact copies: equal commonness
+    values = rng.permutation(np.concatenate([distinct, copies]))
+    bounds, weights = segment_weights(values, 10, 0.1, 10.0)
+    seg = segment_of(bounds, values)
+    for v in np.unique(copies):
+        assert len(set(seg[values == v])) == 1  # a tie is never split
+    sizes = np.bincount(seg)
+    largest_tie = 40
+    assert sizes.max() - sizes.min() <= largest_tie and sizes.min() > 0
+    assert weights[seg].mean() == pytest.approx(1.0, abs=1e-9)
+    # Where the ties are small, segments are as equal as the count allows.
+    even = rng.random(370)
+    b, _ = segment_weights(even, 10, 0.1, 10.0)
+    assert np.bincount(segment_of(b, even)).tolist() == [37] * 10
+
+
+def test_a_corpus_with_copies_gets_the_fit_segments_in_transform(tmp_path):
+    from conftest import MemoryFit
+
+    texts = _texts(150)
+    corpus = texts + [texts[0]] * 30 + [texts[1]] * 12  # exact copies: equal commonness
+    shards = {"a": pa.table({"text": corpus[:100]}), "b": pa.table({"text": corpus[100:]})}
+    stage = SoftDedup(SoftDedup.Params(n=3, segments=5, bits=16))
+    state = stage.fit(MemoryFit(shards, tmp_path))
+    out = stage.transform(pa.table({"text": corpus}), state)
+    common, weight = out["commonness"].to_numpy(), out["softdedup_weight"].to_numpy()
+    seg = segment_of(state.bounds, common)
+    np.testing.assert_array_equal(weight, state.weights[seg])
+    for text in (texts[0], texts[1]):
+        rows = [i for i, t in enumerate(corpus) if t == text]
+        assert len(set(seg[rows])) == 1 and len(set(weight[rows])) == 1
+    assert weight.mean() == pytest.approx(1.0, abs=1e-9)
 
 
 def _texts(n):
