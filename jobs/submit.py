@@ -76,20 +76,20 @@ def resolved_yaml(cfg: PipelineConfig) -> dict:
         spec["paths"] = [p if storage.is_remote(p) else str(cfg.resolve(p)) for p in spec["paths"]]
     out = cfg.output.dir
     data["output"]["dir"] = out if storage.is_remote(out) else str(cfg.resolve(out))
-    data["work_dir"] = str(cfg.resolve(cfg.work_dir))
+    data["work_dir"] = cfg.work_dir if storage.is_remote(cfg.work_dir) else str(cfg.resolve(cfg.work_dir))
     data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]
     data["ray"]["address"] = None
     return data
 
 
 def submit(pipeline: Path, address: str, python: str = "python", output: str | None = None,
-           work_dir: Path | None = None, wheel: Path | None = None) -> str:
+           work_dir: str | None = None, wheel: Path | None = None) -> str:
     cfg = load_config(pipeline)
     data = resolved_yaml(cfg)
     if output:
         data["output"]["dir"] = output if storage.is_remote(output) else str(Path(output).resolve())
     if work_dir:
-        data["work_dir"] = str(Path(work_dir).resolve())
+        data["work_dir"] = work_dir if storage.is_remote(work_dir) else str(Path(work_dir).resolve())
     c = client(address)
     staging = Path(tempfile.mkdtemp(prefix="thresher-job-"))
     try:  # the working dir and the wheel are uploaded by submit_job: the staging copy can go after

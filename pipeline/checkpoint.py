@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-
+from thresher.pipeline import storage
 from thresher.pipeline.workdir import StageDir
 
 POS = "_pos"
@@ -36,17 +35,17 @@ def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = N
     take = None  # positions into the current level's rows of the final rows (None: all, in order)
     order: list[list[str]] = []
     for d in reversed(chain[1:]):
-        names = [c for c in pq.read_schema(d.part(shard)).names if c != POS]
+        names = [c for c in storage.read_schema(d.part(shard)).names if c != POS]
         order.append(names)
         fresh = [c for c in names if c not in found and (want is None or c in want)]
-        part = pq.read_table(d.part(shard), columns=[POS, *fresh])  # a column asked for, from its last writer
+        part = storage.read_table(d.part(shard), columns=[POS, *fresh])  # a column asked for, from its last writer
         for c in fresh:
             found[c] = (part.schema.field(c), part[c] if take is None else part[c].take(take))
         pos = part[POS].to_numpy()
         take = pos if take is None else pos[take]
-    base_schema = pq.read_schema(chain[0].part(shard))
+    base_schema = storage.read_schema(chain[0].part(shard))
     needed = [c for c in base_schema.names if c not in found and (want is None or c in want)]
-    base = pq.read_table(chain[0].part(shard), columns=needed)
+    base = storage.read_table(chain[0].part(shard), columns=needed)
     if take is not None:
         base = base.take(pa.array(take, pa.int64()))
     names = list(base_schema.names)

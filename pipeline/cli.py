@@ -67,7 +67,7 @@ def run(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
     address: Optional[str] = typer.Option(None, help="use an existing Ray cluster (ray://... or auto)"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="override output.dir (a path or s3:// gs://)"),
-    work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
+    work_dir: Optional[str] = typer.Option(None, help="override work_dir (a path or s3:// gs://)"),
     executor: Optional[str] = typer.Option(None, help="ray (default) or inline (no Ray, one process)"),
     from_stage: Optional[str] = typer.Option(None, "--from", help="recompute this stage and every later one"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
@@ -94,31 +94,32 @@ def run(
 
 @app.command()
 def gc(
-    work_dir: Path = typer.Argument(..., help="a work dir Thresher wrote"),
+    work_dir: str = typer.Argument(..., help="a work dir Thresher wrote (a path or s3:// gs://)"),
     pipelines: list[Path] = typer.Argument(..., help="the pipelines whose checkpoints to keep"),
     yes: bool = typer.Option(False, "--yes", help="remove them (without it: only list them)"),
 ) -> None:
     """Remove the checkpoints in WORK_DIR that none of the given pipelines (with their inputs as
     they are now) points to. Lists them first; removes them only with --yes."""
-    import shutil
-
+    from thresher.pipeline import storage
     from thresher.pipeline.io import discover_inputs
     from thresher.pipeline.runner import stage_dirs
     from thresher.pipeline.workdir import input_listing, unreferenced
 
-    work = work_dir.resolve()
+    work = storage.location(work_dir)
+    work = work if isinstance(work, storage.ObjectPath) else work.resolve()
     keep: set[str] = set()
     with _run_errors():
         for pipeline in pipelines:
             cfg = load_config(pipeline)
-            files, _ = discover_inputs(cfg, exclude=(cfg.resolve(cfg.output.dir), work))
+            files, _ = discover_inputs(cfg, exclude=tuple(p for p in (cfg.resolve(cfg.output.dir), work)
+                                                          if isinstance(p, Path)))
             keep.update(d.folder.name for d in stage_dirs(cfg, input_listing(files), work))
         stale = unreferenced(work, keep)
     total = sum(size for _, size in stale)
     for path, size in stale:
         typer.echo(f"{'removing' if yes else 'would remove'} {path} ({size / 2**20:,.1f} MiB)")
     for path, _ in stale if yes else ():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        storage.rmtree(path) if path.is_dir() else path.unlink()
     typer.echo(f"{len(stale)} item(s), {total / 2**20:,.1f} MiB {'removed' if yes else 'to remove: rerun with --yes'}"
                if stale else f"{work}: nothing to remove ({len(keep)} checkpoint(s) in use)")
 
@@ -294,7 +295,7 @@ def submit(
     address: str = _ADDRESS,
     wait: bool = typer.Option(False, "--wait/--no-wait", help="follow the logs until the job ends"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="override output.dir (a path or s3:// gs://)"),
-    work_dir: Optional[Path] = typer.Option(None, help="override work_dir"),
+    work_dir: Optional[str] = typer.Option(None, help="override work_dir (a path or s3:// gs://)"),
     python: str = typer.Option("python", help="the cluster's Python that has thresher's dependencies"),
     wheel: Optional[Path] = typer.Option(None, help="a thresher wheel to ship (default: built from this checkout)"),
 ) -> None:

@@ -22,8 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+from thresher.pipeline import storage
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.key_groups import read_parts, write_partitioned
 
@@ -40,10 +39,11 @@ class _Adjacency:
     def __init__(self, work: Path, partitions: int):
         self.work, self.partitions = work, partitions
 
-    def __call__(self, edge_file: str) -> int:
-        e = pq.read_table(edge_file)
+    def __call__(self, edge_file) -> int:
+        edge_file = storage.location(edge_file)
+        e = storage.read_table(edge_file)
         u, v = e["u"].to_numpy(), e["v"].to_numpy()
-        name = Path(edge_file).name
+        name = edge_file.name
         adj = pa.table({"src": np.concatenate([u, v]), "dst": np.concatenate([v, u])})
         write_partitioned(adj, "src", self.partitions, self.work / "adj", name)
         nodes = np.unique(np.concatenate([u, v]))

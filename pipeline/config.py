@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thresher.pipeline import registry, schema, storage
 from thresher.pipeline.stage import Columns, Params, Resources, Stage, is_path_field
@@ -31,15 +31,6 @@ class InputSpec(_Model):
     domain_column: str | None = None
     url_column: str | None = None
     domain: str | None = Field(None, description="a constant group for every row of this input")
-
-
-def _local_only(value: str) -> str:
-    """Inputs, models and the output may be in object storage; the work dir is local (or a mounted
-    share) for now."""
-    if storage.is_remote(value):
-        raise ValueError(f"{value}: the work dir must be a local path or a mounted share for now (inputs, "
-                         "model files and output.dir may be s3:// or gs://)")
-    return value
 
 
 class OutputSpec(_Model):
@@ -69,8 +60,6 @@ class _RawConfig(_Model):
         "warn", description="an id on several input rows: keep and report it, stop, or rename later copies id#N")
     executor: Literal["ray", "inline"] = "ray"
     ray: RayOptions = RayOptions()
-
-    _local = field_validator("work_dir")(_local_only)
 
 
 @dataclass(frozen=True)

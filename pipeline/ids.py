@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from thresher.pipeline import schema
+from thresher.pipeline import schema, storage
 from thresher.pipeline.io import InputError, write_parquet
 from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard, run_starts
 from thresher.scorers.hashing import string_hashes
@@ -64,7 +63,7 @@ class _Rename:
         if not later.num_rows:
             return 0
         path = self.part(shard)
-        table = pq.read_table(path)
+        table = storage.read_table(path)
         ids = np.array(table[schema.ID].to_pylist(), dtype=object)
         ids[later[schema.ROW].to_numpy()] = [f"{i}#{r}" for i, r in zip(later[schema.ID].to_pylist(),
                                                                           later[RANK].to_pylist())]

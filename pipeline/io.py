@@ -93,9 +93,11 @@ def owner_dir(path: str | Path, exclude: tuple[Path, ...] = (), marked: dict | N
     return None
 
 
-def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> tuple[list[InputFile], dict[str, int]]:
-    """The input files, and how many matched files were left out per Thresher dir they lie in."""
-    exclude = tuple(Path(os.path.abspath(d)) for d in exclude)
+def discover_inputs(config: PipelineConfig, exclude: tuple = ()) -> tuple[list[InputFile], dict[str, int]]:
+    """The input files, and how many matched files were left out per Thresher dir they lie in
+    (`exclude`: the run's own work and output dirs, local paths or object-store prefixes)."""
+    prefixes = tuple(str(d).rstrip("/") + "/" for d in exclude if storage.is_remote(str(d)))
+    exclude = tuple(Path(os.path.abspath(d)) for d in exclude if not storage.is_remote(str(d)))
     found: list[tuple[str, str, int]] = []
     skipped: dict[str, int] = {}
     marked: dict[Path, bool] = {}
@@ -103,7 +105,15 @@ def discover_inputs(config: PipelineConfig, exclude: tuple[Path, ...] = ()) -> t
         for pattern in spec.paths:
             pattern = pattern[len("file://"):] if pattern.startswith("file://") else pattern
             if storage.is_remote(pattern):
-                found.extend(_remote_matches(pattern, spec, si))
+                matches = _remote_matches(pattern, spec, si)
+                for prefix in prefixes:
+                    if left := sum(m[0].startswith(prefix) for m in matches):
+                        skipped[prefix.rstrip("/")] = skipped.get(prefix.rstrip("/"), 0) + left
+                kept = [m for m in matches if not m[0].startswith(prefixes)]
+                if not kept:
+                    raise InputError(f"inputs[{si}].paths: {pattern!r} matched only objects in Thresher's own "
+                                     "output or work dir; check the prefix")
+                found.extend(kept)
                 continue
             full = str(config.resolve(pattern))
             matches = sorted(glob.glob(full, recursive=True))
@@ -445,7 +455,10 @@ def _is_disk_full(exc: OSError) -> bool:
 @contextlib.contextmanager
 def writing(path: Path, tmp: Path | None = None):
     """Turns an OSError while writing `path` into a StorageError that names it (and removes the
-    half-written temporary file)."""
+    half-written temporary file). Object stores report their own errors (storage.explain)."""
+    if isinstance(path, storage.ObjectPath):
+        yield
+        return
     try:
         yield
     except OSError as exc:
@@ -464,7 +477,14 @@ def _tmp_of(path: Path) -> Path:
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_size: int = 10_000) -> None:
-    """Write atomically (temp file + rename), so a killed run never leaves a half shard."""
+    """Write atomically (temp file + rename; in an object store, one PUT), so a killed run never
+    leaves a half shard."""
+    if isinstance(path, storage.ObjectPath):
+        try:
+            pq.write_table(table, path.inner, filesystem=path.fs, row_group_size=row_group_size, compression="zstd")
+        except OSError as exc:
+            raise storage.explain(exc, path.uri) from None
+        return
     tmp = _tmp_of(path)
     with writing(path, tmp):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -473,6 +493,9 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int = 10_000) -> 
 
 
 def write_json(obj, path: Path) -> None:
+    if isinstance(path, storage.ObjectPath):
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+        return
     tmp = _tmp_of(path)
     with writing(path, tmp):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,15 +14,13 @@ holds a table the size of the corpus (the exact-dedup winners, the duplicate cou
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+from thresher.pipeline import storage
 from thresher.pipeline.io import write_parquet
 
 KEY, SHARD = "key", "shard"
@@ -72,7 +70,7 @@ def write_partitioned(table: pa.Table, key: str, partitions: int, folder: Path, 
 def read_parts(folder: Path, empty: pa.Table | None = None) -> pa.Table | None:
     """Every Parquet file in `folder`, concatenated in name order (`empty` when there is none)."""
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else empty
+    return pa.concat_tables([storage.read_table(f) for f in files]) if files else empty
 
 
 class _Split:
@@ -91,7 +89,7 @@ class _Reduce:
         files = sorted((self.scratch / f"{partition:05d}").glob("*.parquet"))
         tables = []
         for f in files:  # the shard is the file's name
-            t = pq.read_table(f)
+            t = storage.read_table(f)
             tables.append(t.append_column(SHARD, pa.repeat(f.stem, t.num_rows)))
         if not tables:
             return 0
@@ -111,7 +109,7 @@ def group_by_key(ctx, name: str, shard_rows: Callable[[str], pa.Table],
     picklable. Returns the folder of the per-shard results and how many rows were stored."""
     partitions = max(1, min(len(ctx.shards), 64))
     scratch, out = ctx.scratch / name, ctx.state_dir / name
-    shutil.rmtree(out, ignore_errors=True)
+    storage.rmtree(out)
     list(ctx.map(_Split(shard_rows, scratch, partitions), list(ctx.shards)))
     stored = sum(ctx.map(_Reduce(reduce, scratch, out), list(range(partitions))))
     return out, stored
@@ -119,4 +117,4 @@ def group_by_key(ctx, name: str, shard_rows: Callable[[str], pa.Table],
 
 def load_shard(folder: str | Path, shard: str, empty: pa.Table) -> pa.Table:
     """One shard's stored rows, sorted by key (`empty` when the shard has none)."""
-    return read_parts(Path(folder) / shard, empty).sort_by(KEY).combine_chunks()
+    return read_parts(storage.location(folder) / shard, empty).sort_by(KEY).combine_chunks()

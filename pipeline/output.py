@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.pipeline import schema
+from thresher.pipeline import schema, storage
 from thresher.pipeline.io import writing
 
 REJECTED_COLUMNS = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN, schema.DROP_STAGE, schema.DROP_REASON)
@@ -61,7 +60,7 @@ def copy_rejected(sources: list[tuple[str, Path]], out: Path) -> None:
         for p in sorted(folder.glob("part-*.parquet")):
             with writing(out / "rejected" / label / p.name):
                 (out / "rejected" / label).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, out / "rejected" / label / p.name)
+                storage.copy_file(p, out / "rejected" / label / p.name)
 
 
 def group_totals(table: pa.Table) -> dict[str, dict]:

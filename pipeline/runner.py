@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from thresher.pipeline import schema, storage
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant
@@ -334,7 +332,7 @@ def _sum_groups(results) -> dict[str, dict]:
 
 
 def _parquet_rows(paths) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    return sum(storage.parquet_rows(p) for p in paths)
 
 
 class Runner:
@@ -349,12 +347,21 @@ class Runner:
         self.from_stage = from_stage
         self.progress = progress or Progress(enabled=True)
         self._executor = executor
-        self.work_root = Path(os.path.abspath(work_dir or config.resolve(config.work_dir)))
+        work = str(work_dir) if work_dir else config.work_dir
+        self.work_root = (storage.ObjectPath(work) if storage.is_remote(work)
+                          else Path(os.path.abspath(work_dir or config.resolve(work))))
+        self.remote_work = isinstance(self.work_root, storage.ObjectPath)
         target = str(output_dir) if output_dir else config.output.dir
-        # An output in object storage is written and published here first, then uploaded.
         self.output_uri = target if storage.is_remote(target) else None
-        self.output_dir = (self.work_root / OWNED / "outputs" / hashlib.sha256(target.encode()).hexdigest()[:16]
-                           if self.output_uri else Path(os.path.abspath(output_dir or config.resolve(target))))
+        # The local output dir, if any: with a local work dir, an output in object storage is
+        # written and published in the work dir first, then uploaded; with both in object storage,
+        # the output is staged in the work dir's prefix and there is no local copy.
+        if not self.output_uri:
+            self.output_dir = Path(os.path.abspath(output_dir or config.resolve(target)))
+        elif not self.remote_work:
+            self.output_dir = self.work_root / OWNED / "outputs" / hashlib.sha256(target.encode()).hexdigest()[:16]
+        else:
+            self.output_dir = None
 
     def _make_executor(self):
         if self._executor is None:
@@ -370,23 +377,28 @@ class Runner:
     def run(self) -> RunResult:
         cfg = self.config
         t_start = time.perf_counter()
-        inputs, skipped = discover_inputs(cfg, exclude=(self.output_dir, self.work_root))
+        inputs, skipped = discover_inputs(cfg, exclude=tuple(str(p) for p in (self.output_dir, self.work_root,
+                                                                           self.output_uri) if p))
         for folder, n in skipped.items():
             self.progress.warn(f"note: {n} matched file(s) under {folder} left out: Thresher never reads its "
                                "own output or work dir")
         listing = input_listing(inputs)
         dirs = stage_dirs(cfg, listing, self.work_root)
         key = dirs[-1].key  # the last stage's key covers the whole chain
-        out = OutputDir(self.output_dir)
-        if not out.is_ours():
+        out = OutputDir(self.output_dir) if self.output_dir is not None else None
+        if out is not None and not out.is_ours():
             raise FileExistsError(f"output dir {self.output_dir} is not empty and holds no thresher output; "
                                   "choose an empty or new output dir")
         executor = self._make_executor()  # a Ray executor starts in the background from here
         try:
             with writing(self.work_root):
                 (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
+                if self.remote_work:  # a prefix exists through its objects: this one marks it as ours
+                    write_json({"thresher": version()}, self.work_root / OWNED / "work-dir.json")
+            output_lock = (out.meta / "lock" if out is not None
+                           else storage.ObjectPath(self.output_uri) / storage.OUTPUT_LOCK)
             with RunLock(self.work_root / OWNED / "lock", f"work dir {self.work_root}", key), \
-                    RunLock(out.meta / "lock", f"output dir {out.path}", key):
+                    RunLock(output_lock, f"output dir {self.output_uri or self.output_dir}", key):
                 write_json({"config": cfg.canonical(), "inputs": listing,
                             "stages": [d.folder.name for d in dirs]}, self.work_root / RUNS / f"{key}.json")
                 self._recompute_from(dirs)
@@ -398,7 +410,8 @@ class Runner:
             if getattr(self, "_owns_executor", False):
                 executor.close()
                 self._executor = None
-        return RunResult(manifest, self.output_dir, self.work_root, {d.label: d for d in dirs}, self.output_uri)
+        return RunResult(manifest, self.output_dir if out is not None else storage.ObjectPath(self.output_uri),
+                         self.work_root, {d.label: d for d in dirs}, self.output_uri)
 
     def _recompute_from(self, dirs: list[StageDir]) -> None:
         """--from STAGE: that stage's and every later stage's checkpoint is removed first."""
@@ -406,7 +419,7 @@ class Runner:
             return
         names = [d.name for d in dirs]
         for d in dirs[names.index(self.from_stage):]:
-            shutil.rmtree(d.folder, ignore_errors=True)
+            storage.rmtree(d.folder)
 
     def _run_locked(self, executor, inputs: list[InputFile], key: str, dirs: list[StageDir], out: OutputDir,
                     t_start: float) -> dict:
@@ -424,22 +437,40 @@ class Runner:
         summaries = self._state_summaries(dirs)
         check_invariant(counts)
         self._verify_files(dirs, counts)
-        with writing(self.output_dir):
-            version_dir = out.new_version(key)
+        staged = self._staging(out, key)
         try:
             manifest = self._finalize(executor, dirs, shards, counts, inputs, key, stage_seconds, t_start,
-                                      summaries, ids, version_dir)
-            with writing(self.output_dir):
-                out.publish(version_dir)
+                                      summaries, ids, staged)
+            if out is not None:
+                version_dir = staged
+                if isinstance(staged, storage.ObjectPath):  # finalized in the work dir's prefix: fetched
+                    with writing(self.output_dir):
+                        version_dir = out.new_version(key)
+                    storage.copy_tree(staged, version_dir)
+                with writing(self.output_dir):
+                    out.publish(version_dir)
         except BaseException:
-            out.clear_unpublished()  # the published output stays as it was
+            if out is not None:
+                out.clear_unpublished()  # the published output stays as it was
             raise
         if self.output_uri:  # the manifest goes up last: the prefix holds a complete output or none
-            storage.publish_tree(str(out.published()), self.output_uri)
+            storage.publish_tree(out.published() if out is not None else staged, self.output_uri)
+        if isinstance(staged, storage.ObjectPath):
+            storage.rmtree(staged)
         self.progress.log(summary_table(manifest))
         if describe_ids(ids):
             self.progress.warn(describe_ids(ids))
         return manifest
+
+    def _staging(self, out: OutputDir | None, key: str):
+        """Where the output is finalized: a fresh version folder of the local output dir, or, with
+        the work dir in an object store (where the workers of every node can write), a fresh
+        prefix in it (unfinished ones of runs that died go first)."""
+        if not self.remote_work:
+            with writing(self.output_dir):
+                return out.new_version(key)
+        storage.rmtree(self.work_root / OWNED / "outputs")
+        return self.work_root / OWNED / "outputs" / f"{key}-{time.time_ns()}"
 
     # --- steps --------------------------------------------------------------------------
     def _check_ids(self, executor, d: StageDir, shards: list[str]) -> dict:
@@ -449,7 +480,7 @@ class Runner:
             return json.loads(done.read_text())
         ctx = RunnerFitContext(executor, shards, [d], d, self.progress)
         summary = check_ids(ctx, self.config.on_duplicate_id, d.part)
-        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        storage.rmtree(ctx.scratch)
         write_json(summary, done)
         return summary
 
@@ -505,7 +536,7 @@ class Runner:
             raise StageContractError(f"stage {target.label}: its global pass returned a {type(state).__name__}, "
                                      f"not its declared State record {cfg.cls.State.__name__}")
         target.save_state(state, stage.summarize_state(state), cfg.cls.State.tag())
-        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        storage.rmtree(ctx.scratch)
         seconds[f"{target.label}:global"] = time.perf_counter() - t0
 
     def _counts(self, d: StageDir) -> StageCounts:

@@ -1,4 +1,4 @@
-"""One filesystem layer for every path Thresher reads: local paths, file://, s3:// and gs:// URIs.
+"""One filesystem layer for every path Thresher reads or writes: local paths, file://, s3:// and gs://.
 
 Built on pyarrow.fs, which reads Parquet, Arrow and (de)compressed streams from all of them.
 Credentials and endpoints come only from the standard environment and files, as every AWS and
@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -231,42 +232,278 @@ def cached_copy(path: str) -> str:
 
 OUTPUT_MARKER = "manifest.json"  # written last: an output prefix without it is incomplete
 _OWNED_MARKER = ".thresher-output"  # names the prefix as Thresher's, so stale parts may be removed
+OUTPUT_LOCK = ".thresher-output.lock"  # the lease of the run writing the prefix (pipeline/lock.py)
 
 
-def publish_tree(local: str, target: str) -> list[str]:
-    """Uploads the finished output in `local` to the prefix `target`, committing without rename:
-    the previous manifest goes first (readers then see no complete output rather than a mix), every
-    file but the manifest is uploaded, objects of an earlier output that the new one lacks are
-    removed, and the manifest is written last. A prefix that holds objects but no marker of a
-    Thresher output is refused. Returns the URIs written."""
-    fs, root = split(target)
-    root = root.rstrip("/")
-    kind = scheme(target)
-    try:
-        existing = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    except OSError as exc:
-        raise explain(exc, target) from None
-    names = {i.path[len(root) + 1:] for i in existing if i.type == pafs.FileType.File}
+def tree_files(root) -> list[str]:
+    """Names (relative, with '/') of every file under a local folder or an object prefix."""
+    if isinstance(root, ObjectPath):
+        try:
+            infos = root.fs.get_file_info(pafs.FileSelector(root.inner, recursive=True, allow_not_found=True))
+        except OSError as exc:
+            raise explain(exc, root.uri) from None
+        return sorted(i.path[len(root.inner) + 1:] for i in infos if i.type == pafs.FileType.File)
+    return sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                  for d, _, names in os.walk(root, followlinks=True) for f in names)
+
+
+def copy_tree(source, target) -> None:
+    for rel in tree_files(source):
+        copy_file(_join(source, rel), _join(target, rel))
+
+
+def _join(root, rel: str):
+    return root / rel if isinstance(root, ObjectPath) else Path(root, rel)
+
+
+def publish_tree(source, target: str) -> list[str]:
+    """Uploads the finished output in `source` (a local folder or a staging prefix) to the prefix
+    `target`, committing without rename: the previous manifest goes first (readers then see no
+    complete output rather than a mix), every file but the manifest is copied, objects of an
+    earlier output that the new one lacks are removed, and the manifest is written last. A prefix
+    that holds objects but no marker of a Thresher output is refused. Returns the URIs written."""
+    dest = ObjectPath(target)
+    names = set(tree_files(dest)) - {OUTPUT_LOCK}
     if names and _OWNED_MARKER not in names:
         raise StorageAccessError(f"{target}: holds objects but no Thresher output; choose an empty or new prefix")
-    files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, names_ in os.walk(local, followlinks=True)
-                   for f in names_)
+    files = tree_files(source)
+    if OUTPUT_MARKER in names:
+        (dest / OUTPUT_MARKER).unlink()
+    (dest / _OWNED_MARKER).write_bytes(b"written by thresher\n")
     written = []
-    try:
-        if OUTPUT_MARKER in names:
-            fs.delete_file(f"{root}/{OUTPUT_MARKER}")
-        with fs.open_output_stream(f"{root}/{_OWNED_MARKER}") as fh:
-            fh.write(b"written by thresher\n")
-        for rel in (f for f in files if f != OUTPUT_MARKER):
-            pafs.copy_files(os.path.join(local, rel), f"{root}/{rel}", source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
-            written.append(uri(kind, f"{root}/{rel}"))
-        for stale in sorted(names - set(files) - {_OWNED_MARKER}):
-            fs.delete_file(f"{root}/{stale}")
-        if OUTPUT_MARKER in files:
-            pafs.copy_files(os.path.join(local, OUTPUT_MARKER), f"{root}/{OUTPUT_MARKER}",
-                            source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-            written.append(uri(kind, f"{root}/{OUTPUT_MARKER}"))
-    except OSError as exc:
-        raise explain(exc, target) from None
+    for rel in (f for f in files if f != OUTPUT_MARKER):
+        copy_file(_join(source, rel), dest / rel)
+        written.append(str(dest / rel))
+    for stale in sorted(names - set(files) - {_OWNED_MARKER}):
+        (dest / stale).unlink()
+    if OUTPUT_MARKER in files:
+        copy_file(_join(source, OUTPUT_MARKER), dest / OUTPUT_MARKER)
+        written.append(str(dest / OUTPUT_MARKER))
     return written
+
+
+# --- a work dir in object storage ---------------------------------------------------------------
+
+class ObjectPath:
+    """A path in an object store with the few pathlib operations the work dir uses (`/`, name,
+    parent, exists, glob, iterdir, read/write of bytes and text, unlink), so the code that lays
+    out stage folders is the same for both; local paths stay `pathlib.Path`. It is deliberately
+    not os.PathLike: a local-only API handed one fails loudly instead of writing `./s3:/...`.
+    A write is one PUT, which an object store makes visible whole or not at all."""
+
+    def __init__(self, path: str):
+        self.uri = str(path).rstrip("/")
+        self.kind = scheme(self.uri)
+        self.fs, self.inner = split(self.uri)
+
+    def __truediv__(self, other) -> "ObjectPath":
+        return ObjectPath(f"{self.uri}/{other}")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"ObjectPath({self.uri!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectPath) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def __lt__(self, other: "ObjectPath") -> bool:
+        return self.uri < other.uri
+
+    def __reduce__(self):  # pickled by URI: the filesystem is rebuilt from the worker's environment
+        return ObjectPath, (self.uri,)
+
+    @property
+    def name(self) -> str:
+        return self.uri.rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+
+    @property
+    def suffix(self) -> str:
+        return "." + self.name.rsplit(".", 1)[1] if "." in self.name else ""
+
+    @property
+    def parent(self) -> "ObjectPath":
+        return ObjectPath(self.uri.rsplit("/", 1)[0])
+
+    def with_name(self, name: str) -> "ObjectPath":
+        return self.parent / name
+
+    def with_suffix(self, suffix: str) -> "ObjectPath":
+        return self.parent / (self.stem + suffix)
+
+    def _info(self) -> pafs.FileInfo:
+        return _info(self.kind, self.fs, self.inner)
+
+    def exists(self) -> bool:
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        return self._info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self._info().type == pafs.FileType.Directory
+
+    def size(self) -> int:
+        return self._info().size or 0
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        pass  # prefixes exist through the objects under them
+
+    def iterdir(self) -> list["ObjectPath"]:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.inner, recursive=False, allow_not_found=True))
+        except OSError as exc:
+            raise explain(exc, self.uri) from None
+        return sorted(ObjectPath(uri(self.kind, i.path)) for i in infos)
+
+    def glob(self, pattern: str) -> list["ObjectPath"]:
+        """Names directly under this prefix that match `pattern` (no `/`, no `**`)."""
+        regex = re.compile(_glob_regex([pattern]))
+        return [p for p in self.iterdir() if regex.fullmatch(p.name)]
+
+    def read_bytes(self) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.inner) as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri}: no such object") from None
+        except OSError as exc:
+            raise explain(exc, self.uri) from None
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
+
+    def write_bytes(self, data: bytes) -> None:
+        try:
+            with self.fs.open_output_stream(self.inner) as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise explain(exc, self.uri) from None
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if missing_ok and not self.exists():
+            return
+        try:
+            self.fs.delete_file(self.inner)
+        except OSError as exc:
+            raise explain(exc, self.uri) from None
+
+
+def location(path) -> "Path | ObjectPath":
+    """A local path as pathlib.Path, an s3:// or gs:// one as ObjectPath."""
+    if isinstance(path, ObjectPath):
+        return path
+    return ObjectPath(str(path)) if is_remote(str(path)) else Path(str(path)[7:] if str(path).startswith("file://")
+                                                                       else path)
+
+
+def rmtree(path) -> None:
+    """Removes a folder or prefix and everything under it; nothing happens when it is absent."""
+    import shutil
+
+    if isinstance(path, ObjectPath):
+        try:
+            path.fs.delete_dir(path.inner)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise explain(exc, path.uri) from None
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def read_table(path, columns=None):
+    import pyarrow.parquet as pq
+
+    if isinstance(path, ObjectPath):
+        try:
+            return pq.read_table(path.inner, columns=columns, filesystem=path.fs)
+        except OSError as exc:
+            raise explain(exc, path.uri) from None
+    return pq.read_table(path, columns=columns)
+
+
+def read_schema(path):
+    import pyarrow.parquet as pq
+
+    if isinstance(path, ObjectPath):
+        with path.fs.open_input_file(path.inner) as fh:
+            return pq.read_schema(fh)
+    return pq.read_schema(path)
+
+
+def parquet_rows(path) -> int:
+    import pyarrow.parquet as pq
+
+    if isinstance(path, ObjectPath):
+        with path.fs.open_input_file(path.inner) as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def save_npy(path, array) -> None:
+    import io as _io
+
+    import numpy as np
+
+    if isinstance(path, ObjectPath):
+        buf = _io.BytesIO()
+        np.save(buf, array)
+        path.write_bytes(buf.getvalue())
+    else:
+        np.save(path, array)
+
+
+def load_npy(path, mmap: bool = False):
+    """An .npy array; mapped (read-only) when local and `mmap`, read whole from an object store."""
+    import io as _io
+
+    import numpy as np
+
+    if isinstance(path, ObjectPath):
+        return np.load(_io.BytesIO(path.read_bytes()))
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def copy_file(src, dst) -> None:
+    """One file from a local path or object to another (either side may be remote)."""
+    import shutil
+
+    if isinstance(src, ObjectPath) or isinstance(dst, ObjectPath):
+        s_fs, s_in = (src.fs, src.inner) if isinstance(src, ObjectPath) else (pafs.LocalFileSystem(), str(src))
+        d_fs, d_in = (dst.fs, dst.inner) if isinstance(dst, ObjectPath) else (pafs.LocalFileSystem(), str(dst))
+        if not isinstance(dst, ObjectPath):
+            os.makedirs(os.path.dirname(d_in), exist_ok=True)
+        try:
+            pafs.copy_files(s_in, d_in, source_filesystem=s_fs, destination_filesystem=d_fs)
+        except OSError as exc:
+            raise explain(exc, str(dst)) from None
+    else:
+        shutil.copyfile(src, dst)
+
+
+def tree_bytes(path) -> int:
+    """Bytes of a file or object, or of everything under a folder or prefix."""
+    if isinstance(path, ObjectPath):
+        info = path._info()
+        if info.type == pafs.FileType.File:
+            return info.size or 0
+        try:
+            infos = path.fs.get_file_info(pafs.FileSelector(path.inner, recursive=True, allow_not_found=True))
+        except OSError as exc:
+            raise explain(exc, path.uri) from None
+        return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size

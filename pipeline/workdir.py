@@ -14,6 +14,10 @@ stage k and what follows, and reuses every stage before it.
                                                             never unpickles a large state again
     <work_dir>/<stage>-<key>/state/record.json              the state's record type and version
     <work_dir>/runs/<run key>.json                          a run's config and its stage folders (gc)
+
+The work dir may be a local folder or an object-store prefix (s3://, gs://): `work_root` is then
+a storage.ObjectPath, which has the path operations used here, and every write is a single PUT.
+The markers above are written last either way, so a shard or stage is done only once its marker is.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def is_stage_folder(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class StageDir:
-    work_root: Path
+    work_root: Path  # or storage.ObjectPath
     index: int
     name: str
     key: str
@@ -130,9 +134,13 @@ class StageDir:
         self.state.parent.mkdir(parents=True, exist_ok=True)
         write_json(tag, self.record)
         write_json(summary, self.summary)
+        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        if isinstance(self.state, storage.ObjectPath):
+            self.state.write_bytes(data)  # one PUT: whole or absent
+            return
         tmp = self.state.with_suffix(".tmp")
         with writing(self.state, tmp):
-            tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.write_bytes(data)
             tmp.replace(self.state)
 
     def load_state(self):
@@ -178,8 +186,8 @@ def unreferenced(work_root: Path, keep: set[str]) -> list[tuple[Path, int]]:
     for path in sorted(work_root.iterdir()):
         legacy = path.is_dir() and re.fullmatch(r"[0-9a-f]{16}", path.name)
         if (is_stage_folder(path) and path.name not in keep) or legacy:
-            out.append((path, sum(f.stat().st_size for f in path.rglob("*") if f.is_file())))
+            out.append((path, storage.tree_bytes(path)))
     for record in sorted((work_root / RUNS).glob("*.json")):
         if not set(json.loads(record.read_text()).get("stages", [])) <= keep:
-            out.append((record, record.stat().st_size))
+            out.append((record, storage.tree_bytes(record)))
     return out

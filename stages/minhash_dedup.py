@@ -17,7 +17,6 @@ round is a class of its own, callable on one work item, so it can be tested alon
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -25,10 +24,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from thresher.pipeline import schema
+from thresher.pipeline import schema, storage
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import Columns, FitContext, Params, Stage, StateRecord, mark_dropped
@@ -123,7 +121,7 @@ class SignShards:
         sig, _ = signatures(table[schema.TEXT], p.num_perm, p.seed, p.ngram, p.scheme)
         if p.scheme == "legacy":
             sig = sig.astype(np.uint32)  # legacy values are 32-bit
-        np.save(self.scratch.signatures(shard), sig)
+        storage.save_npy(self.scratch.signatures(shard), sig)
         write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch.ids(shard))
         bands, rows = self.banding
         bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
@@ -145,7 +143,7 @@ class VerifiedCandidates:
 
     def _sig(self, ordinal: int) -> np.ndarray:
         if ordinal not in self._sigs:
-            self._sigs[ordinal] = np.load(self.scratch.signatures(self.shards[ordinal]), mmap_mode="r")
+            self._sigs[ordinal] = storage.load_npy(self.scratch.signatures(self.shards[ordinal]), mmap=True)
         return self._sigs[ordinal]
 
     def _rows(self, docs: np.ndarray) -> np.ndarray:
@@ -191,7 +189,7 @@ def _ids_of(scratch: Scratch, shards: list[str], docs: np.ndarray) -> tuple[pa.A
     shard_of, row_of = doc_parts(docs)
     ids, sources = np.empty(len(docs), dtype=object), np.empty(len(docs), dtype=object)
     for o, rows in split_rows(shard_of):
-        t = pq.read_table(scratch.ids(shards[o])).take(pa.array(row_of[rows]))
+        t = storage.read_table(scratch.ids(shards[o])).take(pa.array(row_of[rows]))
         ids[rows], sources[rows] = t[schema.ID].to_pylist(), t[schema.SOURCE].to_pylist()
     return pa.array(ids.tolist(), type=pa.string()), pa.array(sources.tolist(), type=pa.string())
 
@@ -290,12 +288,12 @@ class MinHashDedup(Stage):
         list(ctx.map(SignShards(p, ctx.reader(), scratch, ordinals, p.banding()), shards))
         list(ctx.map(VerifiedCandidates(p, scratch, shards, ctx.reader()), list(range(p.partitions))))
         out = ctx.state_dir / "clusters"
-        shutil.rmtree(out, ignore_errors=True)
+        storage.rmtree(out)
         out.mkdir(parents=True)
         edge_files = sorted(scratch.edges.glob("*.parquet"))
         if edge_files:
             # The duplicate graph is usually small: partition it only as far as its size asks.
-            edges = sum(pq.ParquetFile(f).metadata.num_rows for f in edge_files)
+            edges = sum(storage.parquet_rows(f) for f in edge_files)
             n_parts = max(1, min(p.partitions, edges // _EDGES_PER_PARTITION + 1))
             final = connected_components(ctx.map, edge_files, scratch.components, n_parts)
             parts = list(range(n_parts))
@@ -304,7 +302,7 @@ class MinHashDedup(Stage):
         return Clusters(str(out))
 
     def shard_state(self, state: Clusters, shard: str) -> pa.Table:
-        return read_parts(Path(state.folder) / shard, _NO_CLUSTERS)
+        return read_parts(storage.location(state.folder) / shard, _NO_CLUSTERS)
 
     def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
         idx = pc.index_in(table[schema.ROW], value_set=state[schema.ROW])

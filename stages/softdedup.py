@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from thresher.pipeline import schema
+from thresher.pipeline import schema, storage
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord
 from thresher.scorers.ngram import commonness, ngram_ids, sparse_counts
@@ -64,40 +64,48 @@ class _ShardCounts:
         text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
         ids, _ = ngram_ids(text, self.p.n, self.p.bits, _tokenizer(self.p))
         for k, (u, c) in enumerate(sparse_counts(ids)):
-            np.save(self.folder / f"{shard}.u{k}.npy", u)
-            np.save(self.folder / f"{shard}.c{k}.npy", c)
+            storage.save_npy(self.folder / f"{shard}.u{k}.npy", u)
+            storage.save_npy(self.folder / f"{shard}.c{k}.npy", c)
 
 
 class _AddSlice:
-    """Round 2, per slice of the id space: every shard's counts in the slice, added into the shared
-    count table (a .npy file each slice writes its own columns of), so the merge runs in the
-    workers, in parallel, and the counts never pass through the driver."""
+    """Round 2, per slice of the id space: every shard's counts in the slice, summed into that
+    slice of the count table, which is written as a file of its own: the merge runs in the
+    workers, in parallel, the counts never pass through the driver, and no two tasks write one
+    file (so the scratch may live in an object store)."""
 
-    def __init__(self, p: SoftDedupParams, shards: list[str], folder: Path, table: Path, slices: int):
-        self.p, self.shards, self.folder, self.table, self.slices = p, shards, folder, table, slices
+    def __init__(self, p: SoftDedupParams, shards: list[str], folder: Path, out: Path, slices: int):
+        self.p, self.shards, self.folder, self.out, self.slices = p, shards, folder, out, slices
 
     def __call__(self, i: int) -> int:
         width = -(-(1 << self.p.bits) // self.slices)
         lo, hi = i * width, min((i + 1) * width, 1 << self.p.bits)
-        tables = np.load(self.table, mmap_mode="r+")
+        table = np.zeros((self.p.n, max(0, hi - lo)), dtype=np.int64)
         for shard in self.shards:
             for k in range(self.p.n):
-                u = np.load(self.folder / f"{shard}.u{k}.npy", mmap_mode="r")
+                u = storage.load_npy(self.folder / f"{shard}.u{k}.npy", mmap=True)
                 a, b = np.searchsorted(u, [lo, hi])
-                c = np.load(self.folder / f"{shard}.c{k}.npy", mmap_mode="r")
-                tables[k, u[a:b]] += c[a:b]  # ids are unique within a shard's part: an exact add
-        tables.flush()
-        return int(tables[:, lo:hi].max(initial=0))
+                c = storage.load_npy(self.folder / f"{shard}.c{k}.npy", mmap=True)
+                table[k, u[a:b] - lo] += c[a:b]  # ids are unique within a shard's part: an exact add
+        storage.save_npy(self.out / f"{i:05d}.npy", table)
+        return int(table.max(initial=0))
+
+
+def _count_table(folder: Path, slices: int) -> np.ndarray:
+    """The whole count table [n, 2^bits], from its slices."""
+    return np.concatenate([storage.load_npy(folder / f"{i:05d}.npy") for i in range(slices)], axis=1)
 
 
 class _Commonness:
-    def __init__(self, p: SoftDedupParams, read, tables_path: Path):
-        self.p, self.read, self.tables_path = p, read, tables_path
+    def __init__(self, p: SoftDedupParams, read, folder: Path, slices: int):
+        self.p, self.read, self.folder, self.slices = p, read, folder, slices
+        self._tables = None  # loaded on first use: once per worker, not once per shard
 
     def __call__(self, shard: str) -> tuple[str, np.ndarray]:
-        tables = np.load(self.tables_path, mmap_mode="r")
+        if self._tables is None:
+            self._tables = _count_table(self.folder, self.slices)
         text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
-        return shard, commonness(text, tables, self.p.beta, _tokenizer(self.p))
+        return shard, commonness(text, self._tables, self.p.beta, _tokenizer(self.p))
 
 
 def segment_of(bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -171,15 +179,14 @@ class SoftDedup(Stage):
 
     def fit(self, ctx: FitContext) -> NgramWeights:
         p, read, shards = self.params, ctx.reader(), list(ctx.shards)
-        folder, summed = ctx.scratch / "counts", ctx.scratch / "ngram_counts.npy"
+        folder, sums = ctx.scratch / "counts", ctx.scratch / "sums"
         folder.mkdir(parents=True, exist_ok=True)
+        sums.mkdir(parents=True, exist_ok=True)
         list(ctx.map(_ShardCounts(p, read, folder), shards))
-        np.lib.format.open_memmap(summed, mode="w+", dtype=np.int64, shape=(p.n, 1 << p.bits)).flush()  # zeros
         slices = max(1, min(len(shards), 16))
-        top = max(ctx.map(_AddSlice(p, shards, folder, summed, slices), list(range(slices))), default=0)
-        # The shared table serves the commonness round as it is; the state keeps a compact copy.
-        values = sorted(ctx.map(_Commonness(p, read, summed), ctx.shards), key=lambda r: r[0])
-        tables = np.load(summed).astype(np.int32 if top < 2**31 else np.int64)
+        top = max(ctx.map(_AddSlice(p, shards, folder, sums, slices), list(range(slices))), default=0)
+        values = sorted(ctx.map(_Commonness(p, read, sums, slices), ctx.shards), key=lambda r: r[0])
+        tables = _count_table(sums, slices).astype(np.int32 if top < 2**31 else np.int64)  # the state's copy
         bounds, weights = segment_weights(np.concatenate([v for _, v in values] or [np.zeros(0)]), p.segments,
                                           p.w_min, p.w_max)
         return NgramWeights(tables, bounds, weights)

@@ -5,7 +5,8 @@ is marked complete. KillWorkerOnce makes the first worker that has written a sta
 before it reports it, once over all workers (a marker file, created atomically, says it happened).
 
 As a script, for runs that must die in a process of their own:
-    python tests/faults.py STAGE PIPELINE.yaml      # run PIPELINE, crash after STAGE (exit 17)
+    python tests/faults.py STAGE PIPELINE.yaml                  # run PIPELINE, crash after STAGE (exit 17)
+    python tests/faults.py --kill-worker MARKER PIPELINE.yaml   # run PIPELINE, one worker dies once
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ CRASH_EXIT = 17
 
 
 class CrashAfterStage:
-    def __init__(self, inner, work_root: Path, stage: str):
-        self.inner, self.work_root, self.stage = inner, Path(work_root), stage
+    def __init__(self, inner, work_root, stage: str):
+        from thresher.pipeline import storage
+
+        self.inner, self.work_root, self.stage = inner, storage.location(work_root), stage
         self.name = getattr(inner, "name", "wrapped")
 
     def map(self, task, items, *args, **kwargs):
-        if any(self.work_root.glob(f"{self.stage}-*/rows/_SUCCESS")):
+        if any((d / "rows" / "_SUCCESS").exists() for d in self.work_root.glob(f"{self.stage}-*")):
             sys.stderr.write(f"faults: exiting after stage {self.stage}\n")
             sys.stderr.flush()
             os._exit(CRASH_EXIT)
@@ -88,12 +91,19 @@ def main(argv: list[str]) -> None:
     from thresher.pipeline.progress import Progress
     from thresher.pipeline.runner import Runner
 
-    stage, pipeline = argv
+    from thresher.pipeline import storage
+
+    kill_worker = argv[0] == "--kill-worker"
+    what, pipeline = argv[-2:]
     cfg = load_config(pipeline)
     r = cfg.ray
     inner = make_executor(cfg.executor, address=r.address, num_cpus=r.num_cpus,
                           object_store_memory_mb=r.object_store_memory_mb, include_dashboard=False)
-    executor = CrashAfterStage(inner, cfg.resolve(cfg.work_dir), stage)
+    if kill_worker:  # what: the marker file that lets the kill happen once
+        executor = KillWorkerOnce(inner, Path(what))
+    else:  # what: the stage after which the driver dies
+        work = cfg.work_dir if storage.is_remote(cfg.work_dir) else cfg.resolve(cfg.work_dir)
+        executor = CrashAfterStage(inner, work, what)
     Runner(cfg, executor=executor, progress=Progress(False)).run()
 
 

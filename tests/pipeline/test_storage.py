@@ -18,9 +18,10 @@ from conftest import DEMO_DATA, REPO, demo_texts, write_pipeline
 from object_store import free_port, s3_server
 from thresher.jobs.submit import resolved_yaml
 from thresher.pipeline import storage
-from thresher.pipeline.config import ConfigError, load_config, parse_config
+from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.io import InputError, discover_inputs
+from thresher.pipeline.lock import LockHeld, RunLock
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
 
@@ -145,17 +146,94 @@ def test_wrong_credentials_are_named(tmp_path, monkeypatch):
         assert time.monotonic() - t0 < 30
 
 
-def test_a_work_dir_in_object_storage_is_refused_clearly():
-    with pytest.raises(ConfigError, match="the work dir must be a local path or a mounted share"):
-        parse_config({"inputs": [{"paths": ["s3://corpus/raw/*.jsonl.gz"]}], "work_dir": "s3://corpus/work"})
-    assert parse_config({"inputs": [{"paths": ["x"]}], "output": {"dir": "gs://corpus/out"}}).output.dir == \
-        "gs://corpus/out"
+WHOLE = [{"stage": "normalize"}, {"stage": "fedrw"}, {"stage": "exact_dedup"},
+         {"stage": "minhash_dedup", "threshold": 0.8}, {"stage": "softdedup", "segments": 5, "bits": 16}]
+
+
+def _digests(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((folder / "data").glob("*.parquet"))}
+
+
+def _whole(tmp_path, name, work, **fields):
+    inputs = [{"paths": ["s3://corpus/raw/*.jsonl.gz"], "id_column": "doc_id", "domain_column": "domain"}]
+    return write_pipeline(tmp_path / f"{name}.yaml", inputs=inputs, stages=WHOLE, work_dir=work,
+                          output={"dir": f"out-{name}"}, **fields)
+
+
+def test_a_work_dir_in_s3_gives_the_output_of_a_local_one(tmp_path, s3_env):
+    """Every stage's checkpoints, its global pass's scratch and state, and the staged output live
+    in the bucket; the output equals a run with a local work dir, byte for byte."""
+    local = Runner(load_config(_whole(tmp_path, "local", "work-local")), progress=Progress(False)).run()
+    remote = Runner(load_config(_whole(tmp_path, "remote", "s3://corpus/work/w1")), progress=Progress(False)).run()
+    assert _digests(remote.output_dir) == _digests(local.output_dir)
+    assert remote.manifest["totals"] == local.manifest["totals"]
+    work = _objects(s3_env, "work/w1/")
+    assert any(k.startswith("minhash_dedup-") and k.endswith("/state/state.pkl") for k in work)
+    assert any(k.startswith("softdedup-") and "/rows/_stats/" in k for k in work)
+    left = [k for k in work if "/scratch/" in k or k.startswith(".thresher/outputs/")]
+    assert not left, left[:10]  # cleared
+    assert ".thresher/lock" not in work  # the lease goes with the run
+    # A changed parameter recomputes only its stage; gc then lists the old one.
+    p = _whole(tmp_path, "remote", "s3://corpus/work/w1")
+    cfg = yaml.safe_load(p.read_text())
+    cfg["stages"][-1]["segments"] = 4
+    p.write_text(yaml.safe_dump(cfg))
+    again = Runner(load_config(p), progress=Progress(False)).run()
+    assert [s["run"] for s in again.manifest["stages"]] == ["reused"] * 5 + ["computed"]
+    gc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "gc", "s3://corpus/work/w1", str(p)],
+                        capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr[-2000:]
+    assert "would remove s3://corpus/work/w1/softdedup-" in gc.stdout and "rerun with --yes" in gc.stdout
+    gc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "gc", "s3://corpus/work/w1", str(p),
+                         "--yes"], capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr[-2000:]
+    assert len({k.split("/")[0] for k in _objects(s3_env, "work/w1/") if k.startswith("softdedup-")}) == 1
+
+
+def test_a_run_on_an_s3_work_dir_resumes_and_a_second_run_is_refused(tmp_path, s3_env):
+    from faults import CRASH_EXIT
+
+    p = _whole(tmp_path, "crash", "s3://corpus/work/w2")
+    crashed = subprocess.run([sys.executable, str(REPO / "tests" / "faults.py"), "minhash_dedup", str(p)],
+                             capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr[-2000:]
+    # The dead run's lease is still fresh: a run now is told who holds the work dir.
+    t0 = time.monotonic()
+    with pytest.raises(LockHeld, match=r"work dir s3://corpus/work/w2 is in use by pid \d+ .*frees it 60 s"):
+        Runner(load_config(p), progress=Progress(False)).run()
+    assert time.monotonic() - t0 < 30
+    s3_env.client().delete_object(Bucket="corpus", Key="work/w2/.thresher/lock")  # as if 60 s had passed
+    resumed = Runner(load_config(p), progress=Progress(False)).run()
+    assert [s["run"] for s in resumed.manifest["stages"]] == ["reused"] * 5 + ["computed"]
+    clean = Runner(load_config(_whole(tmp_path, "clean", "work-clean")), progress=Progress(False)).run()
+    assert _digests(resumed.output_dir) == _digests(clean.output_dir)
+    # Two live runs: the second stops with the first one's name and leaves its work alone.
+    with RunLock(storage.ObjectPath("s3://corpus/work/w2/.thresher/lock"), "work dir s3://corpus/work/w2", "k"):
+        with pytest.raises(LockHeld, match=rf"in use by pid {os.getpid()}"):
+            Runner(load_config(p), progress=Progress(False)).run()
+    assert Runner(load_config(p), progress=Progress(False)).run().manifest["totals"] == clean.manifest["totals"]
+
+
+def test_ray_workers_write_to_s3_and_a_worker_killed_mid_write_loses_nothing(tmp_path, s3_env):
+    p = _whole(tmp_path, "ray", "s3://corpus/work/w3", executor="ray", ray={"num_cpus": 2})
+    cfg = yaml.safe_load(p.read_text())
+    cfg["output"]["dir"] = "s3://corpus/out/ray"
+    p.write_text(yaml.safe_dump(cfg))
+    marker = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "faults.py"), "--kill-worker", str(marker), str(p)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.exists()  # a worker did die after writing a shard, before reporting it
+    reference = Runner(load_config(_whole(tmp_path, "ref", "work-ref")), progress=Progress(False)).run()
+    objects = _objects(s3_env, "out/ray/")
+    assert {k[len("data/"):]: v for k, v in objects.items() if k.startswith("data/")} == _digests(reference.output_dir)
+    assert json.loads(objects["manifest.json"])["totals"] == reference.manifest["totals"]
 
 
 def _objects(server, prefix: str) -> dict[str, bytes]:
     client = server.client()
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="corpus", Prefix=prefix)
-            for o in page.get("Contents", [])]
+            for o in page.get("Contents", []) if not o["Key"].endswith("/")]  # not pyarrow's folder markers
     return {k[len(prefix):]: client.get_object(Bucket="corpus", Key=k)["Body"].read() for k in keys}
 
 
@@ -182,7 +260,7 @@ def test_an_output_in_s3_holds_what_a_local_output_holds_with_the_manifest_last(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(storage.pafs, "copy_files", dies_on_the_third_file)
-    with pytest.raises(storage.StorageAccessError, match="s3://corpus/out/v: connection reset"):
+    with pytest.raises(storage.StorageAccessError, match="s3://corpus/out/v/.*connection reset"):
         Runner(load_config(p), progress=Progress(False), output_dir="s3://corpus/out/v", from_stage="minhash_dedup").run()
     assert "manifest.json" not in _objects(s3_env, "out/v/")
     monkeypatch.setattr(storage.pafs, "copy_files", real)
@@ -292,10 +370,12 @@ def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_pa
     with LocalCluster(ray_dir, workers=1) as cluster:
         proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "submit", str(p), "--address",
                                cluster.address, "--wait", "-o", "s3://corpus/out/job", "--work-dir",
-                               str(tmp_path / "cluster-work")], capture_output=True, text=True, timeout=600,
+                               "s3://corpus/work/job"], capture_output=True, text=True, timeout=600,
                               env=cluster.env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    objects = _objects(s3_env, "out/job/")  # the output went to S3 from the cluster: no shared output dir
+    assert not (tmp_path / "cluster-work").exists()
+    assert any(k.endswith("/state/state.pkl") for k in _objects(s3_env, "work/job/"))  # no shared work dir either
+    objects = _objects(s3_env, "out/job/")
     for f in sorted((local.output_dir / "data").glob("*.parquet")):
         assert objects[f"data/{f.name}"] == f.read_bytes()
     assert json.loads(objects["manifest.json"])["totals"] == local.manifest["totals"]
@@ -303,3 +383,14 @@ def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_pa
     assert data["inputs"][0]["paths"] == ["s3://corpus/raw/*.jsonl.gz"]
     assert data["stages"][-1]["model"] == "s3://corpus/models/job.bin"
     assert "testing" not in yaml.safe_dump(data)  # no credentials travel with the job
+
+
+def test_inputs_never_include_the_runs_own_prefixes(tmp_path, s3_env):
+    client = s3_env.client()
+    client.upload_file(str(DEMO_DATA / "mirror.jsonl.gz"), "corpus", "mixed/raw/mirror.jsonl.gz")
+    client.put_object(Bucket="corpus", Key="mixed/work/ingest-0123456789abcdef/stray.jsonl.gz",
+                      Body=(DEMO_DATA / "mirror.jsonl.gz").read_bytes())
+    cfg = load_config(_pipeline(tmp_path, "own", ["s3://corpus/mixed/**/*.jsonl.gz"]))
+    files, skipped = discover_inputs(cfg, exclude=("s3://corpus/mixed/work", str(tmp_path / "out")))
+    assert [f.path for f in files] == ["s3://corpus/mixed/raw/mirror.jsonl.gz"]
+    assert skipped == {"s3://corpus/mixed/work": 1}
