@@ -124,6 +124,32 @@ def gc(
                if stale else f"{work}: nothing to remove ({len(keep)} checkpoint(s) in use)")
 
 
+def _fetched(path: str) -> Path:
+    """A local path for PATH: itself, or this node's cached copy of an object or prefix."""
+    from thresher.pipeline import storage
+
+    with _run_errors():
+        return Path(storage.cached_copy(str(path)))
+
+
+@contextlib.contextmanager
+def _written(target: str):
+    """A local path to write TARGET at: itself, or for an object-store URI a temporary one whose
+    files (TARGET itself, a folder of that name, or PREFIX.* siblings) are uploaded next to it."""
+    import tempfile
+
+    from thresher.pipeline import storage
+
+    if not storage.is_remote(str(target)):
+        yield Path(target)
+        return
+    dest = storage.ObjectPath(str(target))
+    with tempfile.TemporaryDirectory(prefix="thresher-upload-") as tmp:
+        yield Path(tmp) / dest.name
+        with _run_errors():
+            storage.copy_tree(Path(tmp), dest.parent)
+
+
 def _pipeline_files(pipeline: Path):
     """Each input file's usable rows, with the ids its ingest gives them, one file at a time: a
     command that samples the corpus holds one file and its sample, never the whole corpus."""
@@ -138,7 +164,7 @@ def _pipeline_files(pipeline: Path):
 @app.command("train-reference")
 def train_reference_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML whose inputs are the corpus"),
-    output: Path = typer.Option(..., "--output", "-o", help="folder for the model + tokenizer"),
+    output: str = typer.Option(..., "--output", "-o", help="folder for the model + tokenizer (or s3:// gs://)"),
     fraction: float = typer.Option(0.05, help="share of documents in the reference split D_ref"),
     size: str = typer.Option("tiny", help="tiny | small | 125m"),
     vocab_size: int = typer.Option(4096),
@@ -170,18 +196,19 @@ def train_reference_cmd(
     if ref.num_rows == 0:
         _fail(f"the reference split is empty ({total} documents x {fraction}); raise --fraction")
     typer.echo(f"reference split: {ref.num_rows:,} of {total:,} documents", err=True)
-    info = train_reference_split(ref["id"].to_pylist(), ref["text"].to_pylist(), output, fraction, seed,
-                                 {"pipeline": str(pipeline)}, size=size, vocab_size=vocab_size, steps=steps,
-                                 seq_len=seq_len, batch_size=batch_size, lr=lr,
-                                 log=lambda m: typer.echo(m, err=True))
+    with _written(output) as local:
+        info = train_reference_split(ref["id"].to_pylist(), ref["text"].to_pylist(), local, fraction, seed,
+                                     {"pipeline": str(pipeline)}, size=size, vocab_size=vocab_size, steps=steps,
+                                     seq_len=seq_len, batch_size=batch_size, lr=lr,
+                                     log=lambda m: typer.echo(m, err=True))
     typer.echo(f"reference model: {output} ({info['parameters']:,} parameters, final loss {info['final_loss']:.3f})")
 
 
 @app.command("bpb-matrix")
 def bpb_matrix_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML whose inputs (and domains) are the corpus"),
-    models: list[Path] = typer.Option(..., "--models", help="local causal LM folders (repeat the option)"),
-    output: Path = typer.Option(..., "--output", "-o", help="the matrix, as Parquet"),
+    models: list[str] = typer.Option(..., "--models", help="causal LM folders, local or s3:// gs:// (repeat it)"),
+    output: str = typer.Option(..., "--output", "-o", help="the matrix, as Parquet (a path or s3:// gs://)"),
     pages: int = typer.Option(50, help="pages per domain (the same fixed sample for every model)"),
     max_length: int = typer.Option(512, help="window length in tokens"),
 ) -> None:
@@ -196,17 +223,18 @@ def bpb_matrix_cmd(
         _fail(str(exc))
     sample = merge_samples(parts, pages)
     try:
-        table = bpb_matrix(models, {d: v["texts"] for d, v in sample.items()}, max_length)
+        table = bpb_matrix([_fetched(m) for m in models], {d: v["texts"] for d, v in sample.items()}, max_length)
     except FileNotFoundError as exc:
         _fail(str(exc))
-    write_parquet(table, output)
+    with _written(output) as local:
+        write_parquet(table, local)
     typer.echo(f"{table.num_rows} model(s) x {table.num_columns - 1} domain(s) -> {output}")
 
 
 @app.command("train-kenlm")
 def train_kenlm_cmd(
-    corpus: list[Path] = typer.Argument(..., help=".txt (a document per line), .jsonl(.gz) or .parquet files"),
-    output: Path = typer.Option(..., "--output", "-o", help="model prefix: writes PREFIX.arpa and PREFIX.bin"),
+    corpus: list[str] = typer.Argument(..., help=".txt (a document per line), .jsonl(.gz) or .parquet files"),
+    output: str = typer.Option(..., "--output", "-o", help="model prefix: writes PREFIX.arpa and PREFIX.bin"),
     order: int = typer.Option(5, help="n-gram order"),
     text_column: str = typer.Option("text"),
     memory: str = typer.Option("20%", help="lmplz -S memory cap"),
@@ -215,14 +243,16 @@ def train_kenlm_cmd(
     from thresher.pipeline.io import file_texts
     from thresher.scorers.kenlm_model import train_kenlm
 
-    missing = [str(p) for p in corpus if not p.exists()]
+    files = [_fetched(p) for p in corpus]
+    missing = [str(p) for p in files if not p.exists()]
     if missing:
         _fail(f"corpus file(s) not found: {', '.join(missing)}")
-    try:
-        arpa, binary = train_kenlm(file_texts(corpus, text_column), output, order=order, memory=memory)
-    except (InputError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    typer.echo(f"KenLM {order}-gram: {arpa} and {binary}")
+    with _written(output) as local:
+        try:
+            train_kenlm(file_texts(files, text_column), local, order=order, memory=memory)
+        except (InputError, ValueError, RuntimeError, FileNotFoundError) as exc:
+            _fail(str(exc))
+    typer.echo(f"KenLM {order}-gram: {output}.arpa and {output}.bin")
 
 
 @app.command()
@@ -240,22 +270,35 @@ def demo(
 
 
 @app.command()
-def report(output_dir: Path = typer.Argument(..., help="the output dir of a finished run")) -> None:
+def report(output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)")) -> None:
     """Write OUTPUT_DIR/report.html: plots and the manifest's counts."""
+    import tempfile
+
+    from thresher.pipeline import storage
     from thresher.pipeline.report import render
 
-    try:
-        path = render(output_dir)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-    typer.echo(str(path))
+    if not storage.is_remote(output_dir):
+        try:
+            typer.echo(str(render(Path(output_dir))))
+        except FileNotFoundError as exc:
+            _fail(str(exc))
+        return
+    remote = storage.ObjectPath(output_dir)
+    with tempfile.TemporaryDirectory(prefix="thresher-report-") as tmp, _run_errors():
+        storage.copy_tree(remote, Path(tmp))  # the output as it is now (its manifest says which)
+        try:
+            page = render(Path(tmp))
+        except FileNotFoundError as exc:
+            _fail(str(exc))
+        storage.copy_file(page, remote / page.name)
+    typer.echo(str(remote / page.name))
 
 
 @app.command("export")
 def export_cmd(
-    output_dir: Path = typer.Argument(..., help="the output dir of a finished run"),
-    tokenizer: Path = typer.Option(..., help="local Hugging Face tokenizer folder"),
-    dest: Path = typer.Option(..., "--dest", "-d", help="where the training shards go"),
+    output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)"),
+    tokenizer: str = typer.Option(..., help="Hugging Face tokenizer folder (local or s3:// gs://)"),
+    dest: str = typer.Option(..., "--dest", "-d", help="where the training shards go (a path or s3:// gs://)"),
     seq_len: int = typer.Option(1024),
     fmt: str = typer.Option("parquet", "--format", help="parquet (input_ids) or bin (.bin + .idx)"),
 ) -> None:
@@ -265,10 +308,11 @@ def export_cmd(
 
     if fmt not in ("parquet", "bin"):
         _fail("--format must be parquet or bin")
-    try:
-        summary = export(output_dir, str(tokenizer), dest, seq_len, fmt)
-    except (FileNotFoundError, TokenizerError, ValueError) as exc:
-        _fail(str(exc))
+    with _written(dest) as local:
+        try:
+            summary = export(_fetched(output_dir), str(_fetched(tokenizer)), local, seq_len, fmt)
+        except (FileNotFoundError, TokenizerError, ValueError) as exc:
+            _fail(str(exc))
     typer.echo(f"{summary['tokens']:,} tokens in {len(summary['groups'])} group(s) -> {dest}")
 
 

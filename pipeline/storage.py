@@ -218,6 +218,8 @@ def cached_copy(path: str) -> str:
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
             fs, inner = split(path)
+            if _info(scheme(path), fs, inner.rstrip("/")).type != pafs.FileType.File:
+                os.makedirs(os.path.join(tmp, name))  # a prefix: its objects go into a folder of its name
             try:
                 pafs.copy_files(inner.rstrip("/"), os.path.join(tmp, name), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())

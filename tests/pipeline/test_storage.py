@@ -112,7 +112,9 @@ def test_changing_an_object_changes_the_ingest_key(tmp_path, s3_env):
 def test_a_missing_bucket_or_prefix_is_named(tmp_path, s3_env):
     t0 = time.monotonic()
     with pytest.raises(InputError, match=r"s3://no-such-bucket/raw/\*\.jsonl\.gz.*bucket"):
-        discover_inputs(load_config(_pipeline(tmp_path, "nob", ["s3://no-such-bucket/raw/*.jsonl.gz"])))
+        Runner(load_config(_pipeline(tmp_path, "nob", ["s3://no-such-bucket/raw/*.jsonl.gz"])),
+               progress=Progress(False)).run()
+    assert not (tmp_path / "work-nob").exists() and not (tmp_path / "out-nob").exists()  # nothing written
     with pytest.raises(InputError, match=r"'s3://corpus/nothing/\*\.jsonl' matched no objects"):
         discover_inputs(load_config(_pipeline(tmp_path, "nop", ["s3://corpus/nothing/*.jsonl"])))
     assert time.monotonic() - t0 < 30
@@ -394,3 +396,36 @@ def test_inputs_never_include_the_runs_own_prefixes(tmp_path, s3_env):
     files, skipped = discover_inputs(cfg, exclude=("s3://corpus/mixed/work", str(tmp_path / "out")))
     assert [f.path for f in files] == ["s3://corpus/mixed/raw/mirror.jsonl.gz"]
     assert skipped == {"s3://corpus/mixed/work": 1}
+
+
+def test_the_commands_that_read_and_write_files_take_uris(tmp_path, s3_env, cache):
+    """train-kenlm, report and export read from and write to the bucket as they do to disk."""
+    from thresher.scorers.tokenizer import train_bpe_tokenizer
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", *args], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    pytest.importorskip("kenlm")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 2000)))
+    s3_env.client().upload_file(str(corpus), "corpus", "text/c.jsonl")
+    cli("train-kenlm", "s3://corpus/text/c.jsonl", "-o", "s3://corpus/models/cli/lm", "--order", "3")
+    models = _objects(s3_env, "models/cli/")
+    assert set(models) == {"lm.arpa", "lm.bin"} and b"\\data\\" in models["lm.arpa"][:20]
+
+    p = _pipeline(tmp_path, "cmds", ["s3://corpus/raw/mirror.jsonl.gz"])
+    Runner(load_config(p), progress=Progress(False), output_dir="s3://corpus/out/cmds").run()
+    assert cli("report", "s3://corpus/out/cmds").strip() == "s3://corpus/out/cmds/report.html"
+    assert b"<html" in _objects(s3_env, "out/cmds/")["report.html"][:2000].lower()
+
+    train_bpe_tokenizer(demo_texts("mirror"), 600, tmp_path / "tok")
+    for f in (tmp_path / "tok").iterdir():
+        s3_env.client().upload_file(str(f), "corpus", f"tok/{f.name}")
+    cli("export", "s3://corpus/out/cmds", "--tokenizer", "s3://corpus/tok", "--dest", "s3://corpus/shards/cmds",
+        "--seq-len", "64")
+    shards = _objects(s3_env, "shards/cmds/")
+    assert shards and all(k.endswith(".parquet") or k.endswith(".json") for k in shards)
+    assert sum(pq.read_table(pa.BufferReader(v)).num_rows for k, v in shards.items() if k.endswith(".parquet")) > 0
