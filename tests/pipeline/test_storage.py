@@ -120,32 +120,33 @@ def test_a_missing_bucket_or_prefix_is_named(tmp_path, s3_env):
     assert time.monotonic() - t0 < 30
 
 
+def _refused_fast(tmp_path, name: str, message: str) -> None:
+    """A run over s3://corpus/raw/*.jsonl.gz stops within 30 s with an InputError matching
+    `message`, and writes nothing."""
+    storage._remote_fs.cache_clear()  # the filesystem is built from the environment just changed
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(InputError, match=message):
+            Runner(load_config(_pipeline(tmp_path, name, ["s3://corpus/raw/*.jsonl.gz"])),
+                   progress=Progress(False)).run()
+    finally:
+        storage._remote_fs.cache_clear()
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / f"work-{name}").exists() and not (tmp_path / f"out-{name}").exists()
+
+
 def test_an_unreachable_endpoint_fails_fast_naming_the_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    storage._remote_fs.cache_clear()
-    t0 = time.monotonic()
-    try:
-        with pytest.raises(InputError, match=r"s3://corpus/raw/\*\.jsonl\.gz.*AWS_ENDPOINT_URL"):
-            discover_inputs(load_config(_pipeline(tmp_path, "down", ["s3://corpus/raw/*.jsonl.gz"])))
-    finally:
-        storage._remote_fs.cache_clear()
-    assert time.monotonic() - t0 < 30
+    _refused_fast(tmp_path, "down", r"s3://corpus/raw/\*\.jsonl\.gz.*AWS_ENDPOINT_URL")
 
 
 def test_wrong_credentials_are_named(tmp_path, monkeypatch):
     with s3_server(enforce_auth=True) as strict:
         for key, value in strict.env().items():
             monkeypatch.setenv(key, value)
-        storage._remote_fs.cache_clear()
-        t0 = time.monotonic()
-        try:
-            with pytest.raises(InputError, match=r"s3://corpus/raw/\*\.jsonl\.gz.*refused the credentials"):
-                discover_inputs(load_config(_pipeline(tmp_path, "creds", ["s3://corpus/raw/*.jsonl.gz"])))
-        finally:
-            storage._remote_fs.cache_clear()
-        assert time.monotonic() - t0 < 30
+        _refused_fast(tmp_path, "creds", r"s3://corpus/raw/\*\.jsonl\.gz.*refused the credentials")
 
 
 WHOLE = [{"stage": "normalize"}, {"stage": "fedrw"}, {"stage": "exact_dedup"},
