@@ -281,8 +281,8 @@ class FinalizeTask:
 @dataclass
 class RunResult:
     manifest: dict
-    output_dir: Path  # for an output in object storage: the local copy it was uploaded from
-    work_dir: Path
+    output_dir: Path  # an output in object storage: its local copy, or its ObjectPath when it has none
+    work_dir: Path  # or storage.ObjectPath
     stage_dirs: dict[str, StageDir]  # label (NN-stage) -> that stage's folders under work_dir
     output_uri: str | None = None  # where the output was uploaded, when it lives in object storage
 
@@ -395,8 +395,10 @@ class Runner:
                 (self.work_root / OWNED).mkdir(parents=True, exist_ok=True)
                 if self.remote_work:  # a prefix exists through its objects: this one marks it as ours
                     write_json({"thresher": version()}, self.work_root / OWNED / "work-dir.json")
-            output_lock = (out.meta / "lock" if out is not None
-                           else storage.ObjectPath(self.output_uri) / storage.OUTPUT_LOCK)
+            # An output prefix is held by a lease in it (runs from other machines see it); a local
+            # staging copy of it lies in the work dir, which its own lock holds.
+            output_lock = (storage.ObjectPath(self.output_uri) / storage.OUTPUT_LOCK if self.output_uri
+                           else out.meta / "lock")
             with RunLock(self.work_root / OWNED / "lock", f"work dir {self.work_root}", key), \
                     RunLock(output_lock, f"output dir {self.output_uri or self.output_dir}", key):
                 write_json({"config": cfg.canonical(), "inputs": listing,
