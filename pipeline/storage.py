@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-REMOTE_SCHEMES = ("s3", "gs", "gcs")
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 15.0
 ATTEMPTS = 2
