@@ -6,7 +6,8 @@ Same model, same documents, same windows, measured in one run. Both are also put
 device's dense matmul rate measured in the same run (fp32 on a CPU, bf16 on a GPU): the forward pass
 is 2 FLOPs per weight per token plus attention, so that rate bounds any scorer of this model, and
 `ceiling_vs_naive` is the most any batching could gain over the naive loop here. On a GPU also model
-FLOPs utilisation against the vendor's bf16 peak. Writes bench/results/refscore.json.
+FLOPs utilisation against the vendor's bf16 peak. Writes bench/results/refscore.json (a GPU run:
+refscore_gpu_<size>.json; where Ray is not installed the pipeline stage is not measured).
 """
 
 from __future__ import annotations
@@ -69,10 +70,15 @@ def matmul_rate(device: str) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
-def stage_on_ray(model_dir: str, docs: list[str]) -> float:
-    """Wall time of the ref_perplexity stage in a pipeline on local Ray (one actor per core)."""
+def stage_on_ray(model_dir: str, docs: list[str]) -> float | None:
+    """Wall time of the ref_perplexity stage in a pipeline on local Ray (one actor per core); None
+    where Ray and the pipeline's dependencies are not installed (a bare GPU image)."""
     import json
 
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("ray", "pydantic")):
+        return None
     import ray
 
     from thresher.pipeline.config import parse_config
@@ -135,19 +141,20 @@ def main() -> None:
         peak = matmul_rate(device)
     tokens = int(s.tokens.sum())
     assert tokens == naive_tokens, (tokens, naive_tokens)
+    on_ray = stage_seconds is not None
     result = {
         "machine": machine(),
         "inputs": {"docs": len(docs), "tokens": tokens, "model": f"GPT-2 style {args.size}", "parameters": params,
                    "context": ctx, "device": device, "dtype": str(next(model.parameters()).dtype),
                    "batch_tokens": args.batch_tokens, "torch_threads": torch.get_num_threads()},
         "tokens_per_s": {"ours": tokens / t_ours, "naive": tokens / t_naive,
-                         "stage_on_ray": tokens / stage_seconds},
+                         "stage_on_ray": tokens / stage_seconds if on_ray else None},
         "seconds": {"ours": t_ours, "naive": t_naive, "stage_on_ray": stage_seconds},
         "speedup_vs_naive": t_naive / t_ours,
         "gflops_per_s": {"ours": flops / t_ours / 1e9, "naive": flops / t_naive / 1e9,
                          "matmul_peak_measured": peak / 1e9},
         "ceiling_vs_naive": peak / (flops / t_naive),
-        "stage_speedup_vs_naive": t_naive / stage_seconds,
+        "stage_speedup_vs_naive": t_naive / stage_seconds if on_ray else None,
         "nll_relative_difference": abs(float(s.nll.sum()) - naive_nll) / naive_nll,
     }
     if device.startswith("cuda"):
@@ -156,11 +163,12 @@ def main() -> None:
         achieved = flops / t_ours / 1e12
         result["mfu"] = achieved / vendor_peak if vendor_peak else None
         result["achieved_tflops"] = achieved
-    path = write_result("refscore.json", result)
+    path = write_result("refscore.json" if device == "cpu" else f"refscore_gpu_{args.size}.json", result)
     print(f"ours {result['tokens_per_s']['ours']:,.0f} tokens/s, naive {result['tokens_per_s']['naive']:,.0f} "
           f"tokens/s: {result['speedup_vs_naive']:.1f}x on {device} (the device's matmul rate allows at most "
-          f"{result['ceiling_vs_naive']:.1f}x); the stage on Ray "
-          f"{result['tokens_per_s']['stage_on_ray']:,.0f} tokens/s ({result['stage_speedup_vs_naive']:.1f}x)" +
+          f"{result['ceiling_vs_naive']:.1f}x)" +
+          (f"; the stage on Ray {result['tokens_per_s']['stage_on_ray']:,.0f} tokens/s "
+           f"({result['stage_speedup_vs_naive']:.1f}x)" if on_ray else "; no Ray here: stage not measured") +
           (f", MFU {result['mfu']:.1%}" if result.get("mfu") else ""))
     print(f"wrote {path}")
 
