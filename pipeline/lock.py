@@ -74,13 +74,14 @@ class RunLock:
             return {}
 
     def _write_lease(self) -> None:
-        self.path.write_text(json.dumps({**self._info(), "token": self._token, "renewed": time.time()}))
+        self.path.write_text(json.dumps({**self._holder, "renewed": time.time()}))
 
     def _acquire_lease(self) -> "RunLock":
         holder = self._lease()
         if holder and time.time() - holder.get("renewed", 0) < LEASE_S:
             raise self._held(holder, f" (a run that died frees it {LEASE_S:.0f} s after its last renewal)")
         self._token = secrets.token_hex(16)
+        self._holder = {**self._info(), "token": self._token}  # renewals keep its start time
         self._write_lease()
         time.sleep(SETTLE_S)
         holder = self._lease()
