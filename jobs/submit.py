@@ -73,10 +73,9 @@ def resolved_yaml(cfg: PipelineConfig) -> dict:
     URIs mean the same everywhere as they are (the nodes read them with their own credentials)."""
     data = cfg.raw.model_dump(mode="json")
     for spec in data["inputs"]:
-        spec["paths"] = [p if storage.is_remote(p) else str(cfg.resolve(p)) for p in spec["paths"]]
-    out = cfg.output.dir
-    data["output"]["dir"] = out if storage.is_remote(out) else str(cfg.resolve(out))
-    data["work_dir"] = cfg.work_dir if storage.is_remote(cfg.work_dir) else str(cfg.resolve(cfg.work_dir))
+        spec["paths"] = [cfg.absolute(p) for p in spec["paths"]]
+    data["output"]["dir"] = cfg.absolute(cfg.output.dir)
+    data["work_dir"] = cfg.absolute(cfg.work_dir)
     data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]
     data["ray"]["address"] = None
     return data

@@ -111,8 +111,7 @@ def gc(
     with _run_errors():
         for pipeline in pipelines:
             cfg = load_config(pipeline)
-            files, _ = discover_inputs(cfg, exclude=tuple(p for p in (cfg.resolve(cfg.output.dir), work)
-                                                          if isinstance(p, Path)))
+            files, _ = discover_inputs(cfg, exclude=(cfg.absolute(cfg.output.dir), work))
             keep.update(d.folder.name for d in stage_dirs(cfg, input_listing(files), work))
         stale = unreferenced(work, keep)
     total = sum(size for _, size in stale)
@@ -156,7 +155,7 @@ def _pipeline_files(pipeline: Path):
     from thresher.pipeline.io import discover_inputs, read_input
 
     cfg = load_config(pipeline)
-    files, _ = discover_inputs(cfg, exclude=(cfg.resolve(cfg.output.dir), cfg.resolve(cfg.work_dir)))
+    files, _ = discover_inputs(cfg, exclude=(cfg.absolute(cfg.output.dir), cfg.absolute(cfg.work_dir)))
     for f in files:
         yield read_input(f, cfg.inputs[f.spec_index])[0]
 

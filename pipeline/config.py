@@ -104,8 +104,13 @@ class PipelineConfig:
 
     def resolve(self, path: str) -> Path:
         """A local path (or file:// URI) relative to the YAML file, made absolute."""
-        p = Path(path[len("file://"):] if path.startswith("file://") else path).expanduser()
+        p = Path(storage.plain(path)).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def absolute(self, path: str) -> str:
+        """What `path` means wherever the pipeline runs: an s3:// or gs:// URI as it is, a local
+        path made absolute (resolve)."""
+        return path if storage.is_remote(path) else str(self.resolve(path))
 
     def canonical(self) -> dict:
         """What determines the result: used for the work-dir key (executor/ray/output excluded)."""
@@ -241,8 +246,8 @@ def _resolve_paths(params: Params, base_dir: Path) -> Params:
     they are (file:// becomes the path it names)."""
     update = {}
     for name, value in _path_params(params):
-        if value.startswith("file://"):
-            update[name] = value = value[len("file://"):]
+        if value != storage.plain(value):
+            update[name] = value = storage.plain(value)
         if not storage.is_remote(value) and not Path(value).expanduser().is_absolute():
             update[name] = str((base_dir / value).resolve())
     return params.model_copy(update=update) if update else params

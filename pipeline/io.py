@@ -103,7 +103,7 @@ def discover_inputs(config: PipelineConfig, exclude: tuple = ()) -> tuple[list[I
     marked: dict[Path, bool] = {}
     for si, spec in enumerate(config.inputs):
         for pattern in spec.paths:
-            pattern = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+            pattern = storage.plain(pattern)
             if storage.is_remote(pattern):
                 matches = _remote_matches(pattern, spec, si)
                 for prefix in prefixes:
@@ -137,16 +137,13 @@ def discover_inputs(config: PipelineConfig, exclude: tuple = ()) -> tuple[list[I
                     found.append((m, fmt, si))
     files, seen = [], set()
     for path, fmt, si, *listed in found:
-        if listed:  # a remote object: listed with its size and modification time
-            if path in seen:
-                continue
-            seen.add(path)
-            files.append(InputFile(len(files), path, path, fmt, si, listed[0].size, listed[0].mtime_ns))
-            continue
-        path = os.path.abspath(path)
+        path = path if listed else os.path.abspath(path)
         if path in seen:
             continue
         seen.add(path)
+        if listed:  # a remote object: listed with its size and modification time
+            files.append(InputFile(len(files), path, path, fmt, si, listed[0].size, listed[0].mtime_ns))
+            continue
         st = os.stat(path)
         try:
             source = os.path.relpath(path, config.base_dir)
@@ -248,10 +245,7 @@ def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int,
     try:
         remote = storage.is_remote(f.path)
         if f.format == "parquet":
-            if remote:
-                fs, inner = storage.split(f.path)
-                return pq.read_table(inner, filesystem=fs), [], None
-            return pq.read_table(f.path), [], None
+            return storage.read_table(storage.location(f.path)), [], None
         if f.format == "hf_disk":
             with storage.open_random(f.path) if remote else pa.memory_map(f.path) as src:
                 try:

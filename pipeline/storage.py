@@ -58,12 +58,16 @@ def _remote_fs(kind: str) -> pafs.FileSystem:
     raise ValueError(f"no filesystem for {kind}://")
 
 
+def plain(path) -> str:
+    """A file:// URI as the local path it names; any other path or URI as it is."""
+    return str(path).removeprefix("file://")
+
+
 def split(path: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path within it) for a local path or URI."""
     kind = scheme(path)
     if kind == "file":
-        local = path[len("file://"):] if str(path).startswith("file://") else str(path)
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(plain(path)))
     if kind not in ("s3", "gs"):
         raise ValueError(f"{path}: unsupported scheme {kind}://; use a local path, file://, s3:// or gs://")
     return _remote_fs(kind), str(path).split("://", 1)[1]
@@ -103,6 +107,15 @@ def _info(kind: str, fs: pafs.FileSystem, inner: str) -> pafs.FileInfo:
         return fs.get_file_info(inner)
     except OSError as exc:
         raise explain(exc, uri(kind, inner)) from None
+
+
+def _files_under(kind: str, fs: pafs.FileSystem, inner: str) -> list[pafs.FileInfo]:
+    """Every file (object) below the folder (prefix) `inner`; none when it is absent."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise explain(exc, uri(kind, inner)) from None
+    return [i for i in infos if i.type == pafs.FileType.File]
 
 
 def glob(pattern: str) -> list[Listed]:
@@ -180,12 +193,8 @@ def listing(path: str) -> list[tuple[str, int, int]]:
         return [(info.base_name, info.size or 0, info.mtime_ns or 0)]
     if info.type == pafs.FileType.NotFound:
         raise StorageAccessError(f"{path}: no such object or prefix")
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(inner.rstrip("/"), recursive=True))
-    except OSError as exc:
-        raise explain(exc, path) from None
     base = len(inner.rstrip("/")) + 1
-    return sorted((i.path[base:], i.size or 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File)
+    return sorted((i.path[base:], i.size or 0, i.mtime_ns or 0) for i in _files_under(kind, fs, inner.rstrip("/")))
 
 
 def cache_root() -> str:
@@ -239,11 +248,7 @@ OUTPUT_LOCK = ".thresher-output.lock"  # the lease of the run writing the prefix
 def tree_files(root) -> list[str]:
     """Names (relative, with '/') of every file under a local folder or an object prefix."""
     if isinstance(root, ObjectPath):
-        try:
-            infos = root.fs.get_file_info(pafs.FileSelector(root.inner, recursive=True, allow_not_found=True))
-        except OSError as exc:
-            raise explain(exc, root.uri) from None
-        return sorted(i.path[len(root.inner) + 1:] for i in infos if i.type == pafs.FileType.File)
+        return sorted(i.path[len(root.inner) + 1:] for i in _files_under(root.kind, root.fs, root.inner))
     return sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
                   for d, _, names in os.walk(root, followlinks=True) for f in names)
 
@@ -405,8 +410,7 @@ def location(path) -> "Path | ObjectPath":
     """A local path as pathlib.Path, an s3:// or gs:// one as ObjectPath."""
     if isinstance(path, ObjectPath):
         return path
-    return ObjectPath(str(path)) if is_remote(str(path)) else Path(str(path)[7:] if str(path).startswith("file://")
-                                                                       else path)
+    return ObjectPath(str(path)) if is_remote(str(path)) else Path(plain(path))
 
 
 def rmtree(path) -> None:
@@ -500,11 +504,7 @@ def tree_bytes(path) -> int:
         info = path._info()
         if info.type == pafs.FileType.File:
             return info.size or 0
-        try:
-            infos = path.fs.get_file_info(pafs.FileSelector(path.inner, recursive=True, allow_not_found=True))
-        except OSError as exc:
-            raise explain(exc, path.uri) from None
-        return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+        return sum(i.size or 0 for i in _files_under(path.kind, path.fs, path.inner))
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return path.stat().st_size
