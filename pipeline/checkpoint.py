@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
 from thresher.pipeline import storage
 from thresher.pipeline.workdir import StageDir
 

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from thresher.pipeline import storage
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.key_groups import read_parts, write_partitioned

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from thresher.pipeline import storage
 from thresher.pipeline.io import write_parquet
 
