@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def demo_texts(names=("python_docs", "scripture", "fortunes")) -> list[str]:
     for name in names:
         with gzip.open(DEMO / f"{name}.jsonl.gz", "rt", encoding="utf-8") as fh:
             out += [json.loads(line)["text"] for line in fh]
+    return out
+
+
+SOURCES = ("scripture", "python_docs", "fortunes")
+
+
+def sentence_pools() -> dict[str, list[str]]:
+    """Each bundled source's sentences (4 words or more): documents drawn from them are new text
+    in the source's own words."""
+    out = {}
+    for name in SOURCES:
+        out[name] = [s for t in demo_texts((name,)) for s in re.split(r"(?<=[.!?])\s+", t) if len(s.split()) >= 4]
     return out
 
 

@@ -1,9 +1,13 @@
-"""MinHash benchmark: signatures + LSH, docs/s on one core, ours vs datasketch vs datatrove.
+"""MinHash benchmark: signatures + LSH, docs/s on one core, ours vs datasketch vs datatrove; and
+the whole minhash_dedup stage against datasketch's whole near-dedup path.
 
-    .venv/bin/python bench/minhash.py [--docs 5000] [--datatrove-python PATH] [--million]
+    .venv/bin/python bench/minhash.py [--docs 5000] [--datatrove-python PATH] [--million N] [--stage-mb 140]
 
-Same corpus (real text from the demo set cut into ~2 KB documents), num_perm=128, 5-word
-shingles, shingling included for every contender. Writes bench/results/minhash.json.
+Signatures: the same corpus (real text from the demo set cut into ~2 KB documents), num_perm=128,
+5-word shingles, shingling included for every contender. Whole stage: a sparse corpus (4% of
+documents in near-duplicate clusters) and a duplicate-heavy one (60%), both `--stage-mb` MB of new
+documents drawn from the demo sources' sentences, clusters of 2-10 made by word edits; each side
+timed as a whole process on one core. Writes bench/results/minhash.json.
 """
 
 from __future__ import annotations
@@ -125,6 +129,103 @@ def bench_quality() -> dict:
     return pairwise_quality(dict(rows), dict(zip(out["id"].to_pylist(), out["dup_cluster"].to_pylist())), THRESHOLD)
 
 
+# --- the whole stage against datasketch's whole path, on a sparse and a duplicate-heavy corpus ---
+
+def near_dup_corpus(megabytes: float, cluster_share: float, seed: int = 0) -> tuple[list[str], list[str], list[int]]:
+    """(ids, texts, planted cluster of each doc): new documents drawn from the bundled sources'
+    sentences; a share of the documents lies in clusters of 2-10, each member a word-level edit
+    (edit rate up to 3%) of its cluster's base document; rows are shuffled."""
+    import random
+
+    from common import SOURCES, sentence_pools
+    from thresher.scorers.minhash_eval import edit_words
+
+    rng, pools = random.Random(seed), sentence_pools()
+    heads = cluster_share / (6.0 - 5.0 * cluster_share)  # mean cluster size 6: the share of bases that head one
+    rows, size = [], 0
+    while size < megabytes * 2**20:
+        pool = pools[SOURCES[rng.randrange(len(SOURCES))]]
+        base = " ".join(rng.choice(pool) for _ in range(rng.randint(4, 24)))
+        members = [base]
+        if rng.random() < heads:
+            members += [edit_words(base, rng, rng.uniform(0.0, 0.03)) for _ in range(rng.randint(1, 9))]
+        cluster = len(rows)
+        rows += [(t, cluster) for t in members]
+        size += sum(len(t.encode()) for t in members)
+    rng.shuffle(rows)
+    return [f"d{i:08d}" for i in range(len(rows))], [t for t, _ in rows], [c for _, c in rows]
+
+
+def _timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - t0, proc
+
+
+def bench_stage(name: str, megabytes: float, cluster_share: float, tmp: Path) -> dict:
+    """`thresher run` of a pipeline holding only minhash_dedup (one process, one core) against
+    bench/_datasketch_dedup.py, each timed as a whole process, on the same Parquet file; then the
+    pairwise quality of Thresher's clusters against exact shingle Jaccard."""
+    import os
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    ids, texts, planted = near_dup_corpus(megabytes, cluster_share)
+    src = tmp / f"{name}.parquet"
+    pq.write_table(pa.table({"id": ids, "text": texts}), src)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}  # one core each
+    cfg = tmp / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": f"minhash-{name}", "executor": "inline", "work_dir": str(tmp / f"{name}-work"),
+        "inputs": [{"paths": [str(src)], "id_column": "id"}],
+        "stages": [{"stage": "minhash_dedup", "threshold": THRESHOLD, "policy": "reweight"}],
+        "output": {"dir": str(tmp / f"{name}-out")}}))
+    root = Path(__file__).resolve().parents[1]
+    ours_s, _ = _timed([str(root / ".venv" / "bin" / "thresher"), "run", "-q", str(cfg)], env)
+    ds_s, proc = _timed([sys.executable, str(Path(__file__).parent / "_datasketch_dedup.py"), str(src),
+                         str(tmp / f"{name}-datasketch.parquet"), str(THRESHOLD), str(NUM_PERM), str(NGRAM)], env)
+    ds = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = pq.read_table(tmp / f"{name}-out" / "data", columns=["id", "dup_cluster"])
+    clusters = dict(zip(out["id"].to_pylist(), out["dup_cluster"].to_pylist()))
+    return {"documents": len(ids), "megabytes": round(sum(len(t.encode()) for t in texts) / 2**20, 1),
+            "in_clusters": round(float(np.mean(np.bincount(planted)[planted] > 1)), 3),
+            "ours_seconds": round(ours_s, 2), "datasketch_seconds": round(ds_s, 2),
+            "speedup_vs_datasketch": round(ds_s / ours_s, 2), "datasketch": ds,
+            "quality": cluster_quality(dict(zip(ids, texts)), clusters, planted_clusters(ids, planted))}
+
+
+def planted_clusters(ids: list[str], planted: list[int]) -> list[list[str]]:
+    groups: dict[int, list[str]] = {}
+    for i, c in zip(ids, planted):
+        groups.setdefault(c, []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def cluster_quality(texts: dict[str, str], clusters: dict[str, str], planted: list[list[str]]) -> dict:
+    """Exact shingle Jaccard (Python sets) of every pair Thresher put in one cluster, and recall
+    over the planted pairs with Jaccard >= 0.9."""
+    import itertools
+
+    from thresher.scorers.minhash_eval import jaccard
+
+    members: dict[str, list[str]] = {}
+    for doc, c in clusters.items():
+        members.setdefault(c, []).append(doc)
+    merged = [jaccard(texts[a], texts[b], NGRAM) for ms in members.values() if len(ms) > 1
+              for a, b in itertools.combinations(ms, 2)]
+    strong = [(a, b) for g in planted for a, b in itertools.combinations(g, 2)
+              if jaccard(texts[a], texts[b], NGRAM) >= 0.9]
+    return {"merged_pairs": len(merged), "min_merged_jaccard": round(min(merged, default=1.0), 4),
+            "merged_below_0.6": sum(j < 0.6 for j in merged),
+            "precision": round(sum(j >= THRESHOLD for j in merged) / max(len(merged), 1), 4),
+            "largest_cluster": max((len(ms) for ms in members.values()), default=0),
+            "strong_pairs": len(strong),
+            "recall_strong": round(sum(clusters[a] == clusters[b] for a, b in strong) / max(len(strong), 1), 4)}
+
+
 def million(n: int) -> dict:
     """Peak memory of the minhash_dedup stage (pipeline, one process) on n short documents."""
     import random
@@ -158,6 +259,8 @@ def main() -> None:
     ap.add_argument("--update-docs", type=int, default=500, help="docs for the slow per-shingle datasketch path")
     ap.add_argument("--datatrove-python", default=None)
     ap.add_argument("--million", type=int, default=0, help="also measure peak memory on this many short docs")
+    ap.add_argument("--stage-mb", type=float, default=140.0,
+                    help="size of the sparse and the duplicate-heavy corpus for the whole-stage runs (0: skip)")
     ap.add_argument("--_million_child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._million_child:
@@ -183,6 +286,10 @@ def main() -> None:
                                  if contenders["datatrove"].get("docs_per_s") else None),
         "quality": bench_quality(),
     }
+    if args.stage_mb:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["whole_stage"] = {name: bench_stage(name, args.stage_mb, share, Path(tmp))
+                                     for name, share in (("sparse", 0.04), ("dup_heavy", 0.6))}
     if args.million:
         proc = subprocess.run([sys.executable, __file__, "--_million_child", str(args.million)],
                               capture_output=True, text=True)
@@ -197,6 +304,11 @@ def main() -> None:
           + (f"{result['speedup_vs_datatrove']:.1f}x" if result["speedup_vs_datatrove"] else "n/a"))
     print(f"quality: precision {result['quality']['precision']:.3f}, recall(J>=0.9) "
           f"{result['quality']['recall_strong']:.3f}")
+    for name, r in result.get("whole_stage", {}).items():
+        q = r["quality"]
+        print(f"whole stage, {name} ({r['megabytes']} MB, {r['in_clusters']:.0%} of docs in clusters): ours "
+              f"{r['ours_seconds']} s, datasketch {r['datasketch_seconds']} s: {r['speedup_vs_datasketch']}x; "
+              f"recall(J>=0.9) {q['recall_strong']}, lowest merged J {q['min_merged_jaccard']}")
     if "million" in result:
         print(f"million: {result['million']}")
     print(f"wrote {path}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,19 +28,9 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEMO, ROOT, machine, write_result  # noqa: E402
+from common import ROOT, SOURCES, machine, sentence_pools, write_result  # noqa: E402
 
 FILES = 16
-SOURCES = ("scripture", "python_docs", "fortunes")
-
-
-def _sentences() -> dict[str, list[str]]:
-    out = {}
-    for name in SOURCES:
-        with gzip.open(DEMO / f"{name}.jsonl.gz", "rt", encoding="utf-8") as fh:
-            texts = [json.loads(line)["text"] for line in fh]
-        out[name] = [s for t in texts for s in re.split(r"(?<=[.!?])\s+", t) if len(s.split()) >= 4]
-    return out
 
 
 def build_corpus(folder: Path, megabytes: int, seed: int = 0) -> int:
@@ -51,7 +40,7 @@ def build_corpus(folder: Path, megabytes: int, seed: int = 0) -> int:
         return int(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    pools = _sentences()
+    pools = sentence_pools()
     target, size, docs, recent = megabytes * 2**20, 0, 0, []
     handles = [gzip.open(folder / f"part-{i:02d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
                for i in range(FILES)]

@@ -37,40 +37,57 @@ def permutations(num_perm: int, seed: int, scheme: str = "legacy") -> tuple[np.n
 
 
 @nb.njit(cache=True)
-def _signatures(data, offsets, a, b, ngram, legacy):
+def _sign(data, offsets, a, b, ngram, legacy, with_sets):
+    """Signatures [n_docs, len(a)], shingle counts, and (with_sets) each document's sorted unique
+    shingle hashes, flat with offsets: one pass of hashing serves both, so a document's shingle
+    set never has to be computed again for verification."""
     starts, ends, doc_words = word_spans(data, offsets)
     n_docs = len(offsets) - 1
     num_perm = len(a)
     empty = _MAX32 if legacy else np.uint64(0xFFFFFFFFFFFFFFFF)
     sig = np.full((n_docs, num_perm), empty, dtype=np.uint64)
     n_shingles = np.zeros(n_docs, np.int64)
+    values = np.empty(len(starts) + n_docs if with_sets else 0, np.uint64)
+    set_offsets = np.zeros(n_docs + 1, np.int64)
     hv = np.empty(max(len(starts), 1), np.uint64)
+    best = np.empty(num_perm, np.uint64)
+    w = 0
     for i in range(n_docs):
         w0, w1 = doc_words[i], doc_words[i + 1]
         nw = w1 - w0
-        if nw == 0:
-            continue
-        count = nw - ngram + 1 if nw >= ngram else 1  # a short document is one shingle
+        count = 0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1)  # a short document is one shingle
         n_shingles[i] = count
         for s in range(count):
-            last = min(w0 + s + ngram - 1, w1 - 1)
-            h = xxh64(data, starts[w0 + s], ends[last], np.uint64(0))
+            h = xxh64(data, starts[w0 + s], ends[min(w0 + s + ngram - 1, w1 - 1)], np.uint64(0))
             hv[s] = h if legacy else fmix64(h)
-        # Permutation-major: independent iterations over the shingles pipeline well.
-        for j in range(num_perm):
-            aj, bj = a[j], b[j]
-            best = empty
+        if count:
+            # Shingle-major, permutations innermost: the inner loop is branch-free over arrays and
+            # vectorises (64-bit multiply, the Mersenne reduction and min run in SIMD lanes).
+            best[:] = empty
             if legacy:
                 for s in range(count):
-                    t = aj * hv[s] + bj  # wraps mod 2^64, as numpy's uint64 does in datasketch
-                    r = (t & _MERSENNE) + (t >> np.uint64(61))  # t mod 2^61-1, exactly
-                    r = r - _MERSENNE if r >= _MERSENNE else r
-                    best = min(best, r & _MAX32)
+                    h = hv[s]
+                    for j in range(num_perm):
+                        t = a[j] * h + b[j]  # wraps mod 2^64, as numpy's uint64 does in datasketch
+                        r = (t & _MERSENNE) + (t >> np.uint64(61))  # t mod 2^61-1, exactly
+                        r = r - _MERSENNE if r >= _MERSENNE else r
+                        best[j] = min(best[j], r & _MAX32)
             else:
                 for s in range(count):
-                    best = min(best, aj * hv[s] + bj)
-            sig[i, j] = best
-    return sig, n_shingles
+                    h = hv[s]
+                    for j in range(num_perm):
+                        best[j] = min(best[j], a[j] * h + b[j])
+            sig[i, :] = best
+        if with_sets and count:
+            srt = np.sort(hv[:count])
+            values[w] = srt[0]
+            w += 1
+            for k in range(1, count):
+                if srt[k] != srt[k - 1]:
+                    values[w] = srt[k]
+                    w += 1
+        set_offsets[i + 1] = w
+    return sig, n_shingles, values[:w], set_offsets
 
 
 def signatures(text: pa.Array | pa.ChunkedArray, num_perm: int = 128, seed: int = 1, ngram: int = 5,
@@ -78,7 +95,19 @@ def signatures(text: pa.Array | pa.ChunkedArray, num_perm: int = 128, seed: int 
     """(signatures [n_docs, num_perm] uint64, shingle counts) for a batch of documents."""
     data, offsets = string_buffers(normalize_for_hashing(text))
     a, b = _perms(num_perm, seed, scheme)
-    return _signatures(data, offsets, a, b, ngram, scheme == "legacy")
+    sig, counts, _, _ = _sign(data, offsets, a, b, ngram, scheme == "legacy", False)
+    return sig, counts
+
+
+def signatures_and_sets(text: pa.Array | pa.ChunkedArray, num_perm: int = 128, seed: int = 1, ngram: int = 5,
+                        scheme: str = "legacy") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signatures, shingle-set values, set offsets[n + 1]): `signatures` and `shingle_sets` of the
+    batch from one pass over its shingles (with scheme affine64 the set holds the pre-mixed
+    hashes, a bijection of the same shingles: Jaccard is unchanged)."""
+    data, offsets = string_buffers(normalize_for_hashing(text))
+    a, b = _perms(num_perm, seed, scheme)
+    sig, _, values, set_offsets = _sign(data, offsets, a, b, ngram, scheme == "legacy", True)
+    return sig, values, set_offsets
 
 
 @lru_cache(maxsize=8)
@@ -86,41 +115,25 @@ def _perms(num_perm: int, seed: int, scheme: str):
     return permutations(num_perm, seed, scheme)
 
 
-@nb.njit(cache=True)
-def _shingle_hashes(data, offsets, ngram):
-    starts, ends, doc_words = word_spans(data, offsets)
-    n_docs = len(offsets) - 1
-    doc_off = np.zeros(n_docs + 1, np.int64)
-    for i in range(n_docs):
-        nw = doc_words[i + 1] - doc_words[i]
-        doc_off[i + 1] = doc_off[i] + (0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1))
-    out = np.empty(doc_off[-1], np.uint64)
-    for i in range(n_docs):
-        w0, w1 = doc_words[i], doc_words[i + 1]
-        for s in range(doc_off[i + 1] - doc_off[i]):
-            out[doc_off[i] + s] = xxh64(data, starts[w0 + s], ends[min(w0 + s + ngram - 1, w1 - 1)], np.uint64(0))
-    return out, doc_off
-
-
-@nb.njit(cache=True)
-def _unique_per_doc(hashes, doc_off):
-    out = np.empty_like(hashes)
-    out_off = np.zeros(len(doc_off), np.int64)
-    w = 0
-    for i in range(len(doc_off) - 1):
-        seg = np.sort(hashes[doc_off[i]:doc_off[i + 1]])
-        for j in range(len(seg)):
-            if j == 0 or seg[j] != seg[j - 1]:
-                out[w] = seg[j]
-                w += 1
-        out_off[i + 1] = w
-    return out[:w], out_off
-
-
 def shingle_sets(text: pa.Array | pa.ChunkedArray, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The sorted, unique 64-bit shingle hashes of every document, flat, with offsets[n + 1]."""
     data, offsets = string_buffers(normalize_for_hashing(text))
-    return _unique_per_doc(*_shingle_hashes(data, offsets, ngram))
+    none = np.zeros(0, np.uint64)
+    _, _, values, set_offsets = _sign(data, offsets, none, none, ngram, True, True)
+    return values, set_offsets
+
+
+@nb.njit(cache=True)
+def take_sets(values, offsets, rows):
+    """The sets of `rows` (indexes into offsets), flat with their own offsets: a shard's stored
+    sets gathered for the documents one task verifies."""
+    out_offsets = np.zeros(len(rows) + 1, np.int64)
+    for k in range(len(rows)):
+        out_offsets[k + 1] = out_offsets[k] + offsets[rows[k] + 1] - offsets[rows[k]]
+    out = np.empty(out_offsets[-1], np.uint64)
+    for k in range(len(rows)):
+        out[out_offsets[k]:out_offsets[k + 1]] = values[offsets[rows[k]]:offsets[rows[k] + 1]]
+    return out, out_offsets
 
 
 @nb.njit(cache=True)
@@ -160,19 +173,22 @@ def shingles(text: str, ngram: int = 5) -> list[bytes]:
 
 @lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
-    """(bands, rows) minimising the weighted false-positive + false-negative area around the threshold."""
-    from scipy.integrate import quad  # here, not at import: scipy.integrate costs every worker 0.2 s
+    """(bands, rows) minimising the weighted false-positive + false-negative area around the
+    threshold, as datasketch's MinHashLSH chooses them. The areas are integrals of polynomials of
+    degree bands*rows <= num_perm, which Gauss-Legendre quadrature with num_perm/2 + 1 nodes
+    integrates exactly: every (bands, rows) at once, in numpy, instead of a scipy.quad per pair."""
+    nodes, w = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    bands = np.concatenate([np.full(num_perm // b, b) for b in range(1, num_perm + 1)]).astype(np.float64)
+    rows = np.concatenate([np.arange(1, num_perm // b + 1) for b in range(1, num_perm + 1)]).astype(np.float64)
 
-    best, opt = float("inf"), (0, 0)
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            p = lambda s: 1 - (1 - s ** float(rows)) ** float(bands)  # noqa: E731 - P(candidate | J = s)
-            fp = quad(p, 0.0, threshold)[0]
-            fn = quad(lambda s: 1 - p(s), threshold, 1.0)[0]
-            err = fp * fp_weight + fn * fn_weight
-            if err < best:
-                best, opt = err, (bands, rows)
-    return opt
+    def area(lo: float, hi: float, candidate: bool) -> np.ndarray:
+        s = (hi - lo) / 2 * nodes + (hi + lo) / 2  # nodes mapped onto [lo, hi]
+        miss = (1.0 - s[None, :] ** rows[:, None]) ** bands[:, None]  # P(not a candidate | J = s)
+        return ((1.0 - miss) if candidate else miss) @ w * (hi - lo) / 2
+
+    err = area(0.0, threshold, True) * fp_weight + area(threshold, 1.0, False) * fn_weight
+    best = int(np.argmin(err))  # the first minimum, in datasketch's (bands, rows) order
+    return int(bands[best]), int(rows[best])
 
 
 @nb.njit(cache=True)

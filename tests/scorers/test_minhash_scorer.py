@@ -29,8 +29,12 @@ def test_signatures_equal_datasketch(scheme, seed):
 
 
 def test_optimal_bands_equal_datasketch():
-    for threshold in (0.5, 0.7, 0.8, 0.9):
-        assert optimal_bands(threshold, 128) == _optimal_param(threshold, 128, 0.5, 0.5)
+    """Our exact quadrature picks the (bands, rows) datasketch's scipy.quad search picks."""
+    for num_perm in (16, 128, 256):
+        for threshold in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+            for fp_weight in (0.5, 0.2, 0.9):
+                assert optimal_bands(threshold, num_perm, fp_weight, 1 - fp_weight) == \
+                    _optimal_param(threshold, num_perm, fp_weight, 1 - fp_weight), (num_perm, threshold, fp_weight)
 
 
 def _components(u, v, tmp_path, partitions=4):

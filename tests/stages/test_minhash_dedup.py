@@ -106,7 +106,7 @@ def test_the_first_two_rounds_alone_find_a_planted_pair_across_shards(tmp_path):
     scratch = Scratch(tmp_path)
     scratch.make()
     assert [SignShards(p, read, scratch, {"a": 0, "b": 1}, p.banding())(s) for s in shards] == [2, 3]
-    verify = VerifiedCandidates(p, scratch, ["a", "b"], read)
+    verify = VerifiedCandidates(p, scratch, ["a", "b"])
     found = sum(verify(part) for part in range(p.partitions))
     edges = pq.read_table(scratch.edges)
     assert edges.num_rows == found >= 1  # once per band partition the pair shares a band in
