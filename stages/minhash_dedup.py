@@ -6,7 +6,7 @@ round is a class of its own, callable on one work item, so it can be tested alon
   1. SignShards, per shard: signatures and shingle sets from one pass over the shingles (both kept
      as .npy for verification: no document's shingles are hashed twice), band hashes partitioned
      by hash; a row is addressed by its doc index (shard ordinal, row) throughout;
-  2. VerifiedCandidates, per band partition: rows with equal (band, hash) become candidate
+  2. VerifiedCandidates, per band partition: rows with equal band hash become candidate
      edges; an edge is kept only if its exact shingle Jaccard (from the stored sets) reaches
      `threshold`;
   3. connected components by partitioned min-label propagation (pipeline/components.py);
@@ -45,6 +45,7 @@ from thresher.scorers.minhash import (
 
 CLUSTER, SIZE, IS_REP, WEIGHT = "dup_cluster", "dup_cluster_size", "dup_is_rep", "dedup_weight"
 _EDGES_PER_PARTITION = 2_000_000  # connected-components partitions hold about this many edges
+SURE_Z = 4.0  # standard errors of the signature estimate that decide a pair without its exact Jaccard
 
 
 class MinHashParams(Params):
@@ -60,8 +61,9 @@ class MinHashParams(Params):
     false_negative_weight: float = Field(0.9, ge=0.0)
     seed: int = Field(1, ge=0, description="datasketch's MinHash seed")
     scheme: Literal["legacy", "affine64"] = "legacy"
-    verify: Literal["exact", "signature", "none"] = Field(
-        "exact", description="check candidate pairs: exact shingle Jaccard, signature agreement, or not at all")
+    verify: Literal["auto", "exact", "signature", "none"] = Field(
+        "auto", description="check candidate pairs: exact shingle Jaccard where the signature estimate is "
+                            "not decisive (auto), exact for all, signature agreement alone, or not at all")
     policy: Literal["remove", "reweight"] = "remove"
     partitions: int = Field(16, ge=1, le=4096, description="band-hash partitions of the group-by")
 
@@ -131,7 +133,7 @@ class SignShards:
         if p.scheme == "legacy":
             sig = sig.astype(np.uint32)  # legacy values are 32-bit
         storage.save_npy(self.scratch.signatures(shard), sig)
-        if p.verify == "exact":
+        if p.verify in ("auto", "exact"):
             for path, array in zip(self.scratch.sets(shard), (values, offsets)):
                 storage.save_npy(path, array)
         write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch.ids(shard))
@@ -139,8 +141,7 @@ class SignShards:
         bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
         n = len(sig)
         doc = doc_index(self.ordinals[shard], np.arange(n))
-        t = pa.table({"band": np.tile(np.arange(bands, dtype=np.uint16), n), "bhash": bh.reshape(-1),
-                      "doc": np.repeat(doc, bands)})
+        t = pa.table({"bhash": bh.reshape(-1), "doc": np.repeat(doc, bands)})
         write_partitioned(t, "bhash", p.partitions, self.scratch.bands, f"{shard}.parquet")
         return n
 
@@ -169,24 +170,32 @@ class VerifiedCandidates:
         t = read_parts(self.scratch.bands / f"{partition:05d}")
         if t is None:
             return 0
-        u, v = self._verified(*candidate_pairs(t["band"].to_numpy(), t["bhash"].to_numpy(), t["doc"].to_numpy()))
+        u, v = self._verified(*candidate_pairs(t["bhash"].to_numpy(), t["doc"].to_numpy()))
         if len(u):
             write_parquet(pa.table({"u": u, "v": v}), self.scratch.edges / f"{partition:05d}.parquet")
         return len(u)
 
     def _verified(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.p.verify == "none" or len(u) == 0:
+        """The pairs that pass `verify`. The signature agreement estimates Jaccard with standard
+        error sqrt(J(1-J)/num_perm): a pair more than SURE_Z of them below the threshold is a
+        non-duplicate for every mode; with `auto` a pair as far above it is a duplicate, and only
+        the pairs in between get the exact Jaccard of their stored shingle sets (`exact`: all)."""
+        p = self.p
+        if p.verify == "none" or len(u) == 0:
             return u, v
-        # Signature agreement first (cheap, generous margin), then exact Jaccard on what is left.
-        margin = 0.0 if self.p.verify == "signature" else 0.15
-        similar = (self._rows(u) == self._rows(v)).mean(axis=1) >= self.p.threshold - margin
-        u, v = u[similar], v[similar]
-        if self.p.verify == "exact" and len(u):
-            docs = np.unique(np.concatenate([u, v]))
+        estimate = (self._rows(u) == self._rows(v)).mean(axis=1)
+        if p.verify == "signature":
+            keep = estimate >= p.threshold
+            return u[keep], v[keep]
+        margin = SURE_Z * math.sqrt(p.threshold * (1 - p.threshold) / p.num_perm)
+        sure = estimate >= p.threshold + margin if p.verify == "auto" else np.zeros(len(u), bool)
+        check = np.flatnonzero((estimate >= p.threshold - margin) & ~sure)
+        if len(check):
+            docs = np.unique(np.concatenate([u[check], v[check]]))
             values, offsets = self._shingle_sets(docs)
-            jaccard = pair_jaccard(values, offsets, np.searchsorted(docs, u), np.searchsorted(docs, v))
-            u, v = u[jaccard >= self.p.threshold], v[jaccard >= self.p.threshold]
-        return u, v
+            jaccard = pair_jaccard(values, offsets, np.searchsorted(docs, u[check]), np.searchsorted(docs, v[check]))
+            sure[check[jaccard >= p.threshold]] = True
+        return u[sure], v[sure]
 
     def _shingle_sets(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stored shingle sets of the sorted `docs`, in their order (each shard's rows are one run)."""

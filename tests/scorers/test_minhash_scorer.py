@@ -78,11 +78,13 @@ def test_shingle_sets_give_exact_jaccard():
     from thresher.scorers.minhash import pair_jaccard, shingle_sets
     from thresher.scorers.minhash_eval import jaccard
 
-    docs = [TEXTS[0], TEXTS[0].replace("void", "empty"), TEXTS[1], "", "a a a a a a a a", ""]
+    docs = [TEXTS[0], TEXTS[0].replace("void", "empty"), TEXTS[1], "", "a a a a a a a a", "",
+            "a a a a a a", "a a a a a b a a a a a", TEXTS[0] + " " + TEXTS[0]]
     values, offsets = shingle_sets(pa.array(docs))
-    assert offsets[1] == len(set(shingles(docs[0])))
-    assert offsets[5] - offsets[4] == 1  # a repeated shingle counts once
-    a, b = np.array([0, 0, 1, 3]), np.array([1, 2, 2, 5])
+    assert offsets[1] == len(shingles(docs[0]))
+    a, b = np.array([0, 0, 1, 3, 4, 4, 7, 0]), np.array([1, 2, 2, 5, 6, 7, 4, 8])
     got = pair_jaccard(values, offsets, a, b)
-    assert got[:3] == pytest.approx([jaccard(docs[i], docs[j]) for i, j in zip(a[:3], b[:3])])
+    pairs = [(i, j) for i, j in zip(a, b) if i != 3]
+    assert got[[k for k in range(len(a)) if a[k] != 3]] == pytest.approx([jaccard(docs[i], docs[j]) for i, j in pairs])
     assert got[3] == 1.0  # two empty documents
+    assert got[4] == 1.0 and got[5] == pytest.approx(1 / 6) == got[6]  # repeated shingles count once
