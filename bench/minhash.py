@@ -132,26 +132,20 @@ def bench_quality() -> dict:
 
 def near_dup_corpus(megabytes: float, cluster_share: float, seed: int = 0) -> tuple[list[str], list[str], list[int]]:
     """(ids, texts, planted cluster of each doc): new documents drawn from the bundled sources'
-    sentences; a share of the documents lies in clusters of 2-10, each member a word-level edit
-    (edit rate up to 3%) of its cluster's base document; rows are shuffled."""
+    sentences, planted in clusters of 2-10 (plant_clusters: word edits, rate up to 3%)."""
     import random
 
     from common import SOURCES, sentence_pools
-    from thresher.scorers.minhash_eval import edit_words
+    from thresher.scorers.minhash_eval import plant_clusters
 
     rng, pools = random.Random(seed), sentence_pools()
-    heads = cluster_share / (6.0 - 5.0 * cluster_share)  # mean cluster size 6: the share of bases that head one
-    rows, size = [], 0
-    while size < megabytes * 2**20:
+    bases, size = [], 0
+    edits_per_base = 5 * cluster_share / (6.0 - 5.0 * cluster_share)  # plant_clusters' mean
+    while size < megabytes * 2**20 / (1 + edits_per_base):  # the clusters' edits make up the rest
         pool = pools[SOURCES[rng.randrange(len(SOURCES))]]
-        base = " ".join(rng.choice(pool) for _ in range(rng.randint(4, 24)))
-        members = [base]
-        if rng.random() < heads:
-            members += [edit_words(base, rng, rng.uniform(0.0, 0.03)) for _ in range(rng.randint(1, 9))]
-        cluster = len(rows)
-        rows += [(t, cluster) for t in members]
-        size += sum(len(t.encode()) for t in members)
-    rng.shuffle(rows)
+        bases.append(" ".join(rng.choice(pool) for _ in range(rng.randint(4, 24))))
+        size += len(bases[-1].encode())
+    rows = plant_clusters(bases, cluster_share, seed)
     return [f"d{i:08d}" for i in range(len(rows))], [t for t, _ in rows], [c for _, c in rows]
 
 
@@ -171,6 +165,8 @@ def bench_stage(name: str, megabytes: float, cluster_share: float, tmp: Path) ->
 
     import pyarrow.parquet as pq
     import yaml
+
+    from thresher.scorers.minhash_eval import merged_pair_quality
 
     ids, texts, planted = near_dup_corpus(megabytes, cluster_share)
     src = tmp / f"{name}.parquet"
@@ -193,7 +189,7 @@ def bench_stage(name: str, megabytes: float, cluster_share: float, tmp: Path) ->
             "in_clusters": round(float(np.mean(np.bincount(planted)[planted] > 1)), 3),
             "ours_seconds": round(ours_s, 2), "datasketch_seconds": round(ds_s, 2),
             "speedup_vs_datasketch": round(ds_s / ours_s, 2), "datasketch": ds,
-            "quality": cluster_quality(dict(zip(ids, texts)), clusters, planted_clusters(ids, planted))}
+            "quality": merged_pair_quality(dict(zip(ids, texts)), clusters, planted_clusters(ids, planted), THRESHOLD)}
 
 
 def planted_clusters(ids: list[str], planted: list[int]) -> list[list[str]]:
@@ -201,28 +197,6 @@ def planted_clusters(ids: list[str], planted: list[int]) -> list[list[str]]:
     for i, c in zip(ids, planted):
         groups.setdefault(c, []).append(i)
     return [g for g in groups.values() if len(g) > 1]
-
-
-def cluster_quality(texts: dict[str, str], clusters: dict[str, str], planted: list[list[str]]) -> dict:
-    """Exact shingle Jaccard (Python sets) of every pair Thresher put in one cluster, and recall
-    over the planted pairs with Jaccard >= 0.9."""
-    import itertools
-
-    from thresher.scorers.minhash_eval import jaccard
-
-    members: dict[str, list[str]] = {}
-    for doc, c in clusters.items():
-        members.setdefault(c, []).append(doc)
-    merged = [jaccard(texts[a], texts[b], NGRAM) for ms in members.values() if len(ms) > 1
-              for a, b in itertools.combinations(ms, 2)]
-    strong = [(a, b) for g in planted for a, b in itertools.combinations(g, 2)
-              if jaccard(texts[a], texts[b], NGRAM) >= 0.9]
-    return {"merged_pairs": len(merged), "min_merged_jaccard": round(min(merged, default=1.0), 4),
-            "merged_below_0.6": sum(j < 0.6 for j in merged),
-            "precision": round(sum(j >= THRESHOLD for j in merged) / max(len(merged), 1), 4),
-            "largest_cluster": max((len(ms) for ms in members.values()), default=0),
-            "strong_pairs": len(strong),
-            "recall_strong": round(sum(clusters[a] == clusters[b] for a, b in strong) / max(len(strong), 1), 4)}
 
 
 def million(n: int) -> dict:

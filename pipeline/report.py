@@ -117,6 +117,31 @@ def plots(out_dir: Path, manifest: dict) -> list[tuple[str, str]]:
     return figs
 
 
+def _cluster_tables(manifest: dict) -> str:
+    """For each dedup stage that lists them: its largest clusters and each source's share of
+    near-duplicates (removed, with policy remove), so one giant cluster or one source losing most
+    of its rows shows at a glance."""
+    parts = []
+    for st in manifest["stages"]:
+        state = st.get("state", {})
+        if "largest_clusters" not in state:
+            continue
+        verb = "removed" if state.get("policy") == "remove" else "near-duplicates"
+        rows = "".join(f"<tr><td>{html.escape(c['representative'])}</td><td>{c['size']:,}</td><td>"
+                       + html.escape(", ".join(f"{s}: {n:,}" for s, n in c["sources"].items())) + "</td></tr>"
+                       for c in state["largest_clusters"])
+        sources = "".join(f"<tr><td>{html.escape(s)}</td><td>{v['rows']:,}</td><td>{v['duplicates']:,}</td>"
+                          f"<td>{v['share']:.1%}</td></tr>" for s, v in state.get("duplicates_by_source", {}).items())
+        parts.append(f"<h3>{html.escape(st['name'])}</h3>"
+                     f"<p>{state.get('split_from_chains', 0):,} member(s) split from chained clusters; "
+                     f"{state.get('capped', 0):,} left out of clusters past max_cluster_size.</p>"
+                     f'<table class="clusters"><tr><th>largest clusters: representative</th><th>size</th>'
+                     f"<th>sources</th></tr>{rows}</table>"
+                     f'<table class="sources"><tr><th>source</th><th>rows</th><th>{verb}</th><th>share</th></tr>'
+                     f"{sources}</table>")
+    return "<h2>Near-duplicate clusters</h2>" + "".join(parts) if parts else ""
+
+
 def render(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
@@ -142,6 +167,7 @@ figure{{margin:1em 0}}</style></head><body>
 <h2>Stages</h2>
 <table id="stages"><tr><th>stage</th><th>in</th><th>out</th><th>rejected</th></tr>
 {''.join(rows)}</table>
+{_cluster_tables(manifest)}
 <h2>Plots</h2>
 {images}
 <h2>Manifest</h2><pre>{html.escape(json.dumps(manifest, indent=2))}</pre>

@@ -41,6 +41,40 @@ def plant_near_duplicates(texts: list[str], seed: int = 0, max_rate: float = 0.1
     return rows
 
 
+def plant_clusters(texts: list[str], cluster_share: float, seed: int = 0,
+                   max_rate: float = 0.03) -> list[tuple[str, int]]:
+    """(text, planted cluster) rows, shuffled: each base text alone, or (so that about
+    `cluster_share` of all rows lie in clusters) with 1-9 word-level edits of it (edit rate up
+    to `max_rate`) in a cluster of 2-10."""
+    rng = random.Random(seed)
+    heads = cluster_share / (6.0 - 5.0 * cluster_share)  # mean cluster size 6: the share of bases that head one
+    rows = []
+    for i, base in enumerate(texts):
+        rows.append((base, i))
+        if rng.random() < heads:
+            rows += [(edit_words(base, rng, rng.uniform(0.0, max_rate)), i) for _ in range(rng.randint(1, 9))]
+    rng.shuffle(rows)
+    return rows
+
+
+def merged_pair_quality(texts: dict[str, str], clusters: dict[str, str], planted: list[list[str]],
+                        threshold: float, ngram: int = 5) -> dict:
+    """Exact shingle Jaccard of every pair put in one cluster, and recall over the planted pairs
+    with Jaccard >= threshold + 0.1."""
+    members = defaultdict(list)
+    for doc, c in clusters.items():
+        members[c].append(doc)
+    merged = [jaccard(texts[a], texts[b], ngram) for ms in members.values() for a, b in itertools.combinations(ms, 2)]
+    strong = [(a, b) for g in planted for a, b in itertools.combinations(g, 2)
+              if jaccard(texts[a], texts[b], ngram) >= threshold + 0.1]
+    return {"merged_pairs": len(merged), "min_merged_jaccard": round(min(merged, default=1.0), 4),
+            "merged_below_0.6": sum(j < 0.6 for j in merged),
+            "precision": round(sum(j >= threshold for j in merged) / max(len(merged), 1), 4),
+            "largest_cluster": max((len(ms) for ms in members.values()), default=0),
+            "strong_pairs": len(strong),
+            "recall_strong": round(sum(clusters[a] == clusters[b] for a, b in strong) / max(len(strong), 1), 4)}
+
+
 def pairwise_quality(texts: dict[str, str], clusters: dict[str, str], threshold: float,
                      recall_margin: float = 0.1, ngram: int = 5) -> dict:
     """Precision over every pair put in one cluster (correct when exact J >= threshold); recall over

@@ -19,7 +19,7 @@ round is a class of its own, callable on one work item, so it can be tested alon
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +65,10 @@ class MinHashParams(Params):
         "auto", description="check candidate pairs: exact shingle Jaccard where the signature estimate is "
                             "not decisive (auto), exact for all, signature agreement alone, or not at all")
     policy: Literal["remove", "reweight"] = "remove"
+    chain_margin: float = Field(0.2, ge=0.0, lt=1.0, description=(
+        "a member whose signature similarity to its cluster's representative is below threshold - "
+        "chain_margin leaves the cluster (A~B~C~D chains never merge A with a far-off D)"))
+    max_cluster_size: int = Field(10_000, ge=2, description="members past this many stay unclustered (reported)")
     partitions: int = Field(16, ge=1, le=4096, description="band-hash partitions of the group-by")
 
     @model_validator(mode="after")
@@ -143,7 +147,24 @@ class SignShards:
         doc = doc_index(self.ordinals[shard], np.arange(n))
         t = pa.table({"bhash": bh.reshape(-1), "doc": np.repeat(doc, bands)})
         write_partitioned(t, "bhash", p.partitions, self.scratch.bands, f"{shard}.parquet")
-        return n
+        return {r["values"]: r["counts"] for r in pc.value_counts(table[schema.SOURCE]).to_pylist()}
+
+
+class SignatureRows:
+    """The stored signatures of any docs (each shard's file opened once, memory-mapped)."""
+
+    def __init__(self, scratch: Scratch, shards: list[str], num_perm: int):
+        self.scratch, self.shards, self.num_perm = scratch, shards, num_perm
+        self._sigs: dict[int, np.ndarray] = {}
+
+    def __call__(self, docs: np.ndarray) -> np.ndarray:
+        out = np.empty((len(docs), self.num_perm), dtype=np.uint64)
+        shard_of, row_of = doc_parts(docs)
+        for o, rows in split_rows(shard_of):
+            if o not in self._sigs:
+                self._sigs[o] = storage.load_npy(self.scratch.signatures(self.shards[o]), mmap=True)
+            out[rows] = self._sigs[o][row_of[rows]]
+        return out
 
 
 class VerifiedCandidates:
@@ -152,19 +173,7 @@ class VerifiedCandidates:
 
     def __init__(self, p: MinHashParams, scratch: Scratch, shards: list[str]):
         self.p, self.scratch, self.shards = p, scratch, shards
-        self._sigs: dict[int, np.ndarray] = {}
-
-    def _sig(self, ordinal: int) -> np.ndarray:
-        if ordinal not in self._sigs:
-            self._sigs[ordinal] = storage.load_npy(self.scratch.signatures(self.shards[ordinal]), mmap=True)
-        return self._sigs[ordinal]
-
-    def _rows(self, docs: np.ndarray) -> np.ndarray:
-        out = np.empty((len(docs), self.p.num_perm), dtype=np.uint64)
-        shard_of, row_of = doc_parts(docs)
-        for o, rows in split_rows(shard_of):
-            out[rows] = self._sig(o)[row_of[rows]]
-        return out
+        self._rows = SignatureRows(scratch, shards, p.num_perm)
 
     def __call__(self, partition: int) -> int:
         t = read_parts(self.scratch.bands / f"{partition:05d}")
@@ -219,26 +228,64 @@ def _ids_of(scratch: Scratch, shards: list[str], docs: np.ndarray) -> tuple[pa.A
     return pa.array(ids.tolist(), type=pa.string()), pa.array(sources.tolist(), type=pa.string())
 
 
-def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, sources: pa.Array) -> pa.Table:
-    """(id, cluster = the representative's id, size, is_rep, doc) for the members of components
-    given as node -> component label (every member of a component must be present). The
-    representative is the first member by (id, source, doc), so exactly one per cluster even when
-    members share an id."""
+def split_chains(label: np.ndarray, sig: np.ndarray, cut: float, max_size: int,
+                 max_rounds: int = 64) -> tuple[np.ndarray, int, int]:
+    """Each member's group, as the position of the group's representative, for members sorted so
+    that every component is a run led by its representative (`label`: the component of each).
+
+    A member stays with its representative when their signatures agree on >= `cut` of the
+    permutations; the others leave and form sub-clusters of their own, each led by its first
+    leaver (at most `max_rounds` per component; what remains then stays alone). A group is cut
+    at `max_size` members; the rest stay alone. Returns (group, members split off, capped)."""
+    n = len(label)
+    first = run_starts(label)
+    starts = np.flatnonzero(first)
+    rep = starts[np.cumsum(first) - 1] if n else np.zeros(0, np.int64)
+    stays = (sig == sig[rep]).mean(axis=1) >= cut if n else np.zeros(0, bool)
+    group = np.where(stays, rep, np.arange(n))
+    sizes = np.diff(np.append(starts, n))
+    irregular = np.flatnonzero((np.add.reduceat(~stays, starts) > 0) | (sizes > max_size)) if n else []
+    split_off = int((~stays).sum())
+    capped = 0
+    for c in irregular:  # components with far-off members or too many: resolved one by one
+        remaining = np.arange(starts[c], starts[c] + sizes[c])
+        group[remaining] = remaining
+        for _ in range(max_rounds):
+            if len(remaining) < 2:
+                break
+            joins = (sig[remaining] == sig[remaining[0]]).mean(axis=1) >= cut
+            members = remaining[joins]
+            capped += max(0, len(members) - max_size)
+            group[members[:max_size]] = remaining[0]
+            remaining = remaining[~joins]
+    return group, split_off, capped
+
+
+def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, sources: pa.Array,
+                         signatures=None, cut: float = 0.0, max_size: int = 2**62) -> tuple[pa.Table, dict]:
+    """(id, cluster = the representative's id, size, is_rep, doc, source) for the members of
+    components given as node -> component label (every member of a component must be present),
+    and what split_chains did. The representative is the first member by (id, source, doc), so
+    exactly one per cluster even when members share an id. `signatures(docs)`: their stored
+    signatures, for split_chains (without it components stay whole)."""
     t = pa.table({"label": labels, schema.ID: ids, schema.SOURCE: sources, "doc": nodes}).sort_by(
         [("label", "ascending"), (schema.ID, "ascending"), (schema.SOURCE, "ascending"), ("doc", "ascending")])
     label = t["label"].to_numpy()
-    first = run_starts(label)
-    starts = np.flatnonzero(first)
-    sizes = np.diff(np.append(starts, len(label)))
-    group = np.cumsum(first) - 1
-    rep_ids = t[schema.ID].take(pa.array(starts))
+    docs = t["doc"].to_numpy()
+    if signatures is None:
+        sig = np.zeros((len(label), 1), np.uint64)  # every member agrees with its representative
+    else:
+        sig = signatures(docs)
+    group, split_off, capped = split_chains(label, sig, cut, max_size)
+    sizes = np.bincount(group, minlength=len(group))
     return pa.table({
         schema.ID: t[schema.ID],
-        CLUSTER: rep_ids.take(pa.array(group)),
+        CLUSTER: t[schema.ID].take(pa.array(group)),
         SIZE: pa.array(sizes[group].astype(np.int32)),
-        IS_REP: pa.array(first),
-        "doc": t["doc"],
-    })
+        IS_REP: pa.array(group == np.arange(len(group))),
+        "doc": docs,
+        schema.SOURCE: t[schema.SOURCE],
+    }), {"split_from_chains": split_off, "capped": capped}
 
 
 class GroupByLabel:
@@ -254,32 +301,73 @@ class GroupByLabel:
         return labels.num_rows
 
 
+LARGEST = 10  # clusters listed in the manifest
+
+
+def cluster_summary(clusters: pa.Table) -> dict:
+    """Duplicates (non-representatives) per source and the LARGEST clusters with their sources."""
+    dup = clusters.filter(pc.invert(clusters[IS_REP]))
+    by_source = {r["values"]: r["counts"] for r in pc.value_counts(dup[schema.SOURCE]).to_pylist()}
+    reps = clusters.filter(pc.and_(clusters[IS_REP], pc.greater(clusters[SIZE], 1)))
+    top = reps.sort_by([(SIZE, "descending"), (schema.ID, "ascending")]).slice(0, LARGEST)
+    members = clusters.filter(pc.is_in(clusters[CLUSTER], value_set=top[schema.ID]))
+    largest = []
+    for rep_id, size in zip(top[schema.ID].to_pylist(), top[SIZE].to_pylist()):
+        m = members.filter(pc.equal(members[CLUSTER], rep_id))
+        largest.append({"representative": rep_id, "size": size, "sources": {
+            r["values"]: r["counts"] for r in pc.value_counts(m[schema.SOURCE]).to_pylist()}})
+    return {"duplicates_by_source": by_source, "largest": largest}
+
+
 class ClusterRows:
-    """Round 5, per label partition: the cluster rows of its components, written per shard."""
+    """Round 5, per label partition: the cluster rows of its components (long chains split, see
+    split_chains), written per shard; returns their summary (cluster_summary)."""
 
-    def __init__(self, scratch: Scratch, shards: list[str], out: Path):
-        self.scratch, self.shards, self.out = scratch, shards, out
+    def __init__(self, p: MinHashParams, scratch: Scratch, shards: list[str], out: Path):
+        self.p, self.scratch, self.shards, self.out = p, scratch, shards, out
 
-    def __call__(self, r: int) -> int:
+    def __call__(self, r: int) -> dict:
         t = read_parts(self.scratch.by_label / f"{r:05d}")
         if t is None:
-            return 0
+            return {"rows": 0, "split_from_chains": 0, "capped": 0, "duplicates_by_source": {}, "largest": []}
         nodes = t["node"].to_numpy()
-        clusters = clusters_from_labels(nodes, t["label"].to_numpy(), *_ids_of(self.scratch, self.shards, nodes))
+        clusters, split = clusters_from_labels(
+            nodes, t["label"].to_numpy(), *_ids_of(self.scratch, self.shards, nodes),
+            signatures=SignatureRows(self.scratch, self.shards, self.p.num_perm),
+            cut=self.p.threshold - self.p.chain_margin, max_size=self.p.max_cluster_size)
+        summary = {"rows": clusters.num_rows, **split, **cluster_summary(clusters)}
         shard_of, row_of = doc_parts(clusters["doc"].to_numpy())
         clusters = pa.table({schema.ROW: row_of, CLUSTER: clusters[CLUSTER],
                              SIZE: clusters[SIZE], IS_REP: clusters[IS_REP]})
         for o, rows in split_rows(shard_of):
             write_parquet(clusters.take(pa.array(rows)), self.out / self.shards[o] / f"{r:05d}.parquet")
-        return clusters.num_rows
+        return summary
+
+
+def merge_summaries(parts: list[dict], rows_by_source: dict[str, int]) -> dict:
+    """The whole corpus's cluster summary from the label partitions' (each cluster lies in one)."""
+    dups: dict[str, int] = {}
+    for part in parts:
+        for source, n in part["duplicates_by_source"].items():
+            dups[source] = dups.get(source, 0) + n
+    largest = sorted((c for part in parts for c in part["largest"]),
+                     key=lambda c: (-c["size"], c["representative"]))[:LARGEST]
+    return {"clustered_rows": sum(p["rows"] for p in parts),
+            "split_from_chains": sum(p["split_from_chains"] for p in parts),
+            "capped": sum(p["capped"] for p in parts),
+            "largest_clusters": largest,
+            "duplicates_by_source": {s: {"rows": n, "duplicates": dups.get(s, 0), "share": dups.get(s, 0) / n}
+                                     for s, n in sorted(rows_by_source.items()) if n}}
 
 
 @dataclass(frozen=True)
 class Clusters(StateRecord):
     """Where each shard's cluster rows (position, cluster, size, is_rep) lie: rows of no cluster
-    are unique documents."""
+    are unique documents; and their summary (merge_summaries)."""
 
+    VERSION = 2
     folder: str
+    summary: dict = field(default_factory=dict)
 
 
 _NO_CLUSTERS = pa.table({schema.ROW: pa.array([], pa.int64()), CLUSTER: pa.array([], pa.string()),
@@ -310,12 +398,16 @@ class MinHashDedup(Stage):
         p, scratch, shards = self.params, Scratch(ctx.scratch), list(ctx.shards)
         scratch.make()
         ordinals = {s: i for i, s in enumerate(shards)}
-        list(ctx.map(SignShards(p, ctx.reader(), scratch, ordinals, p.banding()), shards))
+        rows_by_source: dict[str, int] = {}
+        for counts in ctx.map(SignShards(p, ctx.reader(), scratch, ordinals, p.banding()), shards):
+            for source, n in counts.items():
+                rows_by_source[source] = rows_by_source.get(source, 0) + n
         list(ctx.map(VerifiedCandidates(p, scratch, shards), list(range(p.partitions))))
         out = ctx.state_dir / "clusters"
         storage.rmtree(out)
         out.mkdir(parents=True)
         edge_files = sorted(scratch.edges.glob("*.parquet"))
+        summaries = []
         if edge_files:
             # The duplicate graph is usually small: partition it only as far as its size asks.
             edges = sum(storage.parquet_rows(f) for f in edge_files)
@@ -323,8 +415,11 @@ class MinHashDedup(Stage):
             final = connected_components(ctx.map, edge_files, scratch.components, n_parts)
             parts = list(range(n_parts))
             list(ctx.map(GroupByLabel(final, scratch, n_parts), parts))
-            list(ctx.map(ClusterRows(scratch, shards, out), parts))
-        return Clusters(str(out))
+            summaries = list(ctx.map(ClusterRows(p, scratch, shards, out), parts))
+        return Clusters(str(out), merge_summaries(summaries, rows_by_source))
+
+    def summarize_state(self, state: Clusters) -> dict:
+        return {"policy": self.params.policy, **state.summary}
 
     def shard_state(self, state: Clusters, shard: str) -> pa.Table:
         return read_parts(storage.location(state.folder) / shard, _NO_CLUSTERS)

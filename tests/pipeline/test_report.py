@@ -57,6 +57,15 @@ def test_report_renders_counts_and_plots(demo_subset, tmp_path):
         i = parsed.cells.index(st["name"])
         assert parsed.cells[i + 1:i + 3] == [f"{st['rows_in']:,}", f"{st['rows_out']:,}"]
     assert "segment_weights" in page  # the softdedup state summary made it into the manifest
+    dedup = next(st for st in manifest["stages"] if st["name"] == "minhash_dedup")
+    state = dedup["state"]
+    top = state["largest_clusters"][0]
+    i = parsed.cells.index(top["representative"])  # the largest clusters, with their sizes and sources
+    assert parsed.cells[i + 1] == f"{top['size']:,}" and ": " in parsed.cells[i + 2]
+    for source, v in state["duplicates_by_source"].items():  # each source's share of near-duplicates
+        i = parsed.cells.index(source)
+        assert parsed.cells[i + 1:i + 4] == [f"{v['rows']:,}", f"{v['duplicates']:,}", f"{v['share']:.1%}"]
+    assert sum(v["rows"] for v in state["duplicates_by_source"].values()) == dedup["rows_in"]
 
 
 def test_report_needs_a_finished_run(tmp_path):
