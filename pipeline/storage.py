@@ -481,6 +481,28 @@ def load_npy(path, mmap: bool = False):
     return np.load(path, mmap_mode="r" if mmap else None)
 
 
+def load_npy_slice(path, start: int, stop: int):
+    """Rows [start, stop) of a 1-d .npy array: a mapped slice locally, a ranged read from an
+    object store (a task that needs one partition of many files reads only that partition)."""
+    import numpy as np
+
+    if not isinstance(path, ObjectPath):
+        return np.array(np.load(path, mmap_mode="r")[start:stop])
+    try:
+        with path.fs.open_input_file(path.inner) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            if len(shape) != 1:
+                raise ValueError(f"{path.uri}: a slice needs a 1-d array, not shape {shape}")
+            start, stop = max(0, start), min(stop, shape[0])
+            fh.seek(fh.tell() + start * dtype.itemsize)
+            return np.frombuffer(fh.read(max(0, stop - start) * dtype.itemsize), dtype=dtype)
+    except OSError as exc:
+        raise explain(exc, path.uri) from None
+
+
 def copy_file(src, dst) -> None:
     """One file from a local path or object to another (either side may be remote)."""
     import shutil

@@ -1,9 +1,16 @@
-"""Hashed n-gram counts over words (or a tokenizer's tokens) and the smoothed n-gram model SoftDedup scores with.
+"""Exact n-gram counts over words (or a tokenizer's tokens) and the smoothed n-gram model SoftDedup scores with.
 
-Counts live in one dense table per order (2^bits buckets), so per-shard counts merge by adding
-arrays. The model is interpolated Dirichlet-prior smoothing:
+Every k-gram (k = 1..n) gets a 63-bit key: 60 bits of a hash of its tokens, then its order in
+the low 3 bits, so sorted keys fall into partitions by their top bits and no two orders share a
+key. Counts are kept per distinct key (never in a fixed table of buckets, whose collisions grow
+with the corpus: at twice as many distinct n-grams as buckets a count table gave commonness > 1
+and a rank correlation of 0.7 with exact counts). The model is interpolated Dirichlet-prior
+smoothing:
 
-    P_k(w | h) = (c(h w) + beta * P_{k-1}(w | h')) / (c(h) + beta),   P_0 = 1 / 2^bits
+    P_k(w | h) = (c(h w) + beta * P_{k-1}(w | h')) / (c(h) + beta),   P_0 = 1 / V
+
+with V the number of distinct tokens of the corpus; c(h w) <= c(h) holds for exact counts, so
+every P_k, and commonness, is at most 1.
 
 It is scored on the corpus it was counted on, where every n-gram occurs at least once: stupid
 backoff would then give P = 1 to any n-gram with a unique context and cannot tell a repeated
@@ -32,23 +39,28 @@ def _word_hashes(data, offsets):
     return out, doc_words
 
 
+ORDER_BITS = 3  # the low bits of a key hold its order - 1 (n <= 8)
+KEY_BITS = 63  # keys are non-negative int64: -1 marks "no k-gram here"
+_HASH_SHIFT = np.uint64(64 - (KEY_BITS - ORDER_BITS))  # 60 bits of the hash stay
+
+
 @nb.njit(cache=True)
-def _ngram_ids(tokens, doc_tokens, n, mask):
-    """Bucket ids [n, tokens] of the k-gram ending at each token (k = 1..n); -1 where k > position+1."""
+def _ngram_keys(tokens, doc_tokens, n):
+    """Keys [n, tokens] of the k-gram ending at each token (k = 1..n); -1 where k > position+1."""
     t = len(tokens)
-    ids = np.full((n, t), -1, np.int64)
+    keys = np.full((n, t), -1, np.int64)
     for d in range(len(doc_tokens) - 1):
         w0, w1 = doc_tokens[d], doc_tokens[d + 1]
         for i in range(w0, w1):
             g = fmix64(tokens[i])
-            ids[0, i] = np.int64(g & mask)
+            keys[0, i] = np.int64((g >> _HASH_SHIFT) << np.uint64(ORDER_BITS))
             for k in range(1, n):
                 j = i - k
                 if j < w0:
                     break
                 g = fmix64(g * _MIX + fmix64(tokens[j] + np.uint64(k)))
-                ids[k, i] = np.int64(g & mask)
-    return ids
+                keys[k, i] = np.int64((g >> _HASH_SHIFT) << np.uint64(ORDER_BITS)) | k
+    return keys
 
 
 def token_sequences(text: pa.Array | pa.ChunkedArray, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,48 +76,98 @@ def token_sequences(text: pa.Array | pa.ChunkedArray, tokenizer=None) -> tuple[n
     return flat, offsets
 
 
-def ngram_ids(text: pa.Array | pa.ChunkedArray, n: int, bits: int, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+def ngram_keys(text: pa.Array | pa.ChunkedArray, n: int, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+    """(keys [n, tokens], per-document token offsets)."""
     tokens, doc_tokens = token_sequences(text, tokenizer)
-    return _ngram_ids(tokens, doc_tokens, n, np.uint64((1 << bits) - 1)), doc_tokens
+    return _ngram_keys(tokens, doc_tokens, n), doc_tokens
 
 
-def sparse_counts(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per order: (bucket ids, counts) of one batch, the partial that shards send to the merge."""
-    out = []
-    for row in ids:
-        u, c = np.unique(row[row >= 0], return_counts=True)
-        out.append((u.astype(np.int64), c.astype(np.int64)))
-    return out
+def key_partition(keys: np.ndarray, partitions_log2: int) -> np.ndarray:
+    """The partition of each key: its top bits, so sorted keys come partition by partition."""
+    return (keys >> (KEY_BITS - partitions_log2)).astype(np.int64)
 
 
 @nb.njit(cache=True)
-def _log_commonness(ids, doc_words, tables, total, beta):
-    n, _ = ids.shape
-    buckets = tables.shape[1]
-    n_docs = len(doc_words) - 1
+def _count_keys(keys):
+    """(distinct keys in first-seen order, their counts, each key's index) by one pass through an
+    open-addressing table: linear in the keys, where a sort would be n log n."""
+    cap = 16
+    while cap < len(keys) + len(keys) // 4:  # at most 80% full, less as keys repeat
+        cap *= 2
+    mask = cap - 1
+    slots = np.full(cap, -1, np.int64)
+    index = np.empty(cap, np.int32)
+    distinct = np.empty(len(keys), np.int64)
+    counts = np.zeros(len(keys), np.int64)
+    inverse = np.empty(len(keys), np.int64)
+    m = 0
+    for i in range(len(keys)):
+        x = keys[i]
+        slot = np.int64((np.uint64(x) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)) & mask
+        while slots[slot] != -1 and slots[slot] != x:
+            slot = (slot + 1) & mask
+        if slots[slot] == -1:
+            slots[slot], index[slot] = x, m
+            distinct[m] = x
+            m += 1
+        j = index[slot]
+        counts[j] += 1
+        inverse[i] = j
+    return distinct[:m], counts[:m], inverse
+
+
+def key_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct keys, occurrences, and for each k-gram present in `keys`, in row-major
+    order, the index of its key) of one batch over all orders: what a shard sends to the merge,
+    and what maps the merged counts back onto its tokens."""
+    distinct, counts, inverse = _count_keys(keys[keys >= 0])
+    order = np.argsort(distinct)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return distinct[order], counts[order], rank[inverse].astype(np.int32 if len(order) < 2**31 else np.int64)
+
+
+def is_unigram(keys: np.ndarray) -> np.ndarray:
+    return (keys & ((1 << ORDER_BITS) - 1)) == 0
+
+
+@nb.njit(cache=True)
+def _log_commonness(counts, doc_tokens, total, vocab, beta):
+    """Mean log P of each document's tokens, from the corpus count of the k-gram at each
+    position (counts[k, i]; -1 where the document has no k-gram ending there)."""
+    n = counts.shape[0]
+    n_docs = len(doc_tokens) - 1
     out = np.full(n_docs, np.nan)
     for d in range(n_docs):
-        w0, w1 = doc_words[d], doc_words[d + 1]
+        w0, w1 = doc_tokens[d], doc_tokens[d + 1]
         if w1 == w0:
             continue
         acc = 0.0
         for i in range(w0, w1):
-            # P_1 with the uniform prior, then each higher order on top of the previous.
-            p = (tables[0, ids[0, i]] + beta / buckets) / (total + beta)
+            # P_1 with the uniform prior over the vocabulary, then each higher order on top.
+            p = (counts[0, i] + beta / vocab) / (total + beta)
             for k in range(1, n):
-                if ids[k, i] < 0:
+                if counts[k, i] < 0:
                     break
-                ctx = tables[k - 1, ids[k - 1, i - 1]]
-                p = (tables[k, ids[k, i]] + beta * p) / (ctx + beta)
+                p = (counts[k, i] + beta * p) / (counts[k - 1, i - 1] + beta)
             acc += np.log(p)
         out[d] = acc / (w1 - w0)
     return out
 
 
-def commonness(text: pa.Array | pa.ChunkedArray, tables: np.ndarray, beta: float = 1.0,
-               tokenizer=None) -> np.ndarray:
-    """Geometric-mean n-gram probability of each document (1 / its n-gram perplexity); NaN if empty."""
-    n, buckets = tables.shape
-    ids, doc_words = ngram_ids(text, n, int(buckets).bit_length() - 1, tokenizer)
-    total = float(tables[0].sum())
-    return np.exp(_log_commonness(ids, doc_words, tables, total, beta))
+def present(doc_tokens: np.ndarray, n: int) -> np.ndarray:
+    """[n, tokens]: whether a k-gram ends at each token (its document has k tokens up to there)."""
+    lengths = np.diff(doc_tokens)
+    position = np.arange(doc_tokens[-1] - doc_tokens[0]) - np.repeat(doc_tokens[:-1] - doc_tokens[0], lengths)
+    return position[None, :] >= np.arange(n)[:, None]
+
+
+def commonness(doc_tokens: np.ndarray, n: int, inverse: np.ndarray, totals: np.ndarray, total: int,
+               vocab: int, beta: float = 1.0) -> np.ndarray:
+    """Geometric-mean n-gram probability of each document (1 / its n-gram perplexity); NaN if
+    empty. `inverse` and the distinct keys `totals` count over the whole corpus come from
+    key_counts of these documents; `total`: the corpus's tokens, `vocab`: its distinct tokens."""
+    where = present(doc_tokens, n)
+    counts = np.full(where.shape, -1.0)
+    counts[where] = totals[inverse]
+    return np.exp(_log_commonness(counts, doc_tokens, float(total), float(max(vocab, 1)), beta))

@@ -4,6 +4,12 @@ commonness = geometric-mean n-gram probability under a model of the same corpus
 (scorers/ngram.py); documents sorted by commonness fall into K equal-count segments, a segment's
 weight is proportional to 1 / its mean commonness, normalised to mean 1 and clipped to
 [w_min, w_max]. Down-weighting by duplicate count (FedRW) is the stage `fedrw`.
+
+The n-gram counts are exact, counted as a keyed group-by over partitions of the key space, so
+no task holds the whole corpus's counts: per shard its distinct keys and occurrences, sorted
+(round 1); per key partition the sum over shards, sent back per shard (round 2); per shard its
+documents' commonness from the counts of its own keys (round 3), stored by row position for the
+transform. A task holds one shard's keys or one partition's.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema, storage
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord
-from thresher.scorers.ngram import commonness, ngram_ids, sparse_counts
+from thresher.scorers.ngram import commonness, is_unigram, key_counts, key_partition, ngram_keys
 from thresher.scorers.tokenizer import load_tokenizer
 
 COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
@@ -28,12 +34,14 @@ COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
 class SoftDedupParams(Params):
     mode: Literal["softdedup"] = Field("softdedup", description="kept for older pipelines; FedRW is the stage fedrw")
     n: int = Field(4, ge=1, le=8, description="n-gram order")
-    bits: int = Field(22, ge=10, le=28, description="log2 of the hash buckets per order")
     tokenizer: LocalPath | None = Field(None, description="local Hugging Face tokenizer folder; default: words")
     beta: float = Field(1.0, gt=0.0, description="strength of the lower-order prior")
     segments: int = Field(10, ge=1, description="K equal-count segments")
     w_min: float = Field(0.1, gt=0.0)
     w_max: float = Field(10.0, gt=0.0)
+
+    partitions: int | None = Field(None, ge=1, le=4096, description=(
+        "key partitions of the count (a power of two; default: twice the shards, at least 16)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -41,6 +49,9 @@ class SoftDedupParams(Params):
         if isinstance(data, dict) and data.get("mode") == "fedrw":
             raise ValueError("`mode: fedrw` is now a stage of its own: write `- stage: fedrw` (with its "
                              "count_column and eps, if you set them) instead of `- stage: softdedup`")
+        if isinstance(data, dict) and "bits" in data:
+            raise ValueError("`bits` is gone: softdedup now counts n-grams exactly (no table of hash "
+                             "buckets to size); remove `bits:` from the stage")
         return data
 
     @model_validator(mode="after")
@@ -54,58 +65,64 @@ def _tokenizer(p: SoftDedupParams):
     return load_tokenizer(p.tokenizer) if p.tokenizer else None
 
 
-class _ShardCounts:
-    """Round 1, per shard: its n-gram counts, sparse (sorted ids, counts) per order, to scratch."""
+class _ShardKeys:
+    """Round 1, per shard: its distinct n-gram keys (sorted, so partition by partition) and their
+    occurrences, with where each key partition starts."""
 
-    def __init__(self, p: SoftDedupParams, read, folder: Path):
-        self.p, self.read, self.folder = p, read, folder
+    def __init__(self, p: SoftDedupParams, read, folder: Path, partitions_log2: int):
+        self.p, self.read, self.folder, self.partitions_log2 = p, read, folder, partitions_log2
 
     def __call__(self, shard: str) -> None:
         text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
-        ids, _ = ngram_ids(text, self.p.n, self.p.bits, _tokenizer(self.p))
-        for k, (u, c) in enumerate(sparse_counts(ids)):
-            storage.save_npy(self.folder / f"{shard}.u{k}.npy", u)
-            storage.save_npy(self.folder / f"{shard}.c{k}.npy", c)
+        keys, doc_tokens = ngram_keys(text, self.p.n, _tokenizer(self.p))
+        keys, counts, inverse = key_counts(keys)
+        starts = np.searchsorted(key_partition(keys, self.partitions_log2), np.arange((1 << self.partitions_log2) + 1))
+        for name, array in (("keys", keys), ("counts", counts), ("starts", starts), ("inverse", inverse),
+                            ("doc_tokens", doc_tokens)):
+            storage.save_npy(self.folder / f"{shard}.{name}.npy", array)
 
 
-class _AddSlice:
-    """Round 2, per slice of the id space: every shard's counts in the slice, summed into that
-    slice of the count table, which is written as a file of its own: the merge runs in the
-    workers, in parallel, the counts never pass through the driver, and no two tasks write one
-    file (so the scratch may live in an object store)."""
+class _SumPartition:
+    """Round 2, per key partition: every shard's counts of its keys summed; written back as each
+    shard's totals (in the order of that shard's keys). Returns the partition's (distinct
+    tokens, tokens)."""
 
-    def __init__(self, p: SoftDedupParams, shards: list[str], folder: Path, out: Path, slices: int):
-        self.p, self.shards, self.folder, self.out, self.slices = p, shards, folder, out, slices
+    def __init__(self, shards: list[str], folder: Path, out: Path):
+        self.shards, self.folder, self.out = shards, folder, out
 
-    def __call__(self, i: int) -> int:
-        width = -(-(1 << self.p.bits) // self.slices)
-        lo, hi = i * width, min((i + 1) * width, 1 << self.p.bits)
-        table = np.zeros((self.p.n, max(0, hi - lo)), dtype=np.int64)
+    def __call__(self, part: int) -> tuple[int, int]:
+        keys, counts, sizes = [], [], []
         for shard in self.shards:
-            for k in range(self.p.n):
-                u = storage.load_npy(self.folder / f"{shard}.u{k}.npy", mmap=True)
-                a, b = np.searchsorted(u, [lo, hi])
-                c = storage.load_npy(self.folder / f"{shard}.c{k}.npy", mmap=True)
-                table[k, u[a:b] - lo] += c[a:b]  # ids are unique within a shard's part: an exact add
-        storage.save_npy(self.out / f"{i:05d}.npy", table)
-        return int(table.max(initial=0))
+            a, b = storage.load_npy(self.folder / f"{shard}.starts.npy")[part:part + 2]
+            keys.append(storage.load_npy_slice(self.folder / f"{shard}.keys.npy", a, b))
+            counts.append(storage.load_npy_slice(self.folder / f"{shard}.counts.npy", a, b))
+            sizes.append(b - a)
+        distinct, where = np.unique(np.concatenate(keys), return_inverse=True)
+        totals = np.bincount(where, weights=np.concatenate(counts), minlength=len(distinct)).astype(np.int64)
+        for shard, piece in zip(self.shards, np.split(totals[where], np.cumsum(sizes)[:-1])):
+            storage.save_npy(self.out / f"{shard}.{part:05d}.npy", piece)
+        unigram = is_unigram(distinct)
+        return int(unigram.sum()), int(totals[unigram].sum())
 
 
-def _count_table(folder: Path, slices: int) -> np.ndarray:
-    """The whole count table [n, 2^bits], from its slices."""
-    return np.concatenate([storage.load_npy(folder / f"{i:05d}.npy") for i in range(slices)], axis=1)
+class _ShardCommonness:
+    """Round 3, per shard: its documents' commonness under the corpus counts of its own keys
+    (mapped onto its tokens by round 1's inverse: no text is read or hashed again), stored by row
+    position (the transform reads it back)."""
 
-
-class _Commonness:
-    def __init__(self, p: SoftDedupParams, read, folder: Path, slices: int):
-        self.p, self.read, self.folder, self.slices = p, read, folder, slices
-        self._tables = None  # loaded on first use: once per worker, not once per shard
+    def __init__(self, p: SoftDedupParams, folder: Path, sums: Path, out: Path, partitions: int,
+                 total: int, vocab: int):
+        self.p, self.folder, self.sums, self.out = p, folder, sums, out
+        self.partitions, self.total, self.vocab = partitions, total, vocab
 
     def __call__(self, shard: str) -> tuple[str, np.ndarray]:
-        if self._tables is None:
-            self._tables = _count_table(self.folder, self.slices)
-        text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
-        return shard, commonness(text, self._tables, self.p.beta, _tokenizer(self.p))
+        totals = np.concatenate([storage.load_npy(self.sums / f"{shard}.{part:05d}.npy")
+                                 for part in range(self.partitions)] or [np.zeros(0, np.int64)])
+        values = commonness(storage.load_npy(self.folder / f"{shard}.doc_tokens.npy"), self.p.n,
+                            storage.load_npy(self.folder / f"{shard}.inverse.npy"), totals, self.total,
+                            self.vocab, self.p.beta)
+        storage.save_npy(self.out / f"{shard}.npy", values)
+        return shard, values
 
 
 def segment_of(bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -161,9 +178,13 @@ def _scaled_to_mean_one(raw: np.ndarray, sizes: np.ndarray, w_min: float, w_max:
 
 @dataclass(frozen=True)
 class NgramWeights(StateRecord):
-    """The corpus's n-gram count tables, and the K segments: upper commonness bounds and weights."""
+    """Where each shard's commonness (by row position) lies, the corpus's token and distinct-token
+    counts, and the K segments: upper commonness bounds and weights."""
 
-    tables: np.ndarray
+    VERSION = 2
+    folder: str
+    tokens: int
+    vocab: int
     bounds: np.ndarray
     weights: np.ndarray
 
@@ -176,29 +197,41 @@ class SoftDedup(Stage):
     weights = (WEIGHT,)
     Params = SoftDedupParams
     State = NgramWeights
+    row_positions = True  # commonness is stored per shard by row position
 
     def fit(self, ctx: FitContext) -> NgramWeights:
         p, read, shards = self.params, ctx.reader(), list(ctx.shards)
-        folder, sums = ctx.scratch / "counts", ctx.scratch / "sums"
-        folder.mkdir(parents=True, exist_ok=True)
-        sums.mkdir(parents=True, exist_ok=True)
-        list(ctx.map(_ShardCounts(p, read, folder), shards))
-        slices = max(1, min(len(shards), 16))
-        top = max(ctx.map(_AddSlice(p, shards, folder, sums, slices), list(range(slices))), default=0)
-        values = sorted(ctx.map(_Commonness(p, read, sums, slices), ctx.shards), key=lambda r: r[0])
-        tables = _count_table(sums, slices).astype(np.int32 if top < 2**31 else np.int64)  # the state's copy
-        bounds, weights = segment_weights(np.concatenate([v for _, v in values] or [np.zeros(0)]), p.segments,
-                                          p.w_min, p.w_max)
-        return NgramWeights(tables, bounds, weights)
+        partitions = p.partitions or max(16, 2 * len(shards))
+        log2 = max(0, (partitions - 1).bit_length())  # rounded up to a power of two
+        folder, sums, out = ctx.scratch / "keys", ctx.scratch / "sums", ctx.state_dir / "commonness"
+        storage.rmtree(out)
+        for d in (folder, sums, out):
+            d.mkdir(parents=True, exist_ok=True)
+        list(ctx.map(_ShardKeys(p, read, folder, log2), shards))
+        parts = list(ctx.map(_SumPartition(shards, folder, sums), list(range(1 << log2)) if shards else []))
+        vocab, tokens = sum(v for v, _ in parts), sum(t for _, t in parts)
+        values = dict(ctx.map(_ShardCommonness(p, folder, sums, out, 1 << log2, tokens, vocab), shards))
+        bounds, weights = segment_weights(np.concatenate([values[s] for s in shards] or [np.zeros(0)]),
+                                          p.segments, p.w_min, p.w_max)
+        return NgramWeights(str(out), tokens, vocab, bounds, weights)
 
     def summarize_state(self, state: NgramWeights) -> dict:
-        return {"mode": "softdedup", "segment_upper_bounds": [float(b) for b in state.bounds],
+        return {"mode": "softdedup", "tokens": state.tokens, "distinct_tokens": state.vocab,
+                "segment_upper_bounds": [float(b) for b in state.bounds],
                 "segment_weights": [float(w) for w in state.weights]}
 
-    def transform(self, table: pa.Table, state: NgramWeights) -> pa.Table:
-        p = self.params
-        common = commonness(table[schema.TEXT], state.tables, p.beta, _tokenizer(p))
-        weight = state.weights[segment_of(state.bounds, np.nan_to_num(common, nan=0.0))]
+    def shard_state(self, state: NgramWeights, shard: str) -> tuple[np.ndarray, NgramWeights]:
+        path = storage.location(state.folder) / f"{shard}.npy"
+        return (storage.load_npy(path) if path.exists() else np.zeros(0)), state  # a shard without rows has none
+
+    def transform(self, table: pa.Table, state: tuple[np.ndarray, NgramWeights]) -> pa.Table:
+        values, fitted = state
+        rows = table[schema.ROW].to_numpy()
+        if len(rows) and rows.max() >= len(values):
+            raise RuntimeError(f"softdedup: the global pass stored commonness for {len(values)} rows of this "
+                               "shard, fewer than it has: the state is stale; rerun with --from softdedup")
+        common = values[rows]
+        weight = fitted.weights[segment_of(fitted.bounds, np.nan_to_num(common, nan=0.0))]
         weight = np.where(np.isnan(common), 1.0, weight)  # no words: nothing to judge, neutral
         return (table.append_column(COMMONNESS, pa.array(common, pa.float64()))
                 .append_column(WEIGHT, pa.array(weight, pa.float64())))

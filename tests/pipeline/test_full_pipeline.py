@@ -42,7 +42,7 @@ def test_every_stage_end_to_end(demo_subset, tmp_path):
         csv.writer(fh).writerows([["model", "error"], ["ref5", 0.8], ["ref30", 0.6]])
     stages = [
         {"stage": "normalize"}, {"stage": "length_filter", "min_words": 20}, {"stage": "exact_dedup"},
-        {"stage": "minhash_dedup"}, {"stage": "softdedup", "bits": 18},
+        {"stage": "minhash_dedup"}, {"stage": "softdedup"},
         {"stage": "harmful_filter", "model": "harm.bin", "tau_method": "given", "tau": 5.0},
         {"stage": "ref_perplexity", "model": "ref30"}, {"stage": "ppl_select", "band": "medium", "rate": 0.8},
         {"stage": "ppl_correlation", "matrix": "bpb.parquet", "benchmark": "bench.csv", "rate": 0.9},

@@ -36,7 +36,7 @@ class _Collect(HTMLParser):
 
 def test_report_renders_counts_and_plots(demo_subset, tmp_path):
     stages = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30},
-              {"stage": "minhash_dedup", "policy": "reweight"}, {"stage": "softdedup", "bits": 18}]
+              {"stage": "minhash_dedup", "policy": "reweight"}, {"stage": "softdedup"}]
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
                                                      "id_column": "doc_id", "domain_column": "domain"}],
                        stages=stages)

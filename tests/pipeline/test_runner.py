@@ -22,7 +22,7 @@ from thresher.pipeline.runner import Runner, StageContractError, apply_stage, pl
 from thresher.pipeline.stage import Resources, Stage
 
 STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30},
-          {"stage": "exact_dedup"}, {"stage": "minhash_dedup"}, {"stage": "softdedup", "bits": 18}]
+          {"stage": "exact_dedup"}, {"stage": "minhash_dedup"}, {"stage": "softdedup"}]
 
 
 def _pipeline(tmp_path: Path, data: Path, name="p.yaml", **extra) -> Path:

@@ -44,7 +44,7 @@ def models(tmp_path_factory):
 def every_stage(models) -> list[dict]:
     stages = [
         {"stage": "normalize"}, {"stage": "length_filter", "min_words": 20}, {"stage": "exact_dedup"},
-        {"stage": "minhash_dedup"}, {"stage": "softdedup", "bits": 12}, {"stage": "fedrw"},
+        {"stage": "minhash_dedup"}, {"stage": "softdedup"}, {"stage": "fedrw"},
         {"stage": "harmful_filter", "model": str(models / "harm.bin"), "tau_method": "valley"},
         {"stage": "ref_perplexity", "model": str(models / "ref6")}, {"stage": "ppl_select", "band": "medium", "rate": 0.8},
         {"stage": "ppl_correlation", "matrix": str(models / "bpb.parquet"), "benchmark": str(models / "bench.csv"),

@@ -85,7 +85,7 @@ def test_export_packs_every_token_per_group(tmp_path, fmt, seq_len):
 
 
 def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
-    stages = [{"stage": "length_filter", "min_words": 30}, {"stage": "softdedup", "bits": 18},
+    stages = [{"stage": "length_filter", "min_words": 30}, {"stage": "softdedup"},
               {"stage": "mixture", "steps": 160, "round_steps": 80, "docs_per_group": 150, "seq_len": 48, "chunk_steps": 2}]
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
                                                      "id_column": "doc_id", "domain_column": "domain"}],

@@ -14,11 +14,10 @@ from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
-from thresher.scorers.ngram import commonness, ngram_ids
 from thresher.stages.softdedup import SoftDedup, segment_of, segment_weights
 
 
-def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: int) -> list[float]:
+def _reference_commonness(docs: list[list[str]], n: int, beta: float) -> list[float]:
     """The Dirichlet-smoothed model written out with exact n-gram tuples (no hashing)."""
     counts = [Counter() for _ in range(n)]
     for words in docs:
@@ -26,12 +25,12 @@ def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: i
             for k in range(n):
                 if i - k >= 0:
                     counts[k][tuple(words[i - k:i + 1])] += 1
-    total = sum(counts[0].values())
+    total, vocab = sum(counts[0].values()), len(counts[0])
     out = []
     for words in docs:
         logp = 0.0
         for i in range(len(words)):
-            p = (counts[0][(words[i],)] + beta / buckets) / (total + beta)
+            p = (counts[0][(words[i],)] + beta / vocab) / (total + beta)
             for k in range(1, n):
                 if i - k < 0:
                     break
@@ -42,25 +41,54 @@ def _reference_commonness(docs: list[list[str]], n: int, beta: float, buckets: i
     return out
 
 
-def test_model_equals_exact_counts_when_buckets_do_not_collide(tmp_path):
-    """The stage's global pass (per-shard sparse counts, summed slice by slice of the id space) gives
-    the corpus's exact n-gram counts, and commonness under them equals a direct computation."""
+def _fitted_commonness(stage, shards: dict, tmp_path) -> tuple[np.ndarray, object]:
+    """The stage's global pass over in-memory shards; its commonness of every row, in shard order."""
     from conftest import MemoryFit
 
+    state = stage.fit(MemoryFit(shards, tmp_path))
+    return np.concatenate([stage.shard_state(state, s)[0] for s in shards]), state
+
+
+def test_commonness_equals_the_model_over_exact_counts(tmp_path):
+    """The global pass (per-shard keys, summed per key partition, sent back per shard) gives the
+    model over the corpus's exact n-gram counts: equal to a direct computation with n-gram tuples."""
     texts = ["the cat sat on the mat", "the cat sat on the hat", "a dog sat on the mat today",
              "the cat sat on the mat"]
-    bits = 24
-    stage = SoftDedup(SoftDedup.Params(n=3, bits=bits, beta=2.0))
-    shards = {"a": pa.table({"text": texts[:2]}), "b": pa.table({"text": texts[2:]})}
-    tables = stage.fit(MemoryFit(shards, tmp_path)).tables
-    ids, _ = ngram_ids(pa.array(texts), 3, bits)
-    for k in range(3):
-        u, c = np.unique(ids[k][ids[k] >= 0], return_counts=True)
-        assert np.count_nonzero(tables[k]) == len(u) and tables[k][u].tolist() == c.tolist()
-    got = commonness(pa.array(texts), tables, beta=2.0)
-    want = _reference_commonness([t.split() for t in texts], 3, 2.0, 1 << bits)
-    np.testing.assert_allclose(got, want, rtol=1e-12)
+    stage = SoftDedup(SoftDedup.Params(n=3, beta=2.0, partitions=4))
+    got, state = _fitted_commonness(stage, {"a": pa.table({"text": texts[:2]}), "b": pa.table({"text": texts[2:]})},
+                                    tmp_path)
+    np.testing.assert_allclose(got, _reference_commonness([t.split() for t in texts], 3, 2.0), rtol=1e-12)
     assert got[0] == got[3] > got[1]  # the repeated document is the most common
+    assert (state.tokens, state.vocab) == (25, 9)
+
+
+def test_counts_stay_exact_with_many_distinct_ngrams(tmp_path):
+    """A corpus with over 4x more distinct n-grams than a 2^16-bucket table holds (the old hashed
+    table's failure: commonness above 1, rank correlation falling with the load): commonness
+    stays <= 1 and equals the exact model (Spearman 1 with it), shards and partitions notwithstanding."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    sentences = [s for t in demo_texts("scripture", 400) + demo_texts("python_docs", 400)
+                 for s in t.split(". ") if len(s.split()) > 3]
+    docs = [" ".join(sentences[i] for i in row) for row in rng.integers(0, len(sentences), (2500, 6))]
+    docs += docs[:100]  # copies, so commonness spreads
+    words = [normalized.split() for normalized in _normalized(docs)]
+    distinct = len({tuple(w[i - k:i + 1]) for w in words for i in range(len(w)) for k in range(4) if i - k >= 0})
+    assert distinct > 4 * 2**16
+    shards = {f"s{i}": pa.table({"text": docs[i::5]}) for i in range(5)}
+    got, _ = _fitted_commonness(SoftDedup(SoftDedup.Params(n=4, partitions=8)), shards, tmp_path)
+    order = [i for s in range(5) for i in range(s, len(docs), 5)]
+    want = np.array(_reference_commonness(words, 4, 1.0))[order]
+    assert got.max() <= 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    assert spearmanr(got, want).statistic >= 0.99
+
+
+def _normalized(texts: list[str]) -> list[str]:
+    from thresher.scorers.hashing import normalize_for_hashing
+
+    return normalize_for_hashing(pa.array(texts)).to_pylist()
 
 
 def test_segment_weights():
@@ -96,13 +124,14 @@ def test_ties_share_a_segment_and_segments_stay_equal_up_to_ties():
 
 def test_a_corpus_with_copies_gets_the_fit_segments_in_transform(tmp_path):
     from conftest import MemoryFit
+    from thresher.pipeline.runner import apply_stage
 
     texts = _texts(150)
     corpus = texts + [texts[0]] * 30 + [texts[1]] * 12  # exact copies: equal commonness
     shards = {"a": pa.table({"text": corpus[:100]}), "b": pa.table({"text": corpus[100:]})}
-    stage = SoftDedup(SoftDedup.Params(n=3, segments=5, bits=16))
+    stage = SoftDedup(SoftDedup.Params(n=3, segments=5))
     state = stage.fit(MemoryFit(shards, tmp_path))
-    out = stage.transform(pa.table({"text": corpus}), state)
+    out = pa.concat_tables([apply_stage(stage, t, stage.shard_state(state, s), 64)[0] for s, t in shards.items()])
     common, weight = out["commonness"].to_numpy(), out["softdedup_weight"].to_numpy()
     seg = segment_of(state.bounds, common)
     np.testing.assert_array_equal(weight, state.weights[seg])
@@ -130,7 +159,7 @@ def test_repeated_documents_are_down_weighted_not_removed(tmp_path):
     texts = _texts(300)
     rows = [(f"u{i:04d}", t) for i, t in enumerate(texts)]
     rows += [(f"r{i:02d}-{c}", texts[i]) for i in range(10) for c in range(5)]  # 10 chapters x 5 more copies
-    out = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 5, "bits": 20}])
+    out = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 5}])
     assert out.num_rows == len(rows)
     w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
     c = dict(zip(out["id"].to_pylist(), out["commonness"].to_pylist()))
@@ -140,7 +169,7 @@ def test_repeated_documents_are_down_weighted_not_removed(tmp_path):
     assert max(w[r] for r in repeated) < np.median([w[u] for u in unique])
     assert np.mean(list(w.values())) == pytest.approx(1.0, rel=1e-9)
     assert out["weight"].to_pylist() == out["softdedup_weight"].to_pylist()
-    again = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 5, "bits": 20}], name="again.yaml")
+    again = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 5}], name="again.yaml")
     assert again["softdedup_weight"].to_pylist() == out["softdedup_weight"].to_pylist()
 
 
@@ -168,6 +197,9 @@ def test_softdedup_mode_fedrw_points_at_the_fedrw_stage(tmp_path):
                        stages=[{"stage": "softdedup", "mode": "fedrw"}])
     with pytest.raises(ConfigError, match="now a stage of its own: write `- stage: fedrw`"):
         load_config(p)
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}], stages=[{"stage": "softdedup", "bits": 22}])
+    with pytest.raises(ConfigError, match="counts n-grams exactly"):
+        load_config(p)
 
 
 def test_softdedup_over_a_local_tokenizer(tmp_path):
@@ -177,7 +209,7 @@ def test_softdedup_over_a_local_tokenizer(tmp_path):
     train_bpe_tokenizer(texts, 500, tmp_path / "tok")
     rows = [(f"u{i:04d}", t) for i, t in enumerate(texts[:150])]
     rows += [(f"r{i:02d}-{c}", texts[i]) for i in range(5) for c in range(5)]
-    out = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 4, "bits": 20, "tokenizer": str(tmp_path / "tok")}])
+    out = _run(tmp_path, rows, [{"stage": "softdedup", "segments": 4, "tokenizer": str(tmp_path / "tok")}])
     c = dict(zip(out["id"].to_pylist(), out["commonness"].to_pylist()))
     w = dict(zip(out["id"].to_pylist(), out["softdedup_weight"].to_pylist()))
     repeated = [f"u{i:04d}" for i in range(5)]
