@@ -119,8 +119,16 @@ def _count_keys(keys):
 def key_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sorted distinct keys, occurrences, and for each k-gram present in `keys`, in row-major
     order, the index of its key) of one batch over all orders: what a shard sends to the merge,
-    and what maps the merged counts back onto its tokens."""
-    distinct, counts, inverse = _count_keys(keys[keys >= 0])
+    and what maps the merged counts back onto its tokens. Counted order by order (no key is shared
+    between orders): each order's table is a quarter of one table for all, and stays in cache."""
+    distinct, counts, inverse, seen = [], [], [], 0
+    for row in keys:
+        d, c, inv = _count_keys(row[row >= 0])
+        distinct.append(d)
+        counts.append(c)
+        inverse.append(inv + seen)
+        seen += len(d)
+    distinct, counts, inverse = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (distinct, counts, inverse))
     order = np.argsort(distinct)
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))

@@ -124,8 +124,9 @@ class Scratch:
 
 
 class SignShards:
-    """Round 1, per shard: MinHash signatures, the (id, source) of each row, and the band hashes
-    of every doc, partitioned by band hash. `banding`: (bands, rows), resolved once by the driver."""
+    """Round 1, per shard: MinHash signatures and shingle sets, the (id, source) of each row, and
+    the band hashes of every doc, partitioned by band hash; returns the shard's rows per source.
+    `banding`: (bands, rows), resolved once by the driver."""
 
     def __init__(self, p: MinHashParams, read, scratch: Scratch, ordinals: dict[str, int], banding: tuple[int, int]):
         self.p, self.read, self.scratch, self.ordinals, self.banding = p, read, scratch, ordinals, banding
