@@ -435,13 +435,15 @@ def stages(as_json: bool = typer.Option(False, "--json", help="machine-readable"
 
 def _type_name(field) -> str:
     """A parameter's type as a user writes it: `path`, `int`, `float | None`, `Literal[...]`."""
-    from typing import get_args
+    from typing import get_args, get_origin
 
-    from thresher.pipeline.stage import is_column_field, is_path_field
+    from thresher.pipeline.stage import is_column_field, is_output_field, is_path_field
 
     a = field.annotation
-    for kind, marked in (("path", is_path_field), ("column", is_column_field)):
+    for kind, marked in (("path", is_path_field), ("output path", is_output_field), ("column", is_column_field)):
         if marked(field):
+            if get_origin(a) is list:
+                return f"list of {kind}s"
             return kind + (" | None" if type(None) in get_args(a) else "")
     return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thresher.pipeline import registry, schema, storage
-from thresher.pipeline.stage import Columns, Params, Resources, Stage, is_path_field
+from thresher.pipeline.stage import Columns, Params, Resources, Stage, is_output_field, is_path_field
 
 
 class _Model(BaseModel):
@@ -236,25 +236,38 @@ def parse_config(data: Any, source: str = "<config>", node: yaml.Node | None = N
     return PipelineConfig(raw, stages, base_dir or Path.cwd())
 
 
-def _path_params(params: Params) -> list[tuple[str, str]]:
+def _path_params(params: Params, outputs: bool = False) -> list[tuple[str, str | list[str]]]:
+    """(name, value) of the LocalPath parameters (a path or a list of paths); with `outputs`, the
+    OutputPath ones as well."""
     return [(n, getattr(params, n)) for n, f in type(params).model_fields.items()
-            if is_path_field(f) and getattr(params, n)]
+            if (is_path_field(f) or (outputs and is_output_field(f))) and getattr(params, n)]
+
+
+def _each(value, fn):
+    """fn applied to a path parameter's value, or to each path of a list of them."""
+    return [fn(v) for v in value] if isinstance(value, list) else fn(value)
 
 
 def _resolve_paths(params: Params, base_dir: Path) -> Params:
-    """Stage parameters typed LocalPath are relative to the YAML file, like inputs; URIs stay as
-    they are (file:// becomes the path it names)."""
-    update = {}
-    for name, value in _path_params(params):
-        if value != storage.plain(value):
-            update[name] = value = storage.plain(value)
+    """Stage parameters typed LocalPath or OutputPath are relative to the YAML file, like inputs;
+    URIs stay as they are (file:// becomes the path it names)."""
+    def resolved(value: str) -> str:
+        value = storage.plain(value)
         if not storage.is_remote(value) and not Path(value).expanduser().is_absolute():
-            update[name] = str((base_dir / value).resolve())
+            return str((base_dir / value).resolve())
+        return value
+
+    update = {name: _each(value, resolved) for name, value in _path_params(params, outputs=True)}
+    update = {name: value for name, value in update.items() if value != getattr(params, name)}
     return params.model_copy(update=update) if update else params
 
 
 def _fetched(params: Params) -> Params:
-    update = {name: storage.cached_copy(value) for name, value in _path_params(params) if storage.is_remote(value)}
+    def fetched(value: str) -> str:
+        return storage.cached_copy(value) if storage.is_remote(value) else value
+
+    update = {name: _each(value, fetched) for name, value in _path_params(params)}
+    update = {name: value for name, value in update.items() if value != getattr(params, name)}
     return params.model_copy(update=update) if update else params
 
 

@@ -40,11 +40,14 @@ class _Marker:
         return self.name
 
 
-PATH, COLUMN = _Marker("PATH"), _Marker("COLUMN")
+PATH, COLUMN, OUTPUT = _Marker("PATH"), _Marker("COLUMN"), _Marker("OUTPUT")
 # A parameter that names a file or folder (a model, a labelled set): a path relative to the YAML
 # file, as inputs are, or an s3:// / gs:// URI, which the stage sees as its node's cached copy
 # (pipeline/storage.py). The config resolves every parameter of this type, optional ones too.
 LocalPath = Annotated[str, PATH]
+# A file or folder a stage writes (an index for later runs): relative to the YAML file or a URI,
+# resolved like a LocalPath but never fetched.
+OutputPath = Annotated[str, OUTPUT]
 # A parameter that names a column the stage reads: it is one of the stage's inputs, checked
 # before anything runs like the columns the stage class declares.
 ColumnName = Annotated[str, COLUMN]
@@ -61,6 +64,11 @@ def _has_marker(field, marker: _Marker) -> bool:
 def is_path_field(field) -> bool:
     """Whether a pydantic field is a LocalPath (or an optional one)."""
     return _has_marker(field, PATH)
+
+
+def is_output_field(field) -> bool:
+    """Whether a pydantic field is an OutputPath (or an optional one)."""
+    return _has_marker(field, OUTPUT)
 
 
 def is_column_field(field) -> bool:

@@ -467,6 +467,7 @@ def save_npy(path, array) -> None:
         np.save(buf, array)
         path.write_bytes(buf.getvalue())
     else:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
         np.save(path, array)
 
 
@@ -517,6 +518,7 @@ def copy_file(src, dst) -> None:
         except OSError as exc:
             raise explain(exc, str(dst)) from None
     else:
+        os.makedirs(os.path.dirname(os.fspath(dst)) or ".", exist_ok=True)
         shutil.copyfile(src, dst)
 
 

@@ -160,13 +160,17 @@ def path_fingerprints(params) -> dict:
         value = getattr(params, name)
         if not (value and is_path_field(field)):
             continue
-        if storage.is_remote(value):
-            out[f"{name}@files"] = [list(entry) for entry in storage.listing(value)]
-            continue
-        path = Path(value)
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        out[f"{name}@files"] = [[str(f.relative_to(path)) if path.is_dir() else f.name, *_stat(f)] for f in files]
+        for i, one in enumerate(value if isinstance(value, list) else [value]):
+            out[f"{name}@files" + (f"[{i}]" if isinstance(value, list) else "")] = _fingerprint(one)
     return out
+
+
+def _fingerprint(value: str) -> list:
+    if storage.is_remote(value):
+        return [list(entry) for entry in storage.listing(value)]
+    path = Path(value)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return [[str(f.relative_to(path)) if path.is_dir() else f.name, *_stat(f)] for f in files]
 
 
 def _stat(f: Path) -> list[int]:

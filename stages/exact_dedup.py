@@ -5,22 +5,41 @@ even when copies share an id (the same file twice among the inputs). Global pass
 group-by (pipeline/key_groups.py): each shard reports its first row per hash, the first per hash
 over the whole corpus wins, and each shard stores only its own winners' positions. The transform
 keeps a row only if its position is among them.
+
+`index:` writes the run's distinct text hashes, partitioned, for later runs; `against:` removes
+the rows whose text hash is in an earlier run's index (reason `duplicate_of_earlier`), one hash
+partition at a time: no task holds an earlier index whole.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard, run_starts
+from thresher.pipeline import schema, storage
+from thresher.pipeline.dedup_index import open_index, write_meta
+from thresher.pipeline.io import write_parquet
+from thresher.pipeline.key_groups import (
+    KEY,
+    SHARD,
+    group_by_key,
+    load_shard,
+    partition_of,
+    read_parts,
+    run_starts,
+    write_partitioned,
+)
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, Params, Stage, StateRecord, mark_dropped
+from thresher.pipeline.stage import FitContext, LocalPath, OutputPath, Params, Stage, StateRecord, mark_dropped
 from thresher.scorers.hashing import text_hashes
 
 HASH = "exact_hash"
+INDEX_PARTITIONS = 16
+INDEX_PARAMS = {"key": "xxh64 of the lowercased, whitespace-collapsed text"}  # what makes two hashes comparable
 
 
 def first_per_key(rows: pa.Table, order: list[str]) -> pa.Table:
@@ -48,12 +67,61 @@ def winners(rows: pa.Table) -> pa.Table:
 EMPTY = pa.table({KEY: pa.array([], pa.uint64()), schema.ROW: pa.array([], pa.int64())})
 
 
+class _IndexPartition:
+    """Index partition q: the distinct text hashes of the run falling in it, sorted."""
+
+    def __init__(self, folder: str, shards: list[str], out):
+        self.folder, self.shards, self.out = folder, shards, out
+
+    def __call__(self, q: int) -> None:
+        keys = [load_shard(self.folder, s, EMPTY)[KEY].to_numpy() for s in self.shards]
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        storage.save_npy(self.out / "hashes" / f"{q:05d}.npy",
+                         np.unique(keys[partition_of(keys, INDEX_PARTITIONS) == q]))
+
+
+class _ShardHashes:
+    """Per shard: its rows' text hashes, partitioned as an index is."""
+
+    def __init__(self, read, folder: Path):
+        self.read, self.folder = read, folder
+
+    def __call__(self, shard: str) -> None:
+        text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
+        t = pa.table({KEY: text_hashes(text), schema.ROW: np.arange(len(text), dtype=np.int64)})
+        write_partitioned(t, KEY, INDEX_PARTITIONS, self.folder, f"{shard}.parquet")
+
+
+class _EarlierHashes:
+    """Per index partition q: the rows of each shard whose hash is in an earlier index, stored per shard."""
+
+    def __init__(self, against: list[str], folder: Path, out: Path):
+        self.against, self.folder, self.out = against, folder, out
+
+    def __call__(self, q: int) -> int:
+        earlier = np.unique(np.concatenate(
+            [storage.load_npy(storage.location(where) / "hashes" / f"{q:05d}.npy") for where in self.against]))
+        found = 0
+        part = self.folder / f"{q:05d}"
+        for f in sorted(part.glob("*.parquet")) if part.exists() else []:
+            t = storage.read_table(f)
+            rows = t[schema.ROW].to_numpy()[np.isin(t[KEY].to_numpy(), earlier)]
+            if len(rows):
+                write_parquet(pa.table({schema.ROW: rows}), self.out / f.stem / f"{q:05d}.parquet")
+                found += len(rows)
+        return found
+
+
 @dataclass(frozen=True)
 class Winners(StateRecord):
-    """Where each shard's winning rows lie (one per distinct text), and how many there are."""
+    """Where each shard's winning rows lie (one per distinct text), and how many there are; where
+    each shard's rows found in earlier runs' indexes lie (with `against`)."""
 
+    VERSION = 2
     folder: str
     texts_kept: int
+    earlier: str | None = None
+    earlier_rows: int = 0
 
 
 @register
@@ -65,20 +133,42 @@ class ExactDedup(Stage):
     State = Winners
 
     class Params(Params):
-        pass
+        index: OutputPath | None = Field(None, description=(
+            "write this run's distinct text hashes here (a folder or URI) for later runs' `against:`"))
+        against: list[LocalPath] = Field(default_factory=list, description=(
+            "indexes of earlier runs: a row whose text is in one of them is a duplicate_of_earlier"))
 
     def fit(self, ctx: FitContext) -> Winners:
+        p, shards = self.params, list(ctx.shards)
+        for where in p.against:
+            open_index(where, self.name, INDEX_PARAMS)
         folder, kept = group_by_key(ctx, "winners", _ShardFirstRows(ctx.reader()), winners)
-        return Winners(str(folder), kept)
+        if p.index:
+            out = storage.location(p.index)
+            storage.rmtree(out)
+            list(ctx.map(_IndexPartition(str(folder), shards, out), list(range(INDEX_PARTITIONS))))
+            write_meta(out, self.name, INDEX_PARAMS, partitions=INDEX_PARTITIONS, texts=kept)
+        if not p.against:
+            return Winners(str(folder), kept)
+        hashes, earlier = ctx.scratch / "hashes", ctx.state_dir / "earlier"
+        storage.rmtree(earlier)
+        list(ctx.map(_ShardHashes(ctx.reader(), hashes), shards))
+        found = sum(ctx.map(_EarlierHashes(list(p.against), hashes, earlier), list(range(INDEX_PARTITIONS))))
+        return Winners(str(folder), kept, str(earlier), found)
 
     def summarize_state(self, state: Winners) -> dict:
-        return {"texts_kept": state.texts_kept}
+        return {"texts_kept": state.texts_kept, **({"rows_in_earlier_runs": state.earlier_rows}
+                                                     if state.earlier else {})}
 
-    def shard_state(self, state: Winners, shard: str) -> np.ndarray:
-        """The positions of this shard's winning rows, sorted."""
-        return np.sort(load_shard(state.folder, shard, EMPTY)[schema.ROW].to_numpy())
+    def shard_state(self, state: Winners, shard: str) -> tuple[np.ndarray, np.ndarray]:
+        """The positions of this shard's winning rows, sorted, and of its rows earlier runs hold."""
+        earlier = read_parts(storage.location(state.earlier) / shard) if state.earlier else None
+        return (np.sort(load_shard(state.folder, shard, EMPTY)[schema.ROW].to_numpy()),
+                earlier[schema.ROW].to_numpy() if earlier is not None else np.zeros(0, np.int64))
 
-    def transform(self, table: pa.Table, state: np.ndarray) -> pa.Table:
-        keep = np.isin(table[schema.ROW].to_numpy(), state, assume_unique=True)
+    def transform(self, table: pa.Table, state: tuple[np.ndarray, np.ndarray]) -> pa.Table:
+        winners_, earlier = state
+        rows = table[schema.ROW].to_numpy()
         table = table.append_column(HASH, pa.array(text_hashes(table[schema.TEXT]), pa.uint64()))
-        return mark_dropped(table, ~keep, "exact_duplicate")
+        table = mark_dropped(table, np.isin(rows, earlier), "duplicate_of_earlier")
+        return mark_dropped(table, ~np.isin(rows, winners_, assume_unique=True), "exact_duplicate")

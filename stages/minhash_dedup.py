@@ -31,8 +31,26 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema, storage
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Columns, FitContext, Params, Stage, StateRecord, mark_dropped
-from thresher.pipeline.key_groups import doc_index, doc_parts, read_parts, run_starts, split_rows, write_partitioned
+from thresher.pipeline.stage import (
+    Columns,
+    FitContext,
+    LocalPath,
+    OutputPath,
+    Params,
+    Stage,
+    StateRecord,
+    mark_dropped,
+)
+from thresher.pipeline.dedup_index import open_index, write_meta
+from thresher.pipeline.key_groups import (
+    doc_index,
+    doc_parts,
+    partition_of,
+    read_parts,
+    run_starts,
+    split_rows,
+    write_partitioned,
+)
 from thresher.pipeline.components import connected_components
 from thresher.scorers.minhash import (
     band_hashes,
@@ -44,6 +62,7 @@ from thresher.scorers.minhash import (
 )
 
 CLUSTER, SIZE, IS_REP, WEIGHT = "dup_cluster", "dup_cluster_size", "dup_is_rep", "dedup_weight"
+EARLIER = "dup_earlier"  # copies among the documents of the indexes given as `against`
 _EDGES_PER_PARTITION = 2_000_000  # connected-components partitions hold about this many edges
 SURE_Z = 4.0  # standard errors of the signature estimate that decide a pair without its exact Jaccard
 
@@ -69,6 +88,10 @@ class MinHashParams(Params):
         "a member whose signature similarity to its cluster's representative is below threshold - "
         "chain_margin leaves the cluster (A~B~C~D chains never merge A with a far-off D)"))
     max_cluster_size: int = Field(10_000, ge=2, description="members past this many stay unclustered (reported)")
+    index: OutputPath | None = Field(None, description=(
+        "write this run's index here (a folder or URI): a later run's `against:` removes its duplicates"))
+    against: list[LocalPath] = Field(default_factory=list, description=(
+        "indexes of earlier runs: a document matching one of their documents is a duplicate_of_earlier"))
     partitions: int = Field(16, ge=1, le=4096, description="band-hash partitions of the group-by")
 
     @model_validator(mode="after")
@@ -83,6 +106,12 @@ class MinHashParams(Params):
         if self.bands:
             return self.bands, self.rows
         return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
+
+    def index_params(self) -> dict:
+        """What an index and the run using it must share for their band hashes to be comparable."""
+        bands, rows = self.banding()
+        return {"num_perm": self.num_perm, "seed": self.seed, "scheme": self.scheme, "ngram": self.ngram,
+                "bands": bands, "rows": rows}
 
 
 @dataclass(frozen=True)
@@ -172,8 +201,10 @@ class VerifiedCandidates:
     """Round 2, per band partition: docs that share a band hash, verified against the signatures
     (and the exact shingle Jaccard), written as edges."""
 
-    def __init__(self, p: MinHashParams, scratch: Scratch, shards: list[str]):
+    def __init__(self, p: MinHashParams, scratch: Scratch, shards: list[str],
+                 against: tuple[tuple[str, dict], ...] = (), earlier_out: Path | None = None):
         self.p, self.scratch, self.shards = p, scratch, shards
+        self.against, self.earlier_out = against, earlier_out  # earlier indexes: (location, index.json)
         self._rows = SignatureRows(scratch, shards, p.num_perm)
 
     def __call__(self, partition: int) -> int:
@@ -183,7 +214,40 @@ class VerifiedCandidates:
         u, v = self._verified(*candidate_pairs(t["bhash"].to_numpy(), t["doc"].to_numpy()))
         if len(u):
             write_parquet(pa.table({"u": u, "v": v}), self.scratch.edges / f"{partition:05d}.parquet")
+        for i, (where, meta) in enumerate(self.against):
+            self._match_earlier(t, partition, i, storage.location(where), meta)
         return len(u)
+
+    def _match_earlier(self, t: pa.Table, partition: int, i: int, root, meta: dict) -> None:
+        """This partition's docs sharing a band bucket with a doc of earlier index `i` and agreeing
+        with it on >= threshold of the signature: written per shard as (row, index, earlier doc)."""
+        if meta["partitions"] == self.p.partitions:
+            old = read_parts(root / "bands" / f"{partition:05d}")
+        else:  # built with other partitions: this partition's rows from all of its
+            parts = [read_parts(d) for d in sorted((root / "bands").iterdir())]
+            old = pa.concat_tables([x for x in parts if x is not None]) if any(x is not None for x in parts) else None
+            if old is not None:
+                old = old.filter(pa.array(partition_of(old["bhash"].to_numpy(), self.p.partitions) == partition))
+        if old is None or not old.num_rows:
+            return
+        ob, od = old["bhash"].to_numpy(), old["doc"].to_numpy()
+        order = np.lexsort((od, ob))
+        ob, od = ob[order], od[order]
+        nb, nd = t["bhash"].to_numpy(), t["doc"].to_numpy()
+        at = np.minimum(np.searchsorted(ob, nb), len(ob) - 1)
+        hit = ob[at] == nb
+        new, earlier = nd[hit], od[at[hit]]  # the bucket's first earlier doc stands for it
+        if not len(new):
+            return
+        pairs = np.unique(np.stack([new, earlier], axis=1), axis=0)
+        new, earlier = pairs[:, 0], pairs[:, 1]
+        theirs = SignatureRows(Scratch(root), meta["shards"], self.p.num_perm)
+        same = (self._rows(new) == theirs(earlier)).mean(axis=1) >= self.p.threshold
+        shard_of, row_of = doc_parts(new[same])
+        for o, rows in split_rows(shard_of):
+            write_parquet(pa.table({schema.ROW: row_of[rows], "index": np.full(len(rows), i, np.int32),
+                                    "doc": earlier[same][rows]}),
+                          self.earlier_out / self.shards[o] / f"{partition:05d}-{i}.parquet")
 
     def _verified(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pairs that pass `verify`. The signature agreement estimates Jaccard with standard
@@ -366,13 +430,27 @@ class Clusters(StateRecord):
     """Where each shard's cluster rows (position, cluster, size, is_rep) lie: rows of no cluster
     are unique documents; and their summary (merge_summaries)."""
 
-    VERSION = 2
+    VERSION = 3
     folder: str
     summary: dict = field(default_factory=dict)
+    earlier: str | None = None  # per shard: (row, index, doc) of its matches in earlier indexes
 
 
 _NO_CLUSTERS = pa.table({schema.ROW: pa.array([], pa.int64()), CLUSTER: pa.array([], pa.string()),
                          SIZE: pa.array([], pa.int32()), IS_REP: pa.array([], pa.bool_())})
+_NO_MATCHES = pa.table({schema.ROW: pa.array([], pa.int64()), "index": pa.array([], pa.int32()),
+                        "doc": pa.array([], pa.int64())})
+
+
+def earlier_copies(matches: pa.Table, rows: pa.Array) -> np.ndarray:
+    """For each row, how many distinct documents of the earlier indexes it matched."""
+    if not matches.num_rows:
+        return np.zeros(len(rows), np.int32)
+    per_row = matches.group_by([schema.ROW, "index", "doc"]).aggregate([]).group_by(schema.ROW).aggregate(
+        [("index", "count")])
+    idx = pc.index_in(rows, value_set=per_row[schema.ROW])
+    return np.where(pc.is_valid(idx).to_numpy(zero_copy_only=False),
+                    per_row["index_count"].to_numpy()[pc.fill_null(idx, 0).to_numpy()], 0).astype(np.int32)
 
 
 @register
@@ -386,8 +464,11 @@ class MinHashDedup(Stage):
 
     @classmethod
     def columns_for(cls, params: MinHashParams) -> Columns:
-        """`policy: reweight` keeps every row and adds the FedRW weight column."""
+        """`policy: reweight` keeps every row and adds the FedRW weight column; `against` adds the
+        count of each row's copies in the earlier runs."""
         cols = super().columns_for(params)
+        if params.against:
+            cols = replace(cols, outputs=cols.outputs + (EARLIER,))
         if params.policy == "reweight":
             cols = replace(cols, outputs=cols.outputs + (WEIGHT,), weights=cols.weights + (WEIGHT,))
         return cols
@@ -399,11 +480,16 @@ class MinHashDedup(Stage):
         p, scratch, shards = self.params, Scratch(ctx.scratch), list(ctx.shards)
         scratch.make()
         ordinals = {s: i for i, s in enumerate(shards)}
+        against = tuple((where, open_index(where, self.name, p.index_params())[1]) for where in p.against)
         rows_by_source: dict[str, int] = {}
         for counts in ctx.map(SignShards(p, ctx.reader(), scratch, ordinals, p.banding()), shards):
             for source, n in counts.items():
                 rows_by_source[source] = rows_by_source.get(source, 0) + n
-        list(ctx.map(VerifiedCandidates(p, scratch, shards), list(range(p.partitions))))
+        if p.index:
+            self._write_index(scratch, shards, sum(rows_by_source.values()))
+        earlier = ctx.state_dir / "earlier"
+        storage.rmtree(earlier)
+        list(ctx.map(VerifiedCandidates(p, scratch, shards, against, earlier), list(range(p.partitions))))
         out = ctx.state_dir / "clusters"
         storage.rmtree(out)
         out.mkdir(parents=True)
@@ -417,15 +503,27 @@ class MinHashDedup(Stage):
             parts = list(range(n_parts))
             list(ctx.map(GroupByLabel(final, scratch, n_parts), parts))
             summaries = list(ctx.map(ClusterRows(p, scratch, shards, out), parts))
-        return Clusters(str(out), merge_summaries(summaries, rows_by_source))
+        return Clusters(str(out), merge_summaries(summaries, rows_by_source), str(earlier) if against else None)
+
+    def _write_index(self, scratch: Scratch, shards: list[str], docs: int) -> None:
+        """The run's signatures, ids and band table, as its global pass partitioned them, then
+        index.json: an index interrupted half-way has none and is refused."""
+        p, out = self.params, storage.location(self.params.index)
+        storage.rmtree(out)
+        for part in ("sig", "ids", "bands"):
+            storage.copy_tree(scratch.root / part, out / part)
+        write_meta(out, self.name, p.index_params(), shards=shards, partitions=p.partitions, documents=docs)
 
     def summarize_state(self, state: Clusters) -> dict:
         return {"policy": self.params.policy, **state.summary}
 
-    def shard_state(self, state: Clusters, shard: str) -> pa.Table:
-        return read_parts(storage.location(state.folder) / shard, _NO_CLUSTERS)
+    def shard_state(self, state: Clusters, shard: str) -> tuple[pa.Table, pa.Table]:
+        matches = read_parts(storage.location(state.earlier) / shard, _NO_MATCHES) if state.earlier else _NO_MATCHES
+        return read_parts(storage.location(state.folder) / shard, _NO_CLUSTERS), matches
 
-    def transform(self, table: pa.Table, state: pa.Table) -> pa.Table:
+    def transform(self, table: pa.Table, state: tuple[pa.Table, pa.Table]) -> pa.Table:
+        state, matches = state
+        copies = earlier_copies(matches, table[schema.ROW])
         idx = pc.index_in(table[schema.ROW], value_set=state[schema.ROW])
         found = pc.is_valid(idx)
         take = pc.fill_null(idx, 0)
@@ -437,8 +535,11 @@ class MinHashDedup(Stage):
             cluster, size = table[schema.ID], pa.array(np.ones(table.num_rows, np.int32))
             is_rep = pa.array(np.ones(table.num_rows, bool))
         table = table.append_column(CLUSTER, cluster).append_column(SIZE, size).append_column(IS_REP, is_rep)
+        if self.params.against:
+            table = table.append_column(EARLIER, pa.array(copies))
         if self.params.policy == "remove":
+            table = mark_dropped(table, copies > 0, "duplicate_of_earlier")
             return mark_dropped(table, ~np.asarray(is_rep, dtype=bool), "near_duplicate")
-        sizes = np.asarray(size, dtype=np.float64)
+        sizes = np.asarray(size, dtype=np.float64) + copies  # FedRW counts the earlier runs' copies too
         # FedRW's 1/ln(C+1), scaled so that a unique document weighs 1.
         return table.append_column(WEIGHT, pa.array(math.log(2.0) / np.log(sizes + 1.0)))

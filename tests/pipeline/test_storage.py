@@ -295,6 +295,31 @@ def test_a_prefix_holding_other_objects_is_not_overwritten(tmp_path, s3_env):
     assert _objects(s3_env, "theirs/") == {"report.csv": b"a,b\n"}
 
 
+def test_dedup_indexes_in_s3_serve_a_later_run(tmp_path, s3_env):
+    """Both dedup stages write their index to a prefix; a later run (its own corpus, local) names
+    the prefixes in `against` and removes its copies of the earlier run's documents."""
+    stages = [{"stage": "exact_dedup", "index": "s3://corpus/indexes/exact"},
+              {"stage": "minhash_dedup", "index": "s3://corpus/indexes/minhash"}]
+    first = write_pipeline(tmp_path / "first.yaml", inputs=[{"paths": ["s3://corpus/raw/scripture.jsonl.gz"],
+                                                             "id_column": "doc_id"}],
+                           stages=stages, work_dir="work-first", output={"dir": "out-first"}, executor="inline")
+    Runner(load_config(first), progress=Progress(False)).run()
+    assert {"exact/index.json", "minhash/index.json"} <= set(_objects(s3_env, "indexes/"))
+    old = [t for t in demo_texts("scripture", 200) if len(t.split()) > 40][:10]
+    rows = [{"id": f"x{i}", "text": t} for i, t in enumerate(old[:5])]  # exact copies
+    rows += [{"id": f"y{i}", "text": t + " amen"} for i, t in enumerate(old[5:])]  # near copies
+    rows += [{"id": f"z{i}", "text": f"a document of this run only, number {i} " * 8} for i in range(5)]
+    (tmp_path / "new.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    second = write_pipeline(tmp_path / "second.yaml", inputs=[{"paths": ["new.jsonl"], "id_column": "id"}],
+                            stages=[{"stage": "exact_dedup", "against": ["s3://corpus/indexes/exact"]},
+                                    {"stage": "minhash_dedup", "against": ["s3://corpus/indexes/minhash"]}],
+                            work_dir="work-second", output={"dir": "out-second"}, executor="inline")
+    res = Runner(load_config(second), progress=Progress(False)).run()
+    assert [st["rejected"] for st in res.manifest["stages"][1:]] == [
+        {"duplicate_of_earlier": 5}, {"duplicate_of_earlier": 5}]
+    assert sorted(pq.read_table(res.output_dir / "data")["id"].to_pylist()) == [f"z{i}" for i in range(5)]
+
+
 def test_file_uris_are_local_paths(tmp_path):
     p = write_pipeline(tmp_path / "f.yaml", inputs=[{"paths": [f"file://{DEMO_DATA}/mirror.jsonl.gz"]}])
     files, _ = discover_inputs(load_config(p))

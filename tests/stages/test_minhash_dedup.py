@@ -21,6 +21,7 @@ def _real_texts(n: int) -> list[str]:
 
 
 def _run(tmp_path, rows, **params):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     with open(tmp_path / "docs.jsonl", "w") as fh:
         for doc_id, text in rows:
             fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
@@ -86,7 +87,10 @@ def test_transform_without_duplicates_marks_singletons():
     stage = MinHashDedup()
     empty = pa.table({"_row": pa.array([], pa.int64()), "dup_cluster": pa.array([], pa.string()),
                       "dup_cluster_size": pa.array([], pa.int32()), "dup_is_rep": pa.array([], pa.bool_())})
-    kept, rejected = apply_stage(stage, pa.table({"id": ["a", "b"], "text": ["x", "y"], "source": ["f", "f"]}), empty, 10)
+    from thresher.stages.minhash_dedup import _NO_MATCHES
+
+    kept, rejected = apply_stage(stage, pa.table({"id": ["a", "b"], "text": ["x", "y"], "source": ["f", "f"]}),
+                                 (empty, _NO_MATCHES), 10)
     assert kept["dup_cluster"].to_pylist() == ["a", "b"] and rejected.num_rows == 0
 
 def test_the_first_two_rounds_alone_find_a_planted_pair_across_shards(tmp_path):
@@ -192,3 +196,34 @@ def test_a_chain_of_edits_is_split_and_the_manifest_lists_clusters(tmp_path):
     assert largest[0]["sources"] == {"docs.jsonl": largest[0]["size"]}
     share = state["duplicates_by_source"]["docs.jsonl"]
     assert share["rows"] == len(rows) and share["duplicates"] == sum(len(ms) - 1 for ms in members.values())
+
+
+def test_a_later_run_removes_what_an_earlier_run_indexed(tmp_path):
+    """Run 1 writes its index; run 2, on new documents plus near-copies of run 1's, names it in
+    `against`: the copies go with reason duplicate_of_earlier, without run 2 reading run 1's
+    corpus; with policy reweight the earlier copies count in the FedRW weight instead. An index
+    built with other MinHash parameters is refused, naming what differs."""
+    import random
+
+    from thresher.scorers.minhash_eval import edit_words
+
+    texts = _real_texts(160)
+    first, second = texts[:80], texts[80:]
+    rng = random.Random(2)
+    run1 = _run(tmp_path / "r1", [(f"a{i:03d}", t) for i, t in enumerate(first)], index=str(tmp_path / "idx"))
+    assert (tmp_path / "idx" / "index.json").exists() and run1.manifest["stages"][-1]["rejected"] == {}
+    (tmp_path / "r1" / "docs.jsonl").unlink()  # run 2 must not need run 1's corpus
+    copies = [(f"c{i:03d}", edit_words(first[i], rng, 0.005)) for i in range(0, 80, 4)]
+    rows = [(f"b{i:03d}", t) for i, t in enumerate(second)] + copies
+    run2 = _run(tmp_path / "r2", rows, against=[str(tmp_path / "idx")])
+    assert run2.manifest["stages"][-1]["rejected"] == {"duplicate_of_earlier": 20}
+    rejected = pq.read_table(run2.output_dir / "rejected")
+    assert sorted(rejected["id"].to_pylist()) == [c for c, _ in copies]
+    out = pq.read_table(run2.output_dir / "data")
+    assert set(out["dup_earlier"].to_pylist()) == {0} and out.num_rows == 80
+    weighted = _run(tmp_path / "r3", rows, against=[str(tmp_path / "idx")], policy="reweight")
+    out = pq.read_table(weighted.output_dir / "data")
+    w = dict(zip(out["id"].to_pylist(), out["dedup_weight"].to_pylist()))
+    assert w["c000"] == pytest.approx(0.6931471805599453 / 1.0986122886681098) and w["b000"] == 1.0
+    with pytest.raises(Exception, match="built with other parameters \\(num_perm 128 there, 64 here"):
+        _run(tmp_path / "r4", rows, against=[str(tmp_path / "idx")], num_perm=64)

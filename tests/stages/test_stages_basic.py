@@ -45,7 +45,7 @@ def test_exact_dedup_keeps_one_copy_across_shards(tmp_path):
     assert set(kept["a"][1]["drop_reason"].to_pylist()) == {"exact_duplicate"}
     assert "_row" not in kept["a"][0].column_names
     # Each shard stores only its own winners (their positions).
-    assert stage.shard_state(state, "a").tolist() == [1] and stage.shard_state(state, "b").tolist() == [0, 2]
+    assert stage.shard_state(state, "a")[0].tolist() == [1] and stage.shard_state(state, "b")[0].tolist() == [0, 2]
     h = text_hashes(pa.array(["x y", "X  Y", "x z"]))
     assert h[0] == h[1] != h[2]
 
@@ -59,9 +59,34 @@ def test_exact_dedup_total_order_among_rows_sharing_an_id(tmp_path):
     state = stage.fit(MemoryFit(shards, tmp_path))
     out = {s: apply_stage(stage, t, stage.shard_state(state, s), 1) for s, t in shards.items()}
     assert out["s0"][0].num_rows == 1 and out["s1"][0].num_rows == 0
-    assert stage.shard_state(state, "s0").tolist() == [0]
+    assert stage.shard_state(state, "s0")[0].tolist() == [0]
     unseen = pa.table({"id": ["z"], "text": ["never seen"], "source": ["f"]})
     assert apply_stage(stage, unseen, stage.shard_state(state, "nope"), 10)[0].num_rows == 0
+
+
+def test_exact_dedup_against_an_earlier_runs_index(tmp_path):
+    """Run 1 writes its distinct text hashes as an index; run 2 (another corpus) names it in
+    `against`: its rows whose normalised text run 1 held go with reason duplicate_of_earlier, the
+    rest are deduplicated among themselves as usual; a folder that is no index is refused."""
+    import pytest
+
+    from thresher.pipeline.io import InputError
+
+    first = ExactDedup(ExactDedup.Params(index=str(tmp_path / "idx")))
+    old = {"a": pa.table({"id": ["a1", "a2"], "text": ["old news", "Other text"], "source": ["f"] * 2})}
+    first.fit(MemoryFit(old, tmp_path / "r1"))
+    assert (tmp_path / "idx" / "index.json").exists()
+    second = ExactDedup(ExactDedup.Params(against=[str(tmp_path / "idx")]))
+    new = {"b": pa.table({"id": ["b1", "b2", "b3", "b4"], "text": ["OLD  news", "fresh", "fresh", "other text"],
+                          "source": ["g"] * 4})}
+    state = second.fit(MemoryFit(new, tmp_path / "r2"))
+    kept, rejected = apply_stage(second, new["b"], second.shard_state(state, "b"), 3)
+    assert kept["id"].to_pylist() == ["b2"]
+    assert dict(zip(rejected["id"].to_pylist(), rejected["drop_reason"].to_pylist())) == {
+        "b1": "duplicate_of_earlier", "b3": "exact_duplicate", "b4": "duplicate_of_earlier"}
+    assert second.summarize_state(state) == {"texts_kept": 3, "rows_in_earlier_runs": 2}
+    with pytest.raises(InputError, match="not a dedup index"):
+        ExactDedup(ExactDedup.Params(against=[str(tmp_path)])).fit(MemoryFit(new, tmp_path / "r3"))
 
 
 def test_lookup_maps_each_row_through_a_dict():
