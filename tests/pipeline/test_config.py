@@ -141,19 +141,26 @@ def test_overrides_make_a_validated_copy(tmp_path):
 
 
 def test_every_path_parameter_resolves_against_the_yaml_folder(tmp_path):
-    """Parameters typed LocalPath (required or optional) are relative to the YAML file, as inputs are."""
+    """Parameters typed LocalPath (required or optional, or a list of them) or OutputPath are relative
+    to the YAML file, as inputs are; URIs stay as they are."""
     from thresher.pipeline import registry
-    from thresher.pipeline.stage import is_path_field
+    from thresher.pipeline.stage import is_output_field, is_path_field
 
     stages = [{"stage": "softdedup", "tokenizer": "tok"},
-              {"stage": "harmful_filter", "model": "m/harm.bin", "tau_method": "f1", "validation": "v.jsonl"}]
+              {"stage": "harmful_filter", "model": "m/harm.bin", "tau_method": "f1", "validation": "v.jsonl"},
+              {"stage": "exact_dedup", "index": "idx", "against": ["old", "s3://b/old"]}]
     (tmp_path / "sub").mkdir()
     cfg = load_config(write_pipeline(tmp_path / "sub" / "p.yaml", inputs=[{"paths": ["x"]}], stages=stages))
-    soft, harm = (s.params for s in cfg.stages)
+    soft, harm, exact = (s.params for s in cfg.stages)
     assert soft.tokenizer == str(tmp_path / "sub" / "tok")
     assert (harm.model, harm.validation) == (str(tmp_path / "sub" / "m/harm.bin"), str(tmp_path / "sub" / "v.jsonl"))
+    assert (exact.index, exact.against) == (str(tmp_path / "sub" / "idx"), [str(tmp_path / "sub" / "old"), "s3://b/old"])
     paths = {(n, f) for n, c in registry.available().items() for f, info in c.Params.model_fields.items()
              if is_path_field(info)}
     assert paths == {("harmful_filter", "model"), ("harmful_filter", "validation"), ("mixture", "tokenizer"),
                      ("ppl_correlation", "matrix"), ("ppl_correlation", "benchmark"), ("ref_perplexity", "model"),
-                     ("softdedup", "tokenizer"), ("topics", "embedding_model")}
+                     ("softdedup", "tokenizer"), ("topics", "embedding_model"), ("exact_dedup", "against"),
+                     ("minhash_dedup", "against")}
+    outputs = {(n, f) for n, c in registry.available().items() for f, info in c.Params.model_fields.items()
+               if is_output_field(info)}
+    assert outputs == {("exact_dedup", "index"), ("minhash_dedup", "index")}
