@@ -17,6 +17,18 @@ from thresher.pipeline.manifest import version
 META = "index.json"
 
 
+def clear(folder) -> None:
+    """Empties `folder` for a new index: an earlier index there goes, anything else is refused
+    (an `index:` pointed at a folder of other files must not delete them)."""
+    if not folder.exists():
+        return
+    if (folder / META).exists() or not storage.tree_files(folder):
+        storage.rmtree(folder)
+        return
+    raise InputError(f"{folder}: `index:` names a folder that holds files but no dedup index ({META}); "
+                     "give a new or empty folder")
+
+
 def write_meta(folder, stage: str, params: dict, **info) -> None:
     """Marks `folder` as a complete index of `stage` built with `params` (which a user of the index
     must share); `info` is stored beside them (its shards, partitions, documents)."""

@@ -21,7 +21,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from thresher.pipeline import schema, storage
-from thresher.pipeline.dedup_index import open_index, write_meta
+from thresher.pipeline.dedup_index import clear, open_index, write_meta
 from thresher.pipeline.io import write_parquet
 from thresher.pipeline.key_groups import (
     KEY,
@@ -145,7 +145,7 @@ class ExactDedup(Stage):
         folder, kept = group_by_key(ctx, "winners", _ShardFirstRows(ctx.reader()), winners)
         if p.index:
             out = storage.location(p.index)
-            storage.rmtree(out)
+            clear(out)
             list(ctx.map(_IndexPartition(str(folder), shards, out), list(range(INDEX_PARTITIONS))))
             write_meta(out, self.name, INDEX_PARAMS, partitions=INDEX_PARTITIONS, texts=kept)
         if not p.against:

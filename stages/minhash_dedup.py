@@ -41,7 +41,7 @@ from thresher.pipeline.stage import (
     StateRecord,
     mark_dropped,
 )
-from thresher.pipeline.dedup_index import open_index, write_meta
+from thresher.pipeline.dedup_index import clear, open_index, write_meta
 from thresher.pipeline.key_groups import (
     doc_index,
     doc_parts,
@@ -509,7 +509,7 @@ class MinHashDedup(Stage):
         """The run's signatures, ids and band table, as its global pass partitioned them, then
         index.json: an index interrupted half-way has none and is refused."""
         p, out = self.params, storage.location(self.params.index)
-        storage.rmtree(out)
+        clear(out)
         for part in ("sig", "ids", "bands"):
             storage.copy_tree(scratch.root / part, out / part)
         write_meta(out, self.name, p.index_params(), shards=shards, partitions=p.partitions, documents=docs)

@@ -87,6 +87,12 @@ def test_exact_dedup_against_an_earlier_runs_index(tmp_path):
     assert second.summarize_state(state) == {"texts_kept": 3, "rows_in_earlier_runs": 2}
     with pytest.raises(InputError, match="not a dedup index"):
         ExactDedup(ExactDedup.Params(against=[str(tmp_path)])).fit(MemoryFit(new, tmp_path / "r3"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")  # an index never overwrites other files
+    with pytest.raises(InputError, match="holds files but no dedup index"):
+        ExactDedup(ExactDedup.Params(index=str(tmp_path / "mine"))).fit(MemoryFit(new, tmp_path / "r4"))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    first.fit(MemoryFit(old, tmp_path / "r5"))  # an index is rewritten in place
 
 
 def test_lookup_maps_each_row_through_a_dict():
