@@ -74,10 +74,12 @@ class _IndexPartition:
         self.folder, self.shards, self.out = folder, shards, out
 
     def __call__(self, q: int) -> None:
-        keys = [load_shard(self.folder, s, EMPTY)[KEY].to_numpy() for s in self.shards]
-        keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        keys = []
+        for shard in self.shards:  # a 1/INDEX_PARTITIONS slice of each shard's hashes is held at a time
+            k = load_shard(self.folder, shard, EMPTY)[KEY].to_numpy()
+            keys.append(k[partition_of(k, INDEX_PARTITIONS) == q])
         storage.save_npy(self.out / "hashes" / f"{q:05d}.npy",
-                         np.unique(keys[partition_of(keys, INDEX_PARTITIONS) == q]))
+                         np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64))
 
 
 class _ShardHashes:
