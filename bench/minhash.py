@@ -113,7 +113,7 @@ def bench_quality() -> dict:
     from thresher.pipeline.executor import InlineExecutor
     from thresher.pipeline.progress import Progress
     from thresher.pipeline.runner import Runner
-    from thresher.scorers.minhash_eval import pairwise_quality, plant_near_duplicates
+    from thresher.scorers.minhash_eval import pairwise_quality, plant_near_duplicates, planted_pairs
     import pyarrow.parquet as pq
 
     texts = [" ".join(t.split()[:300]) for t in demo_texts(("scripture", "python_docs")) if len(t.split()) >= 80]
@@ -125,7 +125,8 @@ def bench_quality() -> dict:
                             "executor": "inline", "shard_rows": 1000}, base_dir=Path(tmp))
         res = Runner(cfg, executor=InlineExecutor(), progress=Progress(False), output_dir=f"{tmp}/out").run()
         out = pq.read_table(res.output_dir / "data")
-    return pairwise_quality(dict(rows), dict(zip(out["id"].to_pylist(), out["dup_cluster"].to_pylist())), THRESHOLD)
+    return pairwise_quality(dict(rows), dict(zip(out["id"].to_pylist(), out["dup_cluster"].to_pylist())),
+                            planted_pairs(dict(rows)), THRESHOLD)
 
 
 # --- the whole stage against datasketch's whole path, on a sparse and a duplicate-heavy corpus ---
@@ -166,7 +167,7 @@ def bench_stage(name: str, megabytes: float, cluster_share: float, tmp: Path) ->
     import pyarrow.parquet as pq
     import yaml
 
-    from thresher.scorers.minhash_eval import merged_pair_quality
+    from thresher.scorers.minhash_eval import pairwise_quality
 
     ids, texts, planted = near_dup_corpus(megabytes, cluster_share)
     src = tmp / f"{name}.parquet"
@@ -189,7 +190,7 @@ def bench_stage(name: str, megabytes: float, cluster_share: float, tmp: Path) ->
             "in_clusters": round(float(np.mean(np.bincount(planted)[planted] > 1)), 3),
             "ours_seconds": round(ours_s, 2), "datasketch_seconds": round(ds_s, 2),
             "speedup_vs_datasketch": round(ds_s / ours_s, 2), "datasketch": ds,
-            "quality": merged_pair_quality(dict(zip(ids, texts)), clusters, planted_clusters(ids, planted), THRESHOLD)}
+            "quality": pairwise_quality(dict(zip(ids, texts)), clusters, planted_clusters(ids, planted), THRESHOLD)}
 
 
 def planted_clusters(ids: list[str], planted: list[int]) -> list[list[str]]:
@@ -281,7 +282,7 @@ def main() -> None:
         q = r["quality"]
         print(f"whole stage, {name} ({r['megabytes']} MB, {r['in_clusters']:.0%} of docs in clusters): ours "
               f"{r['ours_seconds']} s, datasketch {r['datasketch_seconds']} s: {r['speedup_vs_datasketch']}x; "
-              f"recall(J>=0.9) {q['recall_strong']}, lowest merged J {q['min_merged_jaccard']}")
+              f"recall(J>=0.9) {q['recall_strong']:.4f}, lowest merged J {q['min_merged_jaccard']:.4f}")
     if "million" in result:
         print(f"million: {result['million']}")
     print(f"wrote {path}")

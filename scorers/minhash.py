@@ -242,7 +242,11 @@ def candidate_pairs(bhash: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.
     new_group[1:] = bhash[1:] != bhash[:-1]
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(doc)), 0))
     member = ~new_group & (doc != doc[group_start])
-    u, v = doc[group_start[member]], doc[member]
+    return unique_pairs(doc[group_start[member]], doc[member])
+
+
+def unique_pairs(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (u, v) pairs, sorted: a two-key sort (a row-wise np.unique is several times slower)."""
     order = np.lexsort((v, u))
     u, v = u[order], v[order]
     first = np.ones(len(u), dtype=bool)

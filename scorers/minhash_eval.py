@@ -57,42 +57,26 @@ def plant_clusters(texts: list[str], cluster_share: float, seed: int = 0,
     return rows
 
 
-def merged_pair_quality(texts: dict[str, str], clusters: dict[str, str], planted: list[list[str]],
-                        threshold: float, ngram: int = 5) -> dict:
-    """Exact shingle Jaccard of every pair put in one cluster, and recall over the planted pairs
-    with Jaccard >= threshold + 0.1."""
+def planted_pairs(texts: dict[str, str]) -> list[list[str]]:
+    """The pairs plant_near_duplicates made: (b_i, v_i)."""
+    return [[k, "v" + k[1:]] for k in texts if k.startswith("b")]
+
+
+def pairwise_quality(texts: dict[str, str], clusters: dict[str, str], planted: list[list[str]],
+                     threshold: float, recall_margin: float = 0.1, ngram: int = 5) -> dict:
+    """Exact shingle Jaccard of every pair put in one cluster (precision: the share at or above
+    `threshold`; the lowest; how many below 0.6), and recall over the pairs within a planted group
+    whose exact Jaccard is >= threshold + recall_margin."""
     members = defaultdict(list)
     for doc, c in clusters.items():
         members[c].append(doc)
     merged = [jaccard(texts[a], texts[b], ngram) for ms in members.values() for a, b in itertools.combinations(ms, 2)]
-    strong = [(a, b) for g in planted for a, b in itertools.combinations(g, 2)
-              if jaccard(texts[a], texts[b], ngram) >= threshold + 0.1]
-    return {"merged_pairs": len(merged), "min_merged_jaccard": round(min(merged, default=1.0), 4),
+    sims = {(a, b): jaccard(texts[a], texts[b], ngram) for g in planted for a, b in itertools.combinations(g, 2)}
+    strong = [p for p, sim in sims.items() if sim >= threshold + recall_margin]
+    return {"merged_pairs": len(merged), "min_merged_jaccard": min(merged, default=1.0),
             "merged_below_0.6": sum(j < 0.6 for j in merged),
-            "precision": round(sum(j >= threshold for j in merged) / max(len(merged), 1), 4),
+            "precision": sum(j >= threshold for j in merged) / len(merged) if merged else 1.0,
             "largest_cluster": max((len(ms) for ms in members.values()), default=0),
+            "planted_pairs": len(sims), "planted_at_or_above_threshold": sum(sim >= threshold for sim in sims.values()),
             "strong_pairs": len(strong),
-            "recall_strong": round(sum(clusters[a] == clusters[b] for a, b in strong) / max(len(strong), 1), 4)}
-
-
-def pairwise_quality(texts: dict[str, str], clusters: dict[str, str], threshold: float,
-                     recall_margin: float = 0.1, ngram: int = 5) -> dict:
-    """Precision over every pair put in one cluster (correct when exact J >= threshold); recall over
-    the planted pairs (b_i, v_i) whose exact J >= threshold + margin."""
-    members = defaultdict(list)
-    for doc, c in clusters.items():
-        members[c].append(doc)
-    predicted = [(a, b) for ms in members.values() for a, b in itertools.combinations(sorted(ms), 2)]
-    correct = sum(jaccard(texts[a], texts[b], ngram) >= threshold for a, b in predicted)
-    planted = [(k, "v" + k[1:]) for k in texts if k.startswith("b")]
-    sims = {p: jaccard(texts[p[0]], texts[p[1]], ngram) for p in planted}
-    strong = [p for p, s in sims.items() if s >= threshold + recall_margin]
-    found = sum(clusters[a] == clusters[b] for a, b in strong)
-    return {
-        "predicted_pairs": len(predicted),
-        "precision": correct / len(predicted) if predicted else 1.0,
-        "recall_strong": found / len(strong) if strong else 1.0,
-        "strong_pairs": len(strong),
-        "planted_pairs": len(planted),
-        "planted_at_or_above_threshold": sum(s >= threshold for s in sims.values()),
-    }
+            "recall_strong": sum(clusters[a] == clusters[b] for a, b in strong) / len(strong) if strong else 1.0}

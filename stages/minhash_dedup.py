@@ -7,8 +7,8 @@ round is a class of its own, callable on one work item, so it can be tested alon
      as .npy for verification: no document's shingles are hashed twice), band hashes partitioned
      by hash; a row is addressed by its doc index (shard ordinal, row) throughout;
   2. VerifiedCandidates, per band partition: rows with equal band hash become candidate
-     edges; an edge is kept only if its exact shingle Jaccard (from the stored sets) reaches
-     `threshold`;
+     edges; an edge is kept if its signature agreement is decisively above `threshold`, or else
+     if its exact shingle Jaccard (from the stored sets) reaches it (`verify`);
   3. connected components by partitioned min-label propagation (pipeline/components.py);
   4. GroupByLabel: labels regrouped so that each component lies in one partition;
   5. ClusterRows, per label partition: the representative is the first member by (id, source,
@@ -59,6 +59,7 @@ from thresher.scorers.minhash import (
     pair_jaccard,
     signatures_and_sets,
     take_sets,
+    unique_pairs,
 )
 
 CLUSTER, SIZE, IS_REP, WEIGHT = "dup_cluster", "dup_cluster_size", "dup_is_rep", "dedup_weight"
@@ -198,8 +199,8 @@ class SignatureRows:
 
 
 class VerifiedCandidates:
-    """Round 2, per band partition: docs that share a band hash, verified against the signatures
-    (and the exact shingle Jaccard), written as edges."""
+    """Round 2, per band partition: docs that share a band hash, verified (`_verified`), written as
+    edges; with `against`, also matched with the earlier indexes' docs (`_match_earlier`)."""
 
     def __init__(self, p: MinHashParams, scratch: Scratch, shards: list[str],
                  against: tuple[tuple[str, dict], ...] = (), earlier_out: Path | None = None):
@@ -224,8 +225,8 @@ class VerifiedCandidates:
         if meta["partitions"] == self.p.partitions:
             old = read_parts(root / "bands" / f"{partition:05d}")
         else:  # built with other partitions: this partition's rows from all of its
-            parts = [read_parts(d) for d in sorted((root / "bands").iterdir())]
-            old = pa.concat_tables([x for x in parts if x is not None]) if any(x is not None for x in parts) else None
+            parts = [x for x in (read_parts(d) for d in sorted((root / "bands").iterdir())) if x is not None]
+            old = pa.concat_tables(parts) if parts else None
             if old is not None:
                 old = old.filter(pa.array(partition_of(old["bhash"].to_numpy(), self.p.partitions) == partition))
         if old is None or not old.num_rows:
@@ -239,8 +240,7 @@ class VerifiedCandidates:
         new, earlier = nd[hit], od[at[hit]]  # the bucket's first earlier doc stands for it
         if not len(new):
             return
-        pairs = np.unique(np.stack([new, earlier], axis=1), axis=0)
-        new, earlier = pairs[:, 0], pairs[:, 1]
+        new, earlier = unique_pairs(new, earlier)
         theirs = SignatureRows(Scratch(root), meta["shards"], self.p.num_perm)
         same = (self._rows(new) == theirs(earlier)).mean(axis=1) >= self.p.threshold
         shard_of, row_of = doc_parts(new[same])

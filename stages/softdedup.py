@@ -117,7 +117,7 @@ class _ShardCommonness:
 
     def __call__(self, shard: str) -> tuple[str, np.ndarray]:
         totals = np.concatenate([storage.load_npy(self.sums / f"{shard}.{part:05d}.npy")
-                                 for part in range(self.partitions)] or [np.zeros(0, np.int64)])
+                                 for part in range(self.partitions)])
         values = commonness(storage.load_npy(self.folder / f"{shard}.doc_tokens.npy"), self.p.n,
                             storage.load_npy(self.folder / f"{shard}.inverse.npy"), totals, self.total,
                             self.vocab, self.p.beta)
