@@ -237,6 +237,9 @@ def train_kenlm_cmd(
     order: int = typer.Option(5, help="n-gram order"),
     text_column: str = typer.Option("text"),
     memory: str = typer.Option("20%", help="lmplz -S memory cap"),
+    split_punctuation: bool = typer.Option(False, "--split-punctuation",
+                                           help="split punctuation from words (then set harmful_filter's "
+                                                "split_punctuation: true)"),
 ) -> None:
     """Train a modified Kneser-Ney KenLM model (lmplz) on CCNet-normalised text."""
     from thresher.pipeline.io import file_texts
@@ -248,7 +251,8 @@ def train_kenlm_cmd(
         _fail(f"corpus file(s) not found: {', '.join(missing)}")
     with _written(output) as local:
         try:
-            train_kenlm(file_texts(files, text_column), local, order=order, memory=memory)
+            train_kenlm(file_texts(files, text_column), local, order=order, memory=memory,
+                        split_punctuation=split_punctuation)
         except (InputError, ValueError, RuntimeError, FileNotFoundError) as exc:
             _fail(str(exc))
     typer.echo(f"KenLM {order}-gram: {output}.arpa and {output}.bin")

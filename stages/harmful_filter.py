@@ -32,6 +32,9 @@ class HarmfulParams(Params):
     text_field: str = "text"
     label_field: str = "label"
     action: Literal["remove", "flag"] = "remove"
+    split_punctuation: bool = Field(False, description="split punctuation from words, as the model was trained "
+                                    "(`train-kenlm --split-punctuation`); CCNet: no")
+    empty_lines: Literal["count", "skip"] = Field("count", description="CCNet counts an empty line as one </s>")
 
     @model_validator(mode="after")
     def _method_inputs(self):
@@ -51,13 +54,17 @@ def _load(path: str):
 
 
 class _LogPpl:
-    def __init__(self, model_path: str, read):
-        self.model_path, self.read, self._model = model_path, read, None
+    def __init__(self, params: HarmfulParams, read):
+        self.params, self.read, self._model = params, read, None
 
     def __call__(self, shard: str) -> np.ndarray:
-        self._model = self._model or _load(self.model_path)
+        self._model = self._model or _load(self.params.model)
         texts = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
-        return np.log10(document_perplexity(self._model, texts))
+        return np.log10(_perplexity(self._model, texts, self.params))
+
+
+def _perplexity(model, texts, p: HarmfulParams) -> np.ndarray:
+    return document_perplexity(model, texts, p.split_punctuation, p.empty_lines)
 
 
 def read_labelled(path: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], np.ndarray]:
@@ -99,9 +106,9 @@ class HarmfulFilter(Stage):
             return HarmThreshold(p.tau, "given")
         if p.tau_method == "f1":
             texts, labels = read_labelled(p.validation, p.text_field, p.label_field)
-            tau, f1 = best_f1_threshold(document_perplexity(_load(p.model), texts), labels)
+            tau, f1 = best_f1_threshold(_perplexity(_load(p.model), texts, p), labels)
             return HarmThreshold(tau, "f1", validation_macro_f1=f1)
-        logs = np.concatenate(list(ctx.map(_LogPpl(p.model, ctx.reader()), ctx.shards)) or [np.array([])])
+        logs = np.concatenate(list(ctx.map(_LogPpl(p, ctx.reader()), ctx.shards)) or [np.array([])])
         if not len(logs):  # no documents: nothing to judge, no threshold to find
             return HarmThreshold(None, "valley", documents=0)
         return HarmThreshold(10.0 ** valley_threshold(logs), "valley")
@@ -113,7 +120,7 @@ class HarmfulFilter(Stage):
         self.model = _load(self.params.model)
 
     def transform(self, table: pa.Table, state: dict) -> pa.Table:
-        ppl = document_perplexity(self.model, table[schema.TEXT])
+        ppl = _perplexity(self.model, table[schema.TEXT], self.params)
         harmful = np.nan_to_num(ppl, nan=np.inf) < (state.tau if state.tau is not None else -np.inf)
         table = table.append_column("harm_ppl", pa.array(ppl)).append_column("harmful", pa.array(harmful))
         return mark_dropped(table, harmful, "harmful") if self.params.action == "remove" else table

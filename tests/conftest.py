@@ -21,6 +21,19 @@ def demo_texts(name: str, n: int | None = None, min_words: int = 0) -> list[str]
     return out[:n] if n else out
 
 
+def reference_module(relative: str):
+    """The authors' code that `make setup` fetched into .venv/references (tools/fetch_references.sh)."""
+    import importlib.util
+
+    path = REPO / ".venv" / "references" / relative
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make setup` (tools/fetch_references.sh fetches it)")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_pipeline(path: Path, **fields) -> Path:
     """A pipeline YAML at `path` with defaults suited to tests (inline executor, small shards)."""
     cfg = {"name": "test", "seed": 0, "executor": "inline", "shard_rows": 500,

@@ -75,8 +75,12 @@ def test_every_stage_on_empty_inputs(tmp_path, models):
 
 def test_every_stage_when_a_filter_empties_a_shard(tmp_path, models):
     """One input's documents are all too short: its shards are empty from length_filter on, while the
-    other input's rows flow through every stage."""
-    rows = [{"text": t, "domain": "scripture"} for t in demo_texts("scripture", 40, min_words=25)]
+    other input's rows flow through every stage (harmful ones among them, so the valley has two sides)."""
+    from harmful_data import labelled_sets
+
+    train, _, _ = labelled_sets(n_train=600, n_eval=2)  # what the harmful model was trained on
+    harmful = [" ".join(train[i:i + 4]) for i in range(0, 80, 4)]
+    rows = [{"text": t, "domain": "scripture"} for t in demo_texts("scripture", 40, min_words=25) + harmful]
     rows += [{"text": t, "domain": "python-docs"} for t in demo_texts("python_docs", 40, min_words=25)]
     (tmp_path / "long.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "short.jsonl").write_text("\n".join(json.dumps({"text": f"tiny {i}"}) for i in range(30)))
@@ -84,8 +88,8 @@ def test_every_stage_when_a_filter_empties_a_shard(tmp_path, models):
                           {"paths": ["short.jsonl"], "domain": "scripture"}], every_stage(models), shard_rows=30)
     m = res.manifest
     assert m["stages"][2]["rejected"]["too_short"] == 30
-    assert m["totals"]["rows_in"] == 110 == m["totals"]["rows_out"] + m["totals"]["rejected_total"]
-    assert m["output"]["rows"] > 0
+    assert m["totals"]["rows_in"] == 130 == m["totals"]["rows_out"] + m["totals"]["rejected_total"]
+    assert m["output"]["rows"] > 0 and m["stages"][7]["rejected"] == {"harmful": 20}
 
 
 @pytest.mark.parametrize("name", sorted(registry.available()))

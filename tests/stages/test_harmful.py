@@ -6,42 +6,57 @@ import json
 import math
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import demo_texts, write_pipeline
+from conftest import demo_texts, reference_module, write_pipeline
 from harmful_data import labelled_sets
 from thresher.pipeline.config import load_config
 from thresher.pipeline.executor import InlineExecutor
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.runner import Runner
-from thresher.scorers.kenlm_model import ccnet_normalize, document_perplexity, normalize, reference_normalize
+from thresher.scorers.kenlm_model import ccnet_normalize, document_perplexity, normalize, word_counts
 from thresher.scorers.thresholds import best_f1_threshold, macro_f1, valley_threshold
 
 kenlm = pytest.importorskip("kenlm")
 pytest.importorskip("better_profanity")
 
 
-def test_ccnet_normalisation():
-    assert ccnet_normalize("  Héllo, Wörld! It’s 2024…\r\n\n\tSecond\x07  line ") == \
-        "hello , world ! it ' s 0000 . . .\nsecond line"
+TRICKY = ["  Ça   va?\tOui…  ", "İstanbul ǅ ß ﬁ", "x\u00a0y\u2028z\u2029w", "١٢٣ ４５ ² １", "a\x85b\x0bc\rd\x1ce",
+          "क्षि ाि", "“quote” — dash – ‘s’ ‚low‚", "\n\n  \xa0\n a \n\n", "e\u0301\u0302", "tab\t\tx\t", "",
+          "a_b-c", "ΟΔΥΣΣΕΥΣ ΚΑΙ ΠΗΝΕΛΟΠΗΣ\nΣοφΙΑΣ Σ", "line one\r\n\r\nline\x07 three \x1f\n\t", "．５％", " \x07 lead\x07 "]
 
 
-def test_batch_normalisation_equals_the_per_character_spec():
-    tricky = ["  Ça   va?\tOui…  ", "İstanbul ǅ ß ﬁ", "x\u00a0y\u2028z\u2029w", "١٢٣ ４５ ²", "a\x85b\x0bc\rd\x1ce",
-              "क्षि ाि", "“quote” — dash – ‘s’", "\n\n  \xa0\n a \n\n", "e\u0301\u0302", "tab\t\tx", "", "a_b-c"]
-    texts = demo_texts("python_docs") + demo_texts("scripture") + demo_texts("fortunes", 3000) + tricky
+@pytest.fixture(scope="module")
+def cc_net():
+    return reference_module("cc_net/text_normalizer.py")
+
+
+def _cc_net_doc(cc_net, text: str) -> str:
+    return "\n".join(cc_net.normalize(line) for line in text.split("\n"))
+
+
+def test_normalisation_equals_cc_net(cc_net):
+    texts = demo_texts("python_docs") + demo_texts("scripture") + demo_texts("fortunes", 3000) + TRICKY
     got = normalize(pa.chunked_array([texts[:100], texts[100:]])).to_pylist()
-    want = [reference_normalize(t) for t in texts]
-    assert got == want
+    assert got == [_cc_net_doc(cc_net, t) for t in texts]
+    # Every code point of this Python's Unicode database, at a line's start, inside and at its end.
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and unicodedata.category(chr(c)) != "Cn"]
+    texts = [f"{c}A{c}\t{c} \nb{c}" for c in chars]
+    assert normalize(texts).to_pylist() == [_cc_net_doc(cc_net, t) for t in texts]
     # KenLM's Python API splits a sentence on str.split(); our token counts must agree with it.
-    lines = [ln for t in want for ln in t.split("\n") if ln]
-    assert pc.list_value_length(pc.utf8_split_whitespace(pa.array(lines))).to_pylist() == \
-        [len(ln.split()) for ln in lines]
+    lines = [ln for t in TRICKY for ln in normalize([t])[0].as_py().split("\n")]
+    assert word_counts(pa.array(lines)).to_pylist() == [len(ln.split()) for ln in lines]
+
+
+def test_split_punctuation_is_an_option():
+    text = "  Héllo, Wörld! It’s 2024…\r\n\n\tSecond\x07  line "
+    assert ccnet_normalize(text) == "hello, world! it's 0000...\n\nsecond  line"
+    assert ccnet_normalize(text, split_punctuation=True) == "hello , world ! it ' s 0000 . . .\n\nsecond line"
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +73,33 @@ def harmful_model(tmp_path_factory):
 
 def test_train_kenlm_writes_arpa_and_binary_that_kenlm_loads(harmful_model):
     binary, _, test, _ = harmful_model
-    assert binary.with_suffix(".arpa").read_text().startswith("\n\\data\\") or "\\data\\" in \
-        binary.with_suffix(".arpa").read_text()[:100]
+    assert "\\data\\" in binary.with_suffix(".arpa").read_text()[:100]
     model = kenlm.Model(str(binary))
     assert model.order == 3
-    texts = [t for t, _ in test[:50]]
-    ours = document_perplexity(model, texts)
-    for t, p in zip(texts, ours):
+    one_line = [t.replace("\n", " ") for t, _ in test[:50]]
+    for t, p in zip(one_line, document_perplexity(model, one_line)):
         assert p == pytest.approx(model.perplexity(ccnet_normalize(t)), rel=1e-9)
-    two_lines = "first line here\nsecond line there"
-    lines = ccnet_normalize(two_lines).split("\n")
-    logp = sum(model.score(ln) for ln in lines)
-    assert document_perplexity(model, [two_lines])[0] == pytest.approx(
-        10 ** (-logp / sum(len(ln.split()) + 1 for ln in lines)))
+
+
+def test_document_perplexity_is_cc_net_doclm(harmful_model, cc_net):
+    """cc_net/perplexity.py DocLM.do: every line (empty ones too) normalised by cc_net, scored
+    with <s> and </s>, its length len(line.split()) + 1; cc_net rounds the result to 0.1."""
+    model = kenlm.Model(str(harmful_model[0]))
+    texts = [t for t, _ in harmful_model[2][:200]] + demo_texts("python_docs", 100) + TRICKY + \
+        ["two\n\n\nempty lines", "\n"]
+
+    def doclm(text):
+        if not text:
+            return np.nan  # DocLM.get_lines: no content, no lines, no perplexity
+        lines = [cc_net.normalize(line) for line in text.split("\n")]
+        return 10.0 ** (-sum(model.score(ln) for ln in lines) / sum(len(ln.split()) + 1 for ln in lines))
+
+    ours = document_perplexity(model, texts + [None])
+    np.testing.assert_allclose(ours, [doclm(t) for t in texts + [""]], rtol=1e-9)
+    skipped = document_perplexity(model, ["two\n\n\nempty lines", "\n"], empty_lines="skip")
+    lines = ["two", "empty lines"]
+    assert skipped[0] == pytest.approx(10.0 ** (-sum(model.score(ln) for ln in lines) / 5))
+    assert np.isnan(skipped[1])
 
 
 def test_harmful_text_has_low_perplexity_and_f1_threshold_generalises(harmful_model):
