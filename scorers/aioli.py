@@ -1,13 +1,22 @@
-"""Aioli online data mixing (Chen et al. 2024): estimate the mixing-law matrix A while training.
+"""Aioli online data mixing (Chen et al. 2024), as HazyResearch/aioli's trainer/aioli_trainer.py does it.
 
 Linear dynamic mixing law: one step on mixture q lowers group i's validation loss by about
-sum_j A[i, j] q[j]. Every round of `round_steps` steps begins with a learning phase: `sweeps` x m
-chunks of `chunk_steps` steps, chunk j of a sweep training on q_j (share `focus` on group j, the
-rest spread evenly), each chunk bracketed by validation losses. The drops B[i, j] (averaged
-over sweeps) satisfy B[i] = Q A[i] with Q the matrix whose rows are the q_j, so A[i] = Q^-1 B[i].
-A is normalised (by its largest absolute entry), then the proportions take an exponentiated-
-gradient step p <- p * exp(eta * sum_i A[i, :]) (or an EMA of it), and the rest of the round
-trains on p.
+sum_j A[i, j] q[j]. Each round of `round_steps` steps starts with LearnParams (aioli_trainer.py
+`learn_params_subroutine`): `sweeps` sweeps, each over the m groups in a fresh random order
+(`np.random.permutation` per sweep), training `chunk_steps` steps on q_j (share `focus` on group j,
+the rest spread evenly) and recording the drop of every group's validation loss. With B[i, j] the
+drop per sweep, B[i] = Q A[i] (Q: rows q_j), so A[i] = Q^-1 B[i]. Then (`train`, the dynamic
+loop) A is shifted by its minimum when that is negative and divided by its sum
+(`aioli_normalize_A`), and the proportions take an exponentiated-gradient step from uniform in
+the first round and from the previous proportions after it: p <- p * exp(eta * sum_i A[i, :]).
+With `ema`, A is smoothed instead (A_ema <- (1 - ema) A + ema A_ema) and p = exp(eta * sum_i
+A_ema[i, :]) from uniform each round. A `prior` mixture trains for `prior_steps` steps first
+(the reference's restricted setting); the rounds start from uniform as the reference does.
+
+The static mixture a run yields, `mixture()`, is the mean of the proportions over the last half of
+its rounds (tail averaging): each round's A is normalised to unit sum however small the true loss
+drops have become, so once they sink toward the noise, the last round's proportions wander; the
+tail mean keeps the trend and averages that wander out (tested on simulated mixing laws).
 
 Use from any training loop:
 
@@ -17,6 +26,7 @@ Use from any training loop:
             mixer.observe(step, validation_loss_per_group(model))   # list/array, one per group
         batch = sample_batch(mixer.proportions(step))                # share of the batch per group
         train_step(model, batch)
+    static_mixture = mixer.mixture()
 """
 
 from __future__ import annotations
@@ -29,13 +39,15 @@ import numpy as np
 @dataclass
 class AioliMixer:
     groups: list[str]
-    sweeps: int = 4  # k
-    chunk_steps: int = 4  # s
-    focus: float = 0.625  # f
+    sweeps: int = 4  # lp_rounds (the reference recommends 4 or 6)
+    chunk_steps: int = 4  # lp_steps (recommended: 4)
+    focus: float = 0.625  # one_hot_factor
     eta: float = 0.2
-    round_steps: int = 250  # U
-    ema: float | None = None  # None: exponentiated gradient; else p <- ema * p + (1 - ema) * EG(p)
-    initial: np.ndarray | None = None
+    round_steps: int = 250  # update_steps
+    ema: float | None = None  # weight of the previous smoothed A (reference: unset at first)
+    prior: np.ndarray | None = None  # aioli_prior, trained on for prior_steps before the first round
+    prior_steps: int = 0
+    seed: int = 0
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -47,12 +59,18 @@ class AioliMixer:
                              f"must be shorter than a round ({self.round_steps} steps)")
         if not (1.0 / m <= self.focus < 1.0):
             raise ValueError("focus must be in [1/m, 1)")
-        self.p = np.full(m, 1.0 / m) if self.initial is None else np.asarray(self.initial, float) / np.sum(self.initial)
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema must be in [0, 1)")
+        if self.prior_steps and self.prior is None:
+            raise ValueError("prior_steps needs a prior mixture")
+        self.p = np.full(m, 1.0 / m)
+        self.prior = None if self.prior is None else np.asarray(self.prior, float) / np.sum(self.prior)
         rest = (1.0 - self.focus) / (m - 1)
         self.Q = np.full((m, m), rest) + np.eye(m) * (self.focus - rest)  # row j = q_j
         self._drops = np.zeros((m, m))
         self._last: np.ndarray | None = None
-        self._round = -1
+        self._smoothed_A: np.ndarray | None = None
+        self._orders: dict[int, np.ndarray] = {}
 
     @property
     def m(self) -> int:
@@ -62,42 +80,70 @@ class AioliMixer:
     def learn_steps(self) -> int:
         return self.sweeps * self.m * self.chunk_steps
 
-    def _chunk(self, step: int) -> int | None:
-        """Index of the learning chunk this step belongs to, or None outside the learning phase."""
-        offset = step % self.round_steps
-        return offset // self.chunk_steps if offset < self.learn_steps else None
+    def _position(self, step: int) -> tuple[int, int] | None:
+        """(round, offset in the round), or None during the prior's steps."""
+        s = step - self.prior_steps
+        return None if s < 0 else divmod(s, self.round_steps)
+
+    def sweep_order(self, round_: int) -> np.ndarray:
+        """The groups' order over the round's learning chunks: a seeded permutation per sweep."""
+        if round_ not in self._orders:
+            rng = np.random.default_rng([self.seed, round_])
+            self._orders[round_] = np.concatenate([rng.permutation(self.m) for _ in range(self.sweeps)])
+        return self._orders[round_]
 
     def proportions(self, step: int) -> np.ndarray:
-        c = self._chunk(step)
-        return self.Q[c % self.m].copy() if c is not None else self.p.copy()
+        pos = self._position(step)
+        if pos is None:
+            return self.prior.copy()
+        r, offset = pos
+        if offset < self.learn_steps:
+            return self.Q[self.sweep_order(r)[offset // self.chunk_steps]].copy()
+        return self.p.copy()
 
     def wants_losses(self, step: int) -> bool:
         """True at the boundaries of learning chunks: before the first and after each one."""
-        offset = step % self.round_steps
-        return offset <= self.learn_steps and offset % self.chunk_steps == 0
+        pos = self._position(step)
+        return pos is not None and pos[1] <= self.learn_steps and pos[1] % self.chunk_steps == 0
 
     def observe(self, step: int, group_val_losses) -> None:
         losses = np.asarray(group_val_losses, dtype=np.float64)
         if losses.shape != (self.m,):
             raise ValueError(f"expected {self.m} validation losses, one per group, got shape {losses.shape}")
-        offset = step % self.round_steps
+        pos = self._position(step)
+        if pos is None:
+            return
+        r, offset = pos
         if offset == 0:
-            self._round = step // self.round_steps
             self._drops[:] = 0.0
         elif self._last is not None:
-            j = (offset // self.chunk_steps - 1) % self.m
+            j = self.sweep_order(r)[offset // self.chunk_steps - 1]
             self._drops[:, j] += self._last - losses
         self._last = losses
         if offset == self.learn_steps:
-            self._update(step)
+            self._update(r, step)
 
-    def _update(self, step: int) -> None:
-        B = self._drops / self.sweeps  # B[i, j]: mean drop of group i when training on q_j
+    def _update(self, round_: int, step: int) -> None:
+        B = self._drops / self.sweeps  # B[i, j]: drop of group i over a chunk on q_j, per sweep
         A = np.linalg.solve(self.Q, B.T).T  # A[i] = Q^-1 B[i]
-        scale = np.max(np.abs(A))
-        A = A / scale if scale > 0 else A
-        eg = self.p * np.exp(self.eta * A.sum(axis=0))
-        eg /= eg.sum()
-        self.p = eg if self.ema is None else self.ema * self.p + (1 - self.ema) * eg
-        self.p /= self.p.sum()
-        self.history.append({"round": self._round, "step": step, "A": A.tolist(), "proportions": self.p.tolist()})
+        if A.min() < 0:
+            A = A - A.min()
+        if A.sum() > 0:
+            A = A / A.sum()
+        if self.ema is None:
+            start = np.ones(self.m) if round_ == 0 else self.p
+            w = start * np.exp(self.eta * A.sum(axis=0))
+        else:
+            prev = self._smoothed_A
+            self._smoothed_A = A if round_ == 0 or prev is None else (1 - self.ema) * A + self.ema * prev
+            w = np.exp(self.eta * self._smoothed_A.sum(axis=0))
+        self.p = w / w.sum()
+        self.history.append({"round": round_, "step": step, "A": A.tolist(), "proportions": self.p.tolist()})
+
+    def mixture(self) -> np.ndarray:
+        """The static mixture a run yields: the mean proportions of the last half of its rounds
+        (the prior, or uniform, before any round)."""
+        if not self.history:
+            return self.prior.copy() if self.prior is not None else self.p.copy()
+        tail = [h["proportions"] for h in self.history[len(self.history) // 2:]]
+        return np.mean(tail, axis=0)

@@ -2,9 +2,11 @@
 
 Global pass: a deterministic sample of documents per group (smallest id hashes), a byte-level
 BPE on it, then two proxy runs from the same seed: the stratified baseline (proportions = group
-sizes) and Aioli. mixture.json records the proportions per round, the A estimates, the final
-proportions and both runs' validation losses. Every output row's `weight` is then normalised
-within its group so the group's total equals its proportion.
+sizes) and Aioli (scorers/aioli.py, the reference trainer's rule). The mixture is the Aioli run's
+static mixture (the mean proportions of its last half of rounds). mixture.json records the
+proportions and A per round, the last round's proportions, the mixture and both runs' validation
+losses. Every output row's `weight` is then normalised within its group so the group's total
+equals its proportion.
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ class MixtureParams(Params):
     vocab_size: int = Field(2048, ge=256)
     seq_len: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=2)
-    steps: int = Field(300, ge=10, description="proxy training steps (each run)")
-    round_steps: int = Field(100, ge=4, description="U")
-    sweeps: int = Field(1, ge=1, description="k")
-    chunk_steps: int = Field(2, ge=1, description="s (short: the learning phase costs proxy steps)")
-    focus: float = Field(0.625, gt=0.0, lt=1.0, description="f")
-    eta: float = Field(0.2, gt=0.0)
+    steps: int = Field(600, ge=10, description="proxy training steps (each run)")
+    round_steps: int | None = Field(None, ge=4, description="steps per Aioli round (update_steps); "
+                                    "default: twice the learning phase (sweeps x groups x chunk_steps)")
+    sweeps: int = Field(4, ge=1, description="sweeps over the groups per round (lp_rounds; reference: 4 or 6)")
+    chunk_steps: int = Field(4, ge=1, description="steps per group in a sweep (lp_steps; reference: 4)")
+    focus: float = Field(0.625, gt=0.0, lt=1.0, description="share of the focused group (one_hot_factor)")
+    eta: float = Field(0.2, gt=0.0, description="exponentiated-gradient step (reference: 0.1, 0.2 or 0.5)")
+    ema: float | None = Field(None, ge=0.0, lt=1.0, description="smooth A across rounds (reference: unset)")
+    prior_steps: int = Field(0, ge=0, description="steps on the stratified mixture before the first round "
+                                                  "(the reference's restricted setting)")
     lr: float = Field(3e-3, gt=0.0)
     proxy_size: Literal["tiny", "small"] = Field("tiny", description="proxy model (small: worth a GPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -107,8 +113,14 @@ class Mixture(Stage):
         common = dict(steps=p.steps, batch_size=p.batch_size, vocab_size=len(tok), lr=p.lr, seed=self.seed,
                       size=size, device=p.device)
         baseline = proxy_run(data, fixed_schedule(inside), **common)
+        round_steps = p.round_steps or 2 * p.sweeps * len(mixed) * p.chunk_steps
+        if p.prior_steps + round_steps > p.steps:
+            raise ValueError(f"mixture: {p.steps} proxy steps cannot hold {p.prior_steps} prior steps and one Aioli "
+                             f"round of {round_steps} ({p.sweeps} sweeps x {len(mixed)} groups x {p.chunk_steps} "
+                             f"steps, twice): raise `steps` or lower `sweeps`/`chunk_steps`")
         mixer = AioliMixer(mixed, sweeps=p.sweeps, chunk_steps=p.chunk_steps, focus=p.focus, eta=p.eta,
-                           round_steps=p.round_steps, initial=inside)
+                           round_steps=round_steps, ema=p.ema, prior=inside if p.prior_steps else None,
+                           prior_steps=p.prior_steps, seed=self.seed)
         aioli = proxy_run(data, aioli_schedule(mixer), **common)
         share = 1.0 - sum(sizes[g] / total for g in small)
 
@@ -124,7 +136,9 @@ class Mixture(Stage):
             "mixed_groups": mixed,
             "too_small_for_proxy": small,
             "A_per_round": [h["A"] for h in mixer.history],
-            "proportions": over_all(mixer.p),
+            "last_round_proportions": over_all(mixer.p),
+            "proportions": over_all(mixer.mixture()),
+            "round_steps": round_steps,
             "validation": {"stratified": baseline, "aioli": aioli},
             "proxy": {k: v for k, v in p.model_dump().items() if k != "tokenizer"},
         })

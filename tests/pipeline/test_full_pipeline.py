@@ -47,7 +47,7 @@ def test_every_stage_end_to_end(demo_subset, tmp_path):
         {"stage": "ref_perplexity", "model": "ref30"}, {"stage": "ppl_select", "band": "medium", "rate": 0.8},
         {"stage": "ppl_correlation", "matrix": "bpb.parquet", "benchmark": "bench.csv", "rate": 0.9},
         {"stage": "topics", "k": 3, "loss_column": "ref_bpb"},
-        {"stage": "mixture", "steps": 60, "round_steps": 30, "chunk_steps": 2, "docs_per_group": 60, "seq_len": 32},
+        {"stage": "mixture", "steps": 60, "round_steps": 30, "sweeps": 1, "chunk_steps": 2, "docs_per_group": 60, "seq_len": 32},
     ]
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
                                                      "id_column": "doc_id", "domain_column": "domain"}],

@@ -50,7 +50,7 @@ def every_stage(models) -> list[dict]:
         {"stage": "ppl_correlation", "matrix": str(models / "bpb.parquet"), "benchmark": str(models / "bench.csv"),
          "rate": 0.9},
         {"stage": "topics", "k": 2, "loss_column": "ref_bpb"},
-        {"stage": "mixture", "steps": 10, "round_steps": 5, "chunk_steps": 1, "docs_per_group": 10, "seq_len": 16,
+        {"stage": "mixture", "steps": 10, "round_steps": 5, "sweeps": 1, "chunk_steps": 1, "docs_per_group": 10, "seq_len": 16,
          "vocab_size": 256},
     ]
     assert {s["stage"] for s in stages} == set(registry.available()), "a new stage needs a zero-row case here"

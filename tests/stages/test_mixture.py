@@ -99,6 +99,9 @@ def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     assert len(mix["proportions_per_round"]) == 1 + 2 and len(mix["A_per_round"]) == 2
     for p_round in mix["proportions_per_round"]:
         assert sum(p_round) == pytest.approx(1.0)
+    rounds = mix["proportions_per_round"][1:]  # the mixture: the mean of the last half of the rounds
+    assert mix["proportions"] == pytest.approx(np.mean(rounds[len(rounds) // 2:], axis=0).tolist())
+    assert mix["last_round_proportions"] == pytest.approx(rounds[-1])
     out = pq.read_table(res.output_dir / "data")
     totals = {g: 0.0 for g in mix["groups"]}
     for g, w in zip(out["group"].to_pylist(), out["weight"].to_pylist()):
@@ -123,7 +126,7 @@ def test_a_group_too_small_for_the_proxy_keeps_its_stratified_share(tmp_path):
             "spam": ["a short harmful line left over by the filter"]}
     rows = [(f"{g}-{i}", t, g) for g, texts in docs.items() for i, t in enumerate(texts)]
     table = pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows], "domain": [r[2] for r in rows]})
-    stage = Mixture(Mixture.Params(steps=10, round_steps=5, chunk_steps=1, docs_per_group=30, seq_len=16,
+    stage = Mixture(Mixture.Params(steps=10, round_steps=5, sweeps=1, chunk_steps=1, docs_per_group=30, seq_len=16,
                                    vocab_size=256))
     state = stage.fit(MemoryFit({"s": table}, tmp_path)).report
     assert state["too_small_for_proxy"] == ["spam"] and state["mixed_groups"] == ["python-docs", "scripture"]
