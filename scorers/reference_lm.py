@@ -10,7 +10,11 @@ which `ref_ppl` = exp(NLL / tokens) and `ref_bpb` = NLL / ln 2 / bytes.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +52,18 @@ def pick_device(device: str = "auto") -> str:
 
 
 def load_reference(path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer, device) from a local folder: bf16 + SDPA on a GPU, fp32 on a CPU."""
+    """(model, tokenizer, device) from a local folder or a GGUF file: bf16 + SDPA on a GPU, fp32 on a CPU."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from thresher.scorers.tokenizer import load_tokenizer
 
     folder = Path(path).expanduser()
+    if folder.is_file() and folder.suffix == ".gguf":
+        folder = gguf_as_folder(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"reference model {path!r}: no config.json there; give the local folder of a "
-                                "saved Hugging Face causal LM (e.g. from `thresher train-reference`)")
+                                "saved Hugging Face causal LM (e.g. from `thresher train-reference`) or a .gguf file")
     device = pick_device(device)
     torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
                    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -66,6 +72,44 @@ def load_reference(path: str | Path, device: str = "auto", dtype: str = "auto"):
     _fuse_tanh_gelu(model)
     model.to(device).eval()
     return model, load_tokenizer(str(folder)), device
+
+
+def gguf_as_folder(path: str | Path, cache: str | Path | None = None) -> Path:
+    """A GGUF model (weights and its own tokenizer) as a Hugging Face folder, dequantised to fp32
+    once and cached by content hash under $THRESHER_CACHE (default ~/.cache/thresher): transformers
+    dequantises a GGUF file on every load (~15 s for 135M parameters) and cannot save that model as it
+    is, so its weights are copied into a plain model of the same config."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = Path(path)
+    digest = hashlib.blake2b(digest_size=8)
+    with open(src, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    root = Path(cache or os.environ.get("THRESHER_CACHE") or Path.home() / ".cache" / "thresher") / "gguf"
+    out = root / f"{src.stem}-{digest.hexdigest()}"
+    if (out / "config.json").exists():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+    quantised = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    config = quantised.config.to_dict()
+    config.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config), dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), strict=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
+    try:
+        plain.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        try:
+            tmp.rename(out)  # atomic: a worker converting the same file at the same time keeps its own copy
+        except OSError:
+            if not (out / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _fuse_tanh_gelu(model) -> None:

@@ -26,7 +26,8 @@ from thresher.scorers.reference_lm import REFERENCE_IDS
 
 
 class RefPerplexityParams(Params):
-    model: LocalPath = Field(description="local folder of a Hugging Face causal LM + tokenizer")
+    model: LocalPath = Field(description="local folder of a Hugging Face causal LM + tokenizer, or a .gguf file "
+                                         "(dequantised once into $THRESHER_CACHE)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_tokens: int | None = Field(None, gt=0, description="tokens per forward batch (padding included); "
