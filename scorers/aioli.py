@@ -86,7 +86,9 @@ class AioliMixer:
         return None if s < 0 else divmod(s, self.round_steps)
 
     def sweep_order(self, round_: int) -> np.ndarray:
-        """The groups' order over the round's learning chunks: a seeded permutation per sweep."""
+        """The groups' order over the round's learning chunks: a seeded permutation per sweep
+        (aioli_trainer.py, learn_params_subroutine: `mixture_order = np.concatenate(
+        [np.random.permutation(self.args.k) for i in range(self.args.lp_rounds)])`)."""
         if round_ not in self._orders:
             rng = np.random.default_rng([self.seed, round_])
             self._orders[round_] = np.concatenate([rng.permutation(self.m) for _ in range(self.sweeps)])
@@ -124,12 +126,18 @@ class AioliMixer:
             self._update(r, step)
 
     def _update(self, round_: int, step: int) -> None:
+        # learn_params_subroutine: `new_graph /= self.args.lp_rounds`, then per row
+        # `A[i] = np.linalg.solve(weight_matrix, row)`.
         B = self._drops / self.sweeps  # B[i, j]: drop of group i over a chunk on q_j, per sweep
         A = np.linalg.solve(self.Q, B.T).T  # A[i] = Q^-1 B[i]
+        # train, aioli_normalize_A: `if min_entry < 0: graph -= min_entry`, then `graph /= graph.sum()`.
         if A.min() < 0:
             A = A - A.min()
         if A.sum() > 0:
             A = A / A.sum()
+        # train: `weights = np.multiply(weights_init, np.exp(eta * graph.sum(axis=0)))` when i == 0
+        # (weights_init = ones), `np.multiply(weights, ...)` after; with ema, from weights_init on
+        # `ema_graph = (1 - ema) * graph + ema * ema_graph`.
         if self.ema is None:
             start = np.ones(self.m) if round_ == 0 else self.p
             w = start * np.exp(self.eta * A.sum(axis=0))
