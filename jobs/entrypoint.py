@@ -2,7 +2,8 @@
 
 Runs `thresher run` on the cluster this job runs on (address "auto", the Ray executor), so a
 failed job ends its log with the same one-line error and exit code as a local run, which
-`thresher submit --wait` and `thresher logs` show.
+`thresher submit --wait` and `thresher logs` show. Its progress records go to the job's log,
+where `thresher status` reads the latest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m thresher.jobs.entrypoint PIPELINE.yaml", file=sys.stderr)
         return 2
     try:
-        app(["run", argv[0], "--address", "auto", "--executor", "ray"], prog_name="thresher")
+        app(["run", argv[0], "--address", "auto", "--executor", "ray", "--progress-records"], prog_name="thresher")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     return 0

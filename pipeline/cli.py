@@ -71,6 +71,8 @@ def run(
     executor: Optional[str] = typer.Option(None, help="ray (default) or inline (no Ray, one process)"),
     from_stage: Optional[str] = typer.Option(None, "--from", help="recompute this stage and every later one"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    progress_records: bool = typer.Option(False, "--progress-records", hidden=True,
+                                          help="progress records on stdout, for `thresher status` (cluster jobs)"),
 ) -> None:
     """Run a pipeline (embedded local Ray unless --address). Each stage's checkpoint is keyed by
     what determines it, so a rerun reuses every stage whose inputs and parameters are unchanged,
@@ -85,11 +87,24 @@ def run(
     with _run_errors():
         cfg = cfg.with_overrides(**({"ray": {"address": address}} if address else {}),
                                  **({"executor": executor} if executor else {}))
-        result = Runner(cfg, progress=Progress(enabled=not quiet), output_dir=output, work_dir=work_dir,
+        progress = Progress(enabled=not quiet, records=sys.stdout if progress_records else None)
+        result = Runner(cfg, progress=progress, output_dir=output, work_dir=work_dir,
                         from_stage=from_stage).run()
     where = result.output_uri or str(result.output_dir)
     typer.echo(f"output: {where} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {where.rstrip('/')}/manifest.json")
+    _echo_alarms(Path(result.output_dir), with_bytes=False)
+
+
+def _echo_alarms(out_dir: Path, with_bytes: bool, **limits) -> None:
+    """The report's alarms (a domain losing most of its rows, one reason taking a large share of
+    one), printed where a user looks after a run; needs the output's rejected rows."""
+    from thresher.pipeline.domain_losses import alarms, domain_losses
+
+    if not (out_dir / "rejected").is_dir():
+        return
+    for line in alarms(domain_losses(out_dir, with_bytes=with_bytes), **limits):
+        typer.echo(f"alarm: {line}", err=True)
 
 
 @app.command()
@@ -273,27 +288,35 @@ def demo(
 
 
 @app.command()
-def report(output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)")) -> None:
-    """Write OUTPUT_DIR/report.html: plots and the manifest's counts."""
+def report(
+    output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)"),
+    max_loss: float = typer.Option(0.5, help="alarm when a domain loses more than this share of its rows"),
+    max_reason_loss: float = typer.Option(0.3, help="alarm when one reason removes more than this share of a domain"),
+) -> None:
+    """Write OUTPUT_DIR/report.html: alarms, what each stage and reason removed per domain, example
+    documents with the scores that decided, thresholds, clusters, the mixture and plots."""
     import tempfile
 
     from thresher.pipeline import storage
     from thresher.pipeline.report import render
 
+    limits = {"max_loss": max_loss, "max_reason_loss": max_reason_loss}
     if not storage.is_remote(output_dir):
         try:
-            typer.echo(str(render(Path(output_dir))))
+            typer.echo(str(render(Path(output_dir), **limits)))
         except FileNotFoundError as exc:
             _fail(str(exc))
+        _echo_alarms(Path(output_dir), with_bytes=True, **limits)
         return
     remote = storage.ObjectPath(output_dir)
     with tempfile.TemporaryDirectory(prefix="thresher-report-") as tmp, _run_errors():
         storage.copy_tree(remote, Path(tmp))  # the output as it is now (its manifest says which)
         try:
-            page = render(Path(tmp))
+            page = render(Path(tmp), **limits)
         except FileNotFoundError as exc:
             _fail(str(exc))
         storage.copy_file(page, remote / page.name)
+        _echo_alarms(Path(tmp), with_bytes=True, **limits)
     typer.echo(str(remote / page.name))
 
 
@@ -368,10 +391,14 @@ def submit(
 
 @app.command()
 def status(job_id: str, address: str = _ADDRESS) -> None:
-    """A job's status (exit code 1 when it failed or was stopped)."""
+    """A job's status and its progress: the running stage, shards done of total, rows/s and ETA
+    (exit code 1 when it failed or was stopped)."""
+    from thresher.pipeline.progress import last_record
+
     jobs = _jobs()
     try:
         info = jobs.status(address, job_id)
+        info["progress"] = last_record(jobs.logs(address, job_id))
     except jobs.ClusterError as exc:
         _cluster_fail(exc)
     typer.echo(json.dumps(info, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pyarrow.compute as pc
 from thresher.pipeline import schema, storage
 from thresher.pipeline.io import writing
 
-REJECTED_COLUMNS = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN, schema.DROP_STAGE, schema.DROP_REASON)
+REJECTED_COLUMNS = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN, schema.DROP_STAGE, schema.DROP_REASON,
+                    schema.DROP_DETAIL)
 
 
 def lookup(column: pa.Array | pa.ChunkedArray, mapping: dict[str, float], default: float = 0.0) -> np.ndarray:
@@ -72,10 +74,17 @@ def group_totals(table: pa.Table) -> dict[str, dict]:
         agg[f"{schema.WEIGHT}_count"].to_pylist())}
 
 
-def as_rejected(table: pa.Table, stage: str) -> pa.Table:
-    """Rejected rows in one schema for every stage, so `rejected/` loads as one dataset."""
+def as_rejected(table: pa.Table, stage: str, detail: tuple[str, ...] = ()) -> pa.Table:
+    """Rejected rows in one schema for every stage, so `rejected/` loads as one dataset. `detail`:
+    the columns that decided (the stage's inputs and outputs), kept per row as a JSON object so
+    a reader sees why a row went (e.g. {"harm_ppl": 41.2, "harmful": true})."""
     n = table.num_rows
-    cols = {c: table[c] for c in (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN)}
+    base = (schema.ID, schema.TEXT, schema.SOURCE, schema.DOMAIN)
+    cols = {c: table[c] for c in base}
     cols[schema.DROP_STAGE] = pa.array([stage] * n, type=pa.string())
     cols[schema.DROP_REASON] = table[schema.DROP_REASON]
+    named = [c for c in dict.fromkeys(detail) if c not in base and c in table.column_names]
+    values = [table[c].to_pylist() for c in named]
+    cols[schema.DROP_DETAIL] = pa.array([json.dumps(dict(zip(named, row)), default=str, allow_nan=True)
+                                         for row in zip(*values)] if named else ["{}"] * n, pa.string())
     return pa.table(cols).cast(pa.schema([pa.field(c, pa.string()) for c in REJECTED_COLUMNS]))

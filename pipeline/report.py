@@ -1,8 +1,12 @@
 """`thresher report OUTPUT_DIR`: one self-contained HTML page about a finished run.
 
-Plots (matplotlib, embedded as PNG): rows kept and rejected per stage, perplexity histograms with
-the thresholds the run chose, duplicate-cluster sizes, weight per group, and the mixture
-proportions per Aioli round when the run wrote a mixture.json. Then the manifest's counts.
+It answers what a data engineer asks of a curation run, in this order: is anything alarming (a
+domain that lost most of its rows, one reason taking a large share of a domain), what each stage
+removed, which domain lost how much (rows and bytes), examples of the documents each reason removed
+with the scores that decided, documents along each perplexity scale and next to the thresholds,
+the largest near-duplicate clusters with two members each, the mixture per round, and plots with
+labelled axes. Everything is inline (PNG data URLs, no script, a Content-Security-Policy that
+forbids any load), and every piece of a document is escaped and cut short.
 """
 
 from __future__ import annotations
@@ -14,29 +18,72 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
-_NUMERIC_PLOTS = (("ref_ppl", "reference-model perplexity"), ("harm_ppl", "perplexity under the harmful model"),
-                  ("commonness", "n-gram commonness"))
+from thresher.pipeline import schema
+from thresher.pipeline.domain_losses import MAX_LOSS, MAX_REASON_LOSS, alarms, domain_losses
+from thresher.scorers.hashing import string_hashes
 
+_SCORES = (("ref_ppl", "reference-model perplexity"), ("harm_ppl", "perplexity under the harmful-text model"),
+           ("commonness", "n-gram commonness"))
+EXAMPLES = 3  # documents shown per reject reason
+SNIPPET = 280  # characters of a document shown
+
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _snippet(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return _esc(text if len(text) <= SNIPPET else text[:SNIPPET] + " …")
+
+
+def _number(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return _esc(v)
+
+
+def _dataset(files: list[Path]):
+    return ds.dataset([str(f) for f in files], format="parquet") if files else None
+
+
+def _columns(data, wanted: list[str]) -> pa.Table:
+    return data.to_table(columns=[c for c in wanted if c in data.schema.names])
+
+
+def _deterministic(table: pa.Table, k: int) -> pa.Table:
+    """k rows of `table` picked by the smallest hashes of their ids: the same rows every time."""
+    if table.num_rows <= k:
+        return table
+    order = np.argsort(string_hashes(pc.cast(table[schema.ID], pa.string())), kind="stable")[:k]
+    return table.take(pa.array(np.sort(order)))
+
+
+# --- plots ----------------------------------------------------------------------------------
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figure(title: str):
+def _figure(title: str, xlabel: str, ylabel: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     return fig, ax
 
 
@@ -45,132 +92,252 @@ def _thresholds(manifest: dict, column: str) -> list[tuple[str, float]]:
     for st in manifest["stages"]:
         state = st.get("state", {})
         if column == "commonness" and "segment_upper_bounds" in state:
-            lines += [("segment", b) for b in state["segment_upper_bounds"] if np.isfinite(b) and b > 0]
-        if column == "harm_ppl" and "tau" in state:
+            lines += [("segment bound", b) for b in state["segment_upper_bounds"] if np.isfinite(b) and b > 0]
+        if column == "harm_ppl" and state.get("tau"):
             lines.append((f"tau ({state.get('method', '')})", state["tau"]))
         if state.get("column") == column:
             for group, (lo, hi) in state.get("kept_range", {}).items():
-                lines += [(f"{group} kept from", lo)] if lo is not None else []
-                lines += [(f"{group} kept below", hi)] if hi is not None else []
+                lines += [(f"{group}: kept from", lo)] if lo is not None else []
+                lines += [(f"{group}: kept below", hi)] if hi is not None else []
     return lines
 
 
 def plots(out_dir: Path, manifest: dict) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) pairs."""
+    """(what the plot shows, base64 PNG) pairs."""
     figs = []
     stages = manifest["stages"]
-    fig, ax = _figure("rows per stage")
+    fig, ax = _figure("rows per stage", "stage", "rows")
     names = [s["name"] for s in stages]
     kept = [s["rows_out"] for s in stages]
-    rejected = [sum(s["rejected"].values()) for s in stages]
     ax.bar(names, kept, label="kept")
-    ax.bar(names, rejected, bottom=kept, label="rejected")
+    ax.bar(names, [sum(s["rejected"].values()) for s in stages], bottom=kept, label="rejected")
     ax.tick_params(axis="x", rotation=30)
     ax.legend()
-    figs.append(("Rows kept and rejected by each stage", _png(fig)))
-
-    files = sorted((out_dir / "data").glob("*.parquet"))
-    if not files:
+    figs.append(("Rows each stage kept (blue) and rejected (orange), in pipeline order.", _png(fig)))
+    data = _dataset(sorted((out_dir / "data").glob("*.parquet")))
+    if data is None:
         return figs
-    available = set(pq.read_schema(files[0]).names)
-    wanted = [c for c in ("ref_ppl", "harm_ppl", "commonness", "dup_cluster_size", "weight", "group")
-              if c in available]
-    table = pq.read_table(files, columns=wanted) if len(files) == 1 else \
-        pq.ParquetDataset(files).read(columns=wanted)
-    for column, label in _NUMERIC_PLOTS:
-        if column in table.column_names:
-            v = table[column].to_numpy(zero_copy_only=False).astype(float)
-            v = v[np.isfinite(v) & (v > 0)]
-            if len(v) == 0:
-                continue
-            fig, ax = _figure(f"{label} (kept rows)")
-            ax.hist(np.log10(v), bins=60)
-            ax.set_xlabel(f"log10 {column}")
-            for name, value in _thresholds(manifest, column):
-                ax.axvline(np.log10(value), color="red", linestyle="--")
-                ax.annotate(name, (np.log10(value), ax.get_ylim()[1] * 0.9), rotation=90, fontsize=7, color="red")
-            figs.append((f"Histogram of {column}", _png(fig)))
+    table = _columns(data, [c for c, _ in _SCORES] + ["dup_cluster_size"])
+    for column, label in _SCORES:
+        if column not in table.column_names:
+            continue
+        v = table[column].to_numpy(zero_copy_only=False).astype(float)
+        v = v[np.isfinite(v) & (v > 0)]
+        if not len(v):
+            continue
+        fig, ax = _figure(f"{label}, kept rows", f"log10 {column}", "documents")
+        ax.hist(np.log10(v), bins=60)
+        marks = _thresholds(manifest, column)
+        for i, (name, value) in enumerate(marks):
+            ax.axvline(np.log10(value), color="red", linestyle="--", linewidth=1,
+                       label="thresholds" if i == 0 else None)
+        if marks:
+            ax.legend(fontsize=8)
+        names = sorted({n for n, _ in marks})
+        figs.append((f"How {column} is distributed over the output's documents"
+                     + (f"; dashed red lines: {', '.join(names)}." if names else "."), _png(fig)))
     if "dup_cluster_size" in table.column_names:
-        sizes = table["dup_cluster_size"].to_numpy(zero_copy_only=False)
-        fig, ax = _figure("duplicate cluster sizes (kept rows)")
-        counts = np.bincount(sizes)
+        counts = np.bincount(table["dup_cluster_size"].to_numpy(zero_copy_only=False))
+        fig, ax = _figure("near-duplicate cluster sizes, kept rows", "cluster size", "kept documents (log)")
         ax.bar(np.arange(1, len(counts)), counts[1:])
         ax.set_yscale("log")
-        ax.set_xlabel("cluster size")
-        figs.append(("Near-duplicate cluster sizes", _png(fig)))
+        figs.append(("How many kept documents belong to a near-duplicate cluster of each size "
+                     "(1: no near-duplicate).", _png(fig)))
     groups = manifest["output"].get("groups", {})
     if groups:
-        fig, ax = _figure("total weight per group")
+        fig, ax = _figure("total weight per group", "group", "sum of weight")
         ax.bar(list(groups), [g["weight"] for g in groups.values()])
         ax.tick_params(axis="x", rotation=30)
-        figs.append(("Total weight of each group in the output", _png(fig)))
-    mixture = out_dir / "mixture.json"
-    if mixture.exists():
-        mix = json.loads(mixture.read_text())
-        rounds = np.array(mix["proportions_per_round"])
-        fig, ax = _figure("mixture proportions per Aioli round")
-        for j, g in enumerate(mix["groups"]):
+        figs.append(("The share of training each group gets: the sum of its rows' weight.", _png(fig)))
+    mixture = _mixture(out_dir)
+    if mixture:
+        rounds = np.array(mixture["proportions_per_round"])
+        fig, ax = _figure("mixture proportions per Aioli round", "round (0: stratified)", "proportion")
+        for j, g in enumerate(mixture["groups"]):
             ax.plot(rounds[:, j], label=g, marker="o")
-        ax.set_xlabel("round")
-        ax.legend(fontsize=7)
-        figs.append(("Aioli mixture proportions per round", _png(fig)))
+        ax.legend(fontsize=8)
+        figs.append(("Each group's proportion after every Aioli round of the proxy run.", _png(fig)))
     return figs
 
 
-def _cluster_tables(manifest: dict) -> str:
-    """For each dedup stage that lists them: its largest clusters and each source's share of
-    near-duplicates (removed, with policy remove), so one giant cluster or one source losing most
-    of its rows shows at a glance."""
+def _mixture(out_dir: Path) -> dict | None:
+    path = out_dir / "mixture.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def _domains_section(losses: list[dict]) -> str:
+    rows = [[_esc(r[schema.DOMAIN]), f"{r['rows_in']:,}", f"{r['bytes_in'] / 1e6:,.2f}", f"{r['rows_out']:,}",
+             f"{r['bytes_out'] / 1e6:,.2f}", f"{r['share_removed']:.1%}",
+             "<br>".join(f"{_esc(k)}: {n:,} ({n / r['rows_in']:.1%})" for k, n in r["rejected"].items()) or "-"]
+            for r in losses]
+    return ("<h2 id=\"domains\">Domains</h2><p>Rows and megabytes (UTF-8) of each domain in and out, the share "
+            "of its rows removed, and the rows each stage:reason removed.</p>"
+            + _table(["domain", "rows in", "MB in", "rows out", "MB out", "removed", "rejected by reason"], rows,
+                     "domains"))
+
+
+def _reject_examples(out_dir: Path) -> str:
+    parts = []
+    for folder in sorted(p for p in (out_dir / "rejected").glob("*") if p.is_dir()):
+        data = _dataset(sorted(folder.glob("*.parquet")))
+        if data is None:
+            continue
+        table = _columns(data, [schema.ID, schema.TEXT, schema.DROP_REASON, schema.DROP_DETAIL])
+        for reason in sorted(set(table[schema.DROP_REASON].to_pylist())):
+            picked = _deterministic(table.filter(pc.equal(table[schema.DROP_REASON], reason)), EXAMPLES)
+            rows = []
+            for r in picked.to_pylist():
+                detail = json.loads(r.get(schema.DROP_DETAIL) or "{}")
+                rows.append([_esc(r[schema.ID]), _snippet(r[schema.TEXT]),
+                             "<br>".join(f"{_esc(k)}: {_number(v)}" for k, v in detail.items()) or "-"])
+            parts.append(f"<h3>{_esc(folder.name)}: {_esc(reason)}</h3>"
+                         + _table(["id", "text", "scores that decided"], rows, "examples"))
+    if not parts:
+        return ""
+    return ("<h2 id=\"rejected-examples\">Rejected documents, by reason</h2><p>Up to "
+            f"{EXAMPLES} documents per reason, picked by the hash of their id (the same ones every time).</p>"
+            + "".join(parts))
+
+
+def _score_examples(out_dir: Path, manifest: dict) -> str:
+    """For each perplexity column: documents at the 5th, 50th and 95th percentile of the output,
+    and the kept and rejected documents next to each threshold the run chose."""
+    data = _dataset(sorted((out_dir / "data").glob("*.parquet")))
+    if data is None:
+        return ""
+    parts = []
+    for column, label in _SCORES[:2]:
+        if column not in data.schema.names:
+            continue
+        kept = _columns(data, [schema.ID, schema.TEXT, column]).to_pylist()
+        kept = [dict(r, status="kept") for r in kept if r[column] is not None and np.isfinite(r[column])]
+        dropped = []
+        for p in sorted((out_dir / "rejected").glob("*/*.parquet")):
+            rej = ds.dataset(str(p), format="parquet")
+            if schema.DROP_DETAIL not in rej.schema.names:
+                continue
+            for r in _columns(rej, [schema.ID, schema.TEXT, schema.DROP_REASON, schema.DROP_DETAIL]).to_pylist():
+                value = json.loads(r[schema.DROP_DETAIL]).get(column)
+                if isinstance(value, (int, float)) and np.isfinite(value):
+                    dropped.append({schema.ID: r[schema.ID], schema.TEXT: r[schema.TEXT], column: value,
+                                    "status": f"rejected ({r[schema.DROP_REASON]})"})
+        if not kept:
+            continue
+        kept.sort(key=lambda r: (r[column], r[schema.ID]))
+        rows = [[f"{q}th percentile", _esc(r[schema.ID]), _number(r[column]), _esc(r["status"]),
+                 _snippet(r[schema.TEXT])]
+                for q in (5, 50, 95) for r in [kept[min(len(kept) - 1, int(q / 100 * len(kept)))]]]
+        everything = sorted(kept + dropped, key=lambda r: (r[column], r[schema.ID]))
+        values = np.array([r[column] for r in everything])
+        for name, tau in _thresholds(manifest, column):
+            i = int(np.searchsorted(values, tau))
+            for r in everything[max(0, i - 1):i + 1]:
+                rows.append([f"{'below' if r[column] < tau else 'at or above'} {_esc(name)} {tau:.4g}",
+                             _esc(r[schema.ID]), _number(r[column]), _esc(r["status"]), _snippet(r[schema.TEXT])])
+        parts.append(f"<h3>{_esc(label)} ({_esc(column)})</h3>"
+                     + _table(["where", "id", column, "status", "text"], rows, "examples"))
+    if not parts:
+        return ""
+    return "<h2 id=\"score-examples\">Documents along each perplexity scale</h2>" + "".join(parts)
+
+
+def _cluster_section(out_dir: Path, manifest: dict) -> str:
+    """Per dedup stage: its largest clusters with two member snippets, and each source's share of
+    near-duplicates, so one giant cluster or one source losing most of its rows shows at a glance."""
+    texts = {}
+    wanted = {c["representative"] for st in manifest["stages"] for c in st.get("state", {}).get("largest_clusters", [])}
+    if wanted:
+        files = sorted((out_dir / "data").glob("*.parquet")) + sorted((out_dir / "rejected").glob("*/*.parquet"))
+        for p in files:
+            t = ds.dataset(str(p), format="parquet")
+            cols = [c for c in (schema.ID, schema.TEXT, "dup_cluster", schema.DROP_DETAIL) if c in t.schema.names]
+            for r in t.to_table(columns=cols).to_pylist():
+                cluster = r.get("dup_cluster") or json.loads(r.get(schema.DROP_DETAIL) or "{}").get("dup_cluster")
+                if cluster in wanted and len(texts.setdefault(cluster, [])) < 2 and r[schema.TEXT] is not None:
+                    texts[cluster].append(r)
     parts = []
     for st in manifest["stages"]:
         state = st.get("state", {})
         if "largest_clusters" not in state:
             continue
         verb = "removed" if state.get("policy") == "remove" else "near-duplicates"
-        rows = "".join(f"<tr><td>{html.escape(c['representative'])}</td><td>{c['size']:,}</td><td>"
-                       + html.escape(", ".join(f"{s}: {n:,}" for s, n in c["sources"].items())) + "</td></tr>"
-                       for c in state["largest_clusters"])
-        sources = "".join(f"<tr><td>{html.escape(s)}</td><td>{v['rows']:,}</td><td>{v['duplicates']:,}</td>"
-                          f"<td>{v['share']:.1%}</td></tr>" for s, v in state.get("duplicates_by_source", {}).items())
-        parts.append(f"<h3>{html.escape(st['name'])}</h3>"
+        rows = [[_esc(c["representative"]), f"{c['size']:,}",
+                 _esc(", ".join(f"{s}: {n:,}" for s, n in c["sources"].items())),
+                 "<br>".join(f"<b>{_esc(m[schema.ID])}</b>: {_snippet(m[schema.TEXT])}"
+                             for m in texts.get(c["representative"], []))]
+                for c in state["largest_clusters"]]
+        sources = [[_esc(s), f"{v['rows']:,}", f"{v['duplicates']:,}", f"{v['share']:.1%}"]
+                   for s, v in state.get("duplicates_by_source", {}).items()]
+        parts.append(f"<h3>{_esc(st['name'])}</h3>"
                      f"<p>{state.get('split_from_chains', 0):,} member(s) split from chained clusters; "
                      f"{state.get('capped', 0):,} left out of clusters past max_cluster_size.</p>"
-                     f'<table class="clusters"><tr><th>largest clusters: representative</th><th>size</th>'
-                     f"<th>sources</th></tr>{rows}</table>"
-                     f'<table class="sources"><tr><th>source</th><th>rows</th><th>{verb}</th><th>share</th></tr>'
-                     f"{sources}</table>")
-    return "<h2>Near-duplicate clusters</h2>" + "".join(parts) if parts else ""
+                     + _table(["largest clusters: representative", "size", "sources", "two members"], rows,
+                              "clusters")
+                     + _table(["source", "rows", verb, "share"], sources, "sources"))
+    return "<h2 id=\"clusters\">Near-duplicate clusters</h2>" + "".join(parts) if parts else ""
 
 
-def render(out_dir: str | Path) -> Path:
+def _mixture_section(out_dir: Path) -> str:
+    mix = _mixture(out_dir)
+    if not mix or "proportions_per_round" not in mix:
+        return ""
+    rows = [[("stratified" if i == 0 else f"round {i}")] + [f"{p:.3f}" for p in r]
+            for i, r in enumerate(mix["proportions_per_round"])]
+    rows.append(["<b>mixture</b>"] + [f"<b>{p:.3f}</b>" for p in mix["proportions"]])
+    return ("<h2 id=\"mixture\">Mixture proportions per round</h2>"
+            + _table(["round"] + list(mix["groups"]), rows, "mixture"))
+
+
+def render(out_dir: str | Path, max_loss: float = MAX_LOSS, max_reason_loss: float = MAX_REASON_LOSS) -> Path:
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{out_dir} has no manifest.json: give the output dir of a finished run")
     manifest = json.loads(manifest_path.read_text())
-    rows = []
-    for st in manifest["stages"]:
-        rej = ", ".join(f"{html.escape(r)}: {n:,}" for r, n in st["rejected"].items()) or "-"
-        rows.append(f"<tr><td>{html.escape(st['name'])}</td><td>{st['rows_in']:,}</td><td>{st['rows_out']:,}</td>"
-                    f"<td>{rej}</td></tr>")
+    losses = domain_losses(out_dir)
+    found = alarms(losses, max_loss=max_loss, max_reason_loss=max_reason_loss)
+    alarm_html = ('<div id="alarms" class="alarms"><h2>Alarms</h2><ul>'
+                  + "".join(f"<li>{_esc(a)}</li>" for a in found) + "</ul></div>") if found else \
+        '<div id="alarms"><p>No alarms: no domain lost more than ' \
+        f"{max_loss:.0%} of its rows and no reason more than {max_reason_loss:.0%} of a domain.</p></div>"
+    stage_rows = [[_esc(st["name"]), f"{st['rows_in']:,}", f"{st['rows_out']:,}",
+                   ", ".join(f"{_esc(r)}: {n:,}" for r, n in st["rejected"].items()) or "-"]
+                  for st in manifest["stages"]]
     t = manifest["totals"]
-    images = "\n".join(f'<figure><img alt="{html.escape(c)}" src="data:image/png;base64,{b}">'
-                       f"<figcaption>{html.escape(c)}</figcaption></figure>" for c, b in plots(out_dir, manifest))
+    images = "\n".join(f'<figure><img alt="{_esc(c)}" src="data:image/png;base64,{b}">'
+                       f"<figcaption>{_esc(c)}</figcaption></figure>" for c, b in plots(out_dir, manifest))
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Thresher report: {html.escape(manifest['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}
-figure{{margin:1em 0}}</style></head><body>
-<h1>Thresher report: {html.escape(manifest['name'])}</h1>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Thresher report: {_esc(manifest['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}}
+td{{text-align:right}}td:first-child{{text-align:left}}table.examples td{{text-align:left;max-width:40em}}
+.alarms{{border:2px solid #c00;background:#fee;padding:.2em 1em}}img{{max-width:100%}}
+figure{{margin:1em 0}}figcaption{{color:#444}}</style></head><body>
+<h1>Thresher report: {_esc(manifest['name'])}</h1>
+{alarm_html}
 <p>{t['rows_in']:,} rows in = {t['rows_out']:,} out + {t['rejected_total']:,} rejected;
-{manifest['timing']['wall_seconds']:.1f} s; config {html.escape(manifest['config_hash'])}.</p>
-<h2>Stages</h2>
-<table id="stages"><tr><th>stage</th><th>in</th><th>out</th><th>rejected</th></tr>
-{''.join(rows)}</table>
-{_cluster_tables(manifest)}
-<h2>Plots</h2>
+{manifest['timing']['wall_seconds']:.1f} s; config {_esc(manifest['config_hash'])}.</p>
+<h2 id="stages">Stages</h2>
+{_table(["stage", "in", "out", "rejected"], stage_rows, "stages")}
+{_domains_section(losses)}
+{_reject_examples(out_dir)}
+{_score_examples(out_dir, manifest)}
+{_cluster_section(out_dir, manifest)}
+{_mixture_section(out_dir)}
+<h2 id="plots">Plots</h2>
 {images}
-<h2>Manifest</h2><pre>{html.escape(json.dumps(manifest, indent=2))}</pre>
+<h2 id="manifest">Manifest</h2><details><summary>manifest.json</summary><pre>{_esc(json.dumps(manifest, indent=2))}</pre></details>
 </body></html>
 """
     path = out_dir / "report.html"

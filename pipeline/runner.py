@@ -196,7 +196,8 @@ class SegmentTask:
                 kept, rejected, positions = run_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
             write_parquet(delta(kept, positions, type(stage).columns_for(stage.params).outputs), d.part(shard))
             if rejected.num_rows:
-                write_parquet(as_rejected(rejected, stage.name), d.rejected_part(shard))
+                cols = type(stage).columns_for(stage.params)
+                write_parquet(as_rejected(rejected, stage.name, cols.inputs + cols.outputs), d.rejected_part(shard))
             stats = _stats(shard, table.num_rows, kept, rejected, t0)
             d.write_stats(shard, stats)
             results.append(stats)

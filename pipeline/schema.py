@@ -18,6 +18,8 @@ ROW = "_row"
 
 # Added by the runner to rejected rows: which stage dropped them.
 DROP_STAGE = "drop_stage"
+# Rejected rows only: the values of the columns the dropping stage read and wrote (its scores), as JSON.
+DROP_DETAIL = "drop_detail"
 
 # Added to the final output.
 WEIGHT = "weight"

@@ -46,7 +46,10 @@ def test_submit_to_a_two_node_cluster_matches_a_local_run(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         job_id = proc.stdout.strip().splitlines()[-1]
         status = _cli("status", job_id, "--address", cluster.address, env=env)
-        assert status.returncode == 0 and json.loads(status.stdout)["status"] == "SUCCEEDED"
+        info = json.loads(status.stdout)
+        assert status.returncode == 0 and info["status"] == "SUCCEEDED"
+        progress = info["progress"]  # the job's last progress record, read back from its log
+        assert progress["shards_done"] == progress["shards_total"] > 0 and progress["eta_s"] == 0
         listed = _cli("list", "--address", cluster.address, env=env)
         assert job_id in listed.stdout
         logs = _cli("logs", job_id, "--address", cluster.address, env=env)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pyarrow.parquet as pq
 
 from conftest import REPO
+from thresher.pipeline.progress import RECORD, last_record
 
 
 def test_demo_pipeline_runs_on_ray_and_accounts_for_every_row(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(REPO / "configs" / "demo.yaml"),
-                           "--output", str(out), "--work-dir", str(work)], capture_output=True, text=True, timeout=600)
+                           "--output", str(out), "--work-dir", str(work), "--progress-records"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[05] softdedup" in proc.stderr and "rows/s" in proc.stderr  # progress was shown
+    assert "[05] softdedup" in proc.stderr and "rows/s" in proc.stderr  # progress was shown, with an ETA
+    assert re.search(r"\[05\] softdedup: +\d+%.*\| *\d+/\d+ \[\d\d:\d\d<\d\d:\d\d", proc.stderr)
+    records = [json.loads(ln[len(RECORD):]) for ln in proc.stdout.splitlines() if ln.startswith(RECORD)]
+    assert {r["stage"] for r in records} >= {"[00] ingest", "[05] softdedup"}
+    last = last_record(proc.stdout)  # what `thresher status` shows of a cluster job
+    assert last == records[-1] and last["shards_done"] == last["shards_total"] and last["eta_s"] == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["versions"]["executor"] == "ray"
     data = pq.read_table(out / "data")

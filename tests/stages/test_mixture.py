@@ -113,7 +113,9 @@ def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     assert len(ratios) == 1
     from thresher.pipeline.report import render
 
-    assert "Aioli mixture proportions per round" in render(res.output_dir).read_text()
+    page = render(res.output_dir).read_text()
+    assert "after every Aioli round" in page  # the plot's caption
+    assert "<td><b>mixture</b></td>" + "".join(f"<td><b>{p:.3f}</b></td>" for p in mix["proportions"]) in page
     # Same model, data, steps and seed; only the mixture schedule differs.
     assert v["aioli"]["mean_val_loss"] <= v["stratified"]["mean_val_loss"]
 
