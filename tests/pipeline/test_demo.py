@@ -10,6 +10,7 @@ import sys
 import pyarrow.parquet as pq
 
 from conftest import REPO
+from thresher.pipeline.domain_losses import alarms, domain_losses
 from thresher.pipeline.progress import RECORD, last_record
 
 
@@ -23,6 +24,8 @@ def test_demo_pipeline_runs_on_ray_and_accounts_for_every_row(tmp_path):
     assert re.search(r"\[05\] softdedup: +\d+%.*\| *\d+/\d+ \[\d\d:\d\d<\d\d:\d\d", proc.stderr)
     records = [json.loads(ln[len(RECORD):]) for ln in proc.stdout.splitlines() if ln.startswith(RECORD)]
     assert {r["stage"] for r in records} >= {"[00] ingest", "[05] softdedup"}
+    expected = alarms(domain_losses(out, with_bytes=False))  # printed at the end, as the report has them
+    assert expected and all(f"alarm: {a}" in proc.stderr for a in expected)
     last = last_record(proc.stdout)  # what `thresher status` shows of a cluster job
     assert last == records[-1] and last["shards_done"] == last["shards_total"] and last["eta_s"] == 0
     manifest = json.loads((out / "manifest.json").read_text())
