@@ -34,8 +34,8 @@ class DomainClassifier:
             path = os.path.join(tmp, "train.txt")
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write("\n".join(rows) + "\n")
-            model = fasttext.train_supervised(path, epoch=epoch, wordNgrams=wordNgrams, dim=dim, thread=1,
-                                              seed=seed, verbose=0, minCount=1)
+            model = _train(fasttext, path, epoch=epoch, wordNgrams=wordNgrams, dim=dim, thread=1, seed=seed,
+                           verbose=0, minCount=1)
             out = os.path.join(tmp, "model.bin")
             model.save_model(out)
             with open(out, "rb") as fh:
@@ -62,3 +62,14 @@ class DomainClassifier:
     def prob_include(self, texts: list[str]) -> np.ndarray:
         labels, probs = self._load().predict([_line(t) for t in texts], k=2)
         return np.array([dict(zip(ls, ps)).get("__label__in", 0.0) for ls, ps in zip(labels, probs)])
+
+
+def _train(fasttext, path: str, lr: float = 0.1, **kwargs):
+    """fastText's supervised training; where its loss diverges ("Encountered NaN", which a few
+    hundred pages and fastText's default rate of 0.1 can do), again at half the rate."""
+    for attempt in range(4):
+        try:
+            return fasttext.train_supervised(path, lr=lr / 2 ** attempt, **kwargs)
+        except RuntimeError as exc:
+            if "NaN" not in str(exc) or attempt == 3:
+                raise
