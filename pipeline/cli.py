@@ -320,6 +320,37 @@ def report(
     typer.echo(str(remote / page.name))
 
 
+@app.command()
+def ablate(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML (its weighted output is the curated arm)"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for both runs, the models' results, ablation.json"),
+    baseline: str = typer.Option("raw", help="raw (every input document, equally likely) or another pipeline YAML"),
+    tokens: int = typer.Option(200_000, help="training tokens per arm and seed"),
+    seeds: int = typer.Option(3, min=1),
+    eval_fraction: float = typer.Option(0.05, help="held-out share of the inputs when the YAML has no eval: section"),
+    size: str = typer.Option("tiny", help="proxy model size (tiny|small|125m)"),
+    seq_len: int = typer.Option(128),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu or cuda"),
+    executor: Optional[str] = typer.Option(None, help="executor of the pipeline runs: ray or inline"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display for the pipeline runs"),
+) -> None:
+    """Does curation help? Train the same small proxy LM on the pipeline's weighted output and on
+    a baseline at an equal token budget, per seed, and compare held-out loss and bits per byte."""
+    from thresher.pipeline.ablation import ablate as run_ablation
+    from thresher.pipeline.progress import Progress
+
+    with _run_errors():
+        try:
+            result = run_ablation(pipeline, output, baseline=baseline, tokens=tokens, seeds=seeds,
+                                  eval_fraction=eval_fraction, size=size, seq_len=seq_len, batch_size=batch_size,
+                                  device=device, executor=executor, progress=Progress(enabled=not quiet),
+                                  log=lambda m: typer.echo(m, err=True))
+        except ValueError as exc:
+            _fail(str(exc))
+    typer.echo(f"{output / 'ablation.json'}: {result['statement']}")
+
+
 @app.command("export")
 def export_cmd(
     output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)"),

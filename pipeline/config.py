@@ -60,6 +60,8 @@ class _RawConfig(_Model):
         "warn", description="an id on several input rows: keep and report it, stop, or rename later copies id#N")
     executor: Literal["ray", "inline"] = "ray"
     ray: RayOptions = RayOptions()
+    eval: dict[str, list[str]] | None = Field(
+        None, description="held-out evaluation text for `thresher ablate`: files (JSONL, Parquet, text) per domain")
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class PipelineConfig:
 
     def canonical(self) -> dict:
         """What determines the result: used for the work-dir key (executor/ray/output excluded)."""
-        data = self.raw.model_dump(mode="json", exclude={"ray", "executor", "output"})
+        data = self.raw.model_dump(mode="json", exclude={"ray", "executor", "output", "eval"})
         data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in self.stages]
         return data
 

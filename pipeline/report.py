@@ -4,8 +4,8 @@ It answers what a data engineer asks of a curation run, in this order: is anythi
 domain that lost most of its rows, one reason taking a large share of a domain), what each stage
 removed, which domain lost how much (rows and bytes), examples of the documents each reason removed
 with the scores that decided, documents along each perplexity scale and next to the thresholds,
-the largest near-duplicate clusters with two members each, the mixture per round, and plots with
-labelled axes. Everything is inline (PNG data URLs, no script, a Content-Security-Policy that
+the largest near-duplicate clusters with two members each, the mixture per round, the ablation's
+result when `thresher ablate` ran on this output, and plots with labelled axes. Everything is inline (PNG data URLs, no script, a Content-Security-Policy that
 forbids any load), and every piece of a document is escaped and cut short.
 """
 
@@ -304,6 +304,26 @@ def _mixture_section(out_dir: Path) -> str:
             + _table(["round"] + list(mix["groups"]), rows, "mixture"))
 
 
+def _ablation_section(out_dir: Path) -> str:
+    """`thresher ablate`'s result, when it was run on this output: eval bits per byte per domain
+    and arm (mean ± std over seeds), the paired difference, and its one-line statement."""
+    path = out_dir / "ablation.json"
+    if not path.exists():
+        return ""
+    a = json.loads(path.read_text())
+    diff = a["difference_baseline_minus_curated"]
+    rows = [[_esc(d)] + [f"{a['arms'][arm][d]['bpb']['mean']:.4f} ± {a['arms'][arm][d]['bpb']['std']:.4f}"
+                         for arm in ("curated", "baseline")]
+            + [f"{diff[d]['bpb']['mean']:+.4f}" + (f" (p = {diff[d]['p']:.3f})" if "p" in diff[d] else "")]
+            for d in a["arms"]["curated"]]
+    s = a["settings"]
+    return (f"<h2 id=\"ablation\">Ablation: does curation help?</h2><p>{_esc(a['statement'])} The same proxy LM "
+            f"({_esc(s['size'])}, {s['tokens']:,} training tokens per arm and seed, {a['seeds']} seeds) trained on "
+            f"this output and on the baseline ({_esc(s['baseline'])}); held-out text: {_esc(a['eval']['source'])}.</p>"
+            + _table(["eval domain", "curated bits/byte", "baseline bits/byte", "baseline - curated"], rows,
+                     "ablation"))
+
+
 def render(out_dir: str | Path, max_loss: float = MAX_LOSS, max_reason_loss: float = MAX_REASON_LOSS) -> Path:
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
@@ -343,6 +363,7 @@ figure{{margin:1em 0}}figcaption{{color:#444}}</style></head><body>
 {_score_examples(out_dir, manifest)}
 {_cluster_section(out_dir, manifest)}
 {_mixture_section(out_dir)}
+{_ablation_section(out_dir)}
 <h2 id="plots">Plots</h2>
 {images}
 <h2 id="manifest">Manifest</h2><details><summary>manifest.json</summary><pre>{_esc(json.dumps(manifest, indent=2))}</pre></details>
