@@ -14,11 +14,14 @@ from thresher.pipeline.cli import app
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m thresher.jobs.entrypoint PIPELINE.yaml", file=sys.stderr)
+    """PIPELINE.yaml: thresher run; PIPELINE.yaml ablate ARGS...: thresher ablate PIPELINE.yaml ARGS."""
+    if len(argv) != 1 and (len(argv) < 2 or argv[1] != "ablate"):
+        print("usage: python -m thresher.jobs.entrypoint PIPELINE.yaml [ablate ARGS...]", file=sys.stderr)
         return 2
+    command = (["run", argv[0], "--address", "auto", "--executor", "ray", "--progress-records"] if len(argv) == 1
+               else ["ablate", argv[0], "--address", "auto", "--executor", "ray", *argv[2:]])
     try:
-        app(["run", argv[0], "--address", "auto", "--executor", "ray", "--progress-records"], prog_name="thresher")
+        app(command, prog_name="thresher")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     return 0

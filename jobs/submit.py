@@ -9,6 +9,7 @@ the nodes themselves. Thresher itself travels as a runtime wheel (package.py).
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import tempfile
 import time
@@ -78,11 +79,16 @@ def resolved_yaml(cfg: PipelineConfig) -> dict:
     data["work_dir"] = cfg.absolute(cfg.work_dir)
     data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]
     data["ray"]["address"] = None
+    if data.get("eval"):
+        data["eval"] = {d: [cfg.absolute(p) for p in paths] for d, paths in data["eval"].items()}
     return data
 
 
 def submit(pipeline: Path, address: str, python: str = "python", output: str | None = None,
-           work_dir: str | None = None, wheel: Path | None = None) -> str:
+           work_dir: str | None = None, wheel: Path | None = None, ablate: list[str] | None = None) -> str:
+    """`ablate`: run `thresher ablate` on the cluster instead of `thresher run`, with these
+    arguments after the pipeline (its -o folder and, for --baseline OTHER.yaml, that pipeline are
+    made absolute, the other pipeline shipped beside this one)."""
     cfg = load_config(pipeline)
     data = resolved_yaml(cfg)
     if output:
@@ -93,13 +99,32 @@ def submit(pipeline: Path, address: str, python: str = "python", output: str | N
     staging = Path(tempfile.mkdtemp(prefix="thresher-job-"))
     try:  # the working dir and the wheel are uploaded by submit_job: the staging copy can go after
         (staging / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        command = "pipeline.yaml" + ("" if ablate is None else " ablate " + " ".join(
+            shlex.quote(a) for a in _ablate_args(ablate, staging)))
         wheel = wheel or build_runtime_wheel(staging / "wheel")
-        job = dict(entrypoint=f"{python} -m thresher.jobs.entrypoint pipeline.yaml",
+        job = dict(entrypoint=f"{python} -m thresher.jobs.entrypoint {command}",
                    runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)], "excludes": ["wheel/"]},
                    metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name})
         return _submit_when_ready(c, job, address)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _ablate_args(args: list[str], staging: Path) -> list[str]:
+    """The ablate arguments as the cluster must read them: its output folder absolute, another
+    pipeline as baseline resolved like this one and shipped as baseline.yaml."""
+    out = list(args)
+    for flag in ("-o", "--output"):
+        if flag in out and out.index(flag) + 1 < len(out):
+            i = out.index(flag) + 1
+            out[i] = out[i] if storage.is_remote(out[i]) else str(Path(out[i]).resolve())
+    if "--baseline" in out and out.index("--baseline") + 1 < len(out):
+        i = out.index("--baseline") + 1
+        if out[i] != "raw":
+            other = resolved_yaml(load_config(Path(out[i])))
+            (staging / "baseline.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
+            out[i] = "baseline.yaml"
+    return out
 
 
 def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wait_s: float = 2.0) -> str:

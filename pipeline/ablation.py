@@ -133,7 +133,7 @@ def plot_curves(per_seed: list[dict], path: Path) -> None:
 def ablate(pipeline: Path, out: Path, baseline: str = "raw", tokens: int = 200_000, seeds: int = 3,
            eval_fraction: float = 0.05, size: str = "tiny", seq_len: int = 128, batch_size: int = 16,
            lr: float = 3e-3, vocab_size: int = 4096, device: str = "auto", executor: str | None = None,
-           progress=None, log=print) -> dict:
+           address: str | None = None, progress=None, log=print) -> dict:
     from thresher.pipeline.progress import Progress
     from thresher.pipeline.runner import Runner
     from thresher.scorers.ablation_lm import train_arm
@@ -145,8 +145,8 @@ def ablate(pipeline: Path, out: Path, baseline: str = "raw", tokens: int = 200_0
 
     def run(path: Path, name: str) -> tuple[PipelineConfig, Path]:
         cfg = load_config(path)
-        if executor:
-            cfg = cfg.with_overrides(executor=executor)
+        cfg = cfg.with_overrides(**({"executor": executor} if executor else {}),
+                                 **({"ray": {"address": address}} if address else {}))
         log(f"[ablate] running {path} ({name} arm)")
         result = Runner(cfg, progress=progress, output_dir=out / name).run()
         return cfg, Path(result.output_dir)

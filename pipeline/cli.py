@@ -333,6 +333,7 @@ def ablate(
     batch_size: int = typer.Option(16),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu or cuda"),
     executor: Optional[str] = typer.Option(None, help="executor of the pipeline runs: ray or inline"),
+    address: Optional[str] = typer.Option(None, help="run the pipelines on an existing Ray cluster (ray://... or auto)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display for the pipeline runs"),
 ) -> None:
     """Does curation help? Train the same small proxy LM on the pipeline's weighted output and on
@@ -344,7 +345,8 @@ def ablate(
         try:
             result = run_ablation(pipeline, output, baseline=baseline, tokens=tokens, seeds=seeds,
                                   eval_fraction=eval_fraction, size=size, seq_len=seq_len, batch_size=batch_size,
-                                  device=device, executor=executor, progress=Progress(enabled=not quiet),
+                                  device=device, executor=executor, address=address,
+                                  progress=Progress(enabled=not quiet),
                                   log=lambda m: typer.echo(m, err=True))
         except ValueError as exc:
             _fail(str(exc))
@@ -399,11 +401,17 @@ def submit(
     work_dir: Optional[str] = typer.Option(None, help="override work_dir (a path or s3:// gs://)"),
     python: str = typer.Option("python", help="the cluster's Python that has thresher's dependencies"),
     wheel: Optional[Path] = typer.Option(None, help="a thresher wheel to ship (default: built from this checkout)"),
+    ablate: Optional[str] = typer.Option(None, help='run `thresher ablate` on the cluster instead, with these '
+                                                    'arguments, e.g. "-o /shared/ablation --tokens 400000 --seeds 3"'),
 ) -> None:
-    """Submit a pipeline as a Ray Job; thresher travels as a wheel in the job's runtime_env."""
+    """Submit a pipeline as a Ray Job (or, with --ablate, an ablation of it); thresher travels as a
+    wheel in the job's runtime_env."""
+    import shlex
+
     jobs = _jobs()
     try:
-        job_id = jobs.submit(pipeline, address, python=python, output=output, work_dir=work_dir, wheel=wheel)
+        job_id = jobs.submit(pipeline, address, python=python, output=output, work_dir=work_dir, wheel=wheel,
+                             ablate=shlex.split(ablate) if ablate is not None else None)
     except ConfigError as exc:
         _fail(str(exc))
     except (jobs.ClusterError, RuntimeError) as exc:

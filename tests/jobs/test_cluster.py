@@ -170,3 +170,18 @@ def test_a_token_auth_cluster_and_wrong_job_ids_give_clear_errors(tmp_path):
         assert ok.returncode == 0, ok.stderr[-3000:]
     shutil.rmtree(ray_dir, ignore_errors=True)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["output"]["rows"] == 20
+
+
+@pytest.mark.slow
+def test_an_ablation_runs_as_a_cluster_job(tmp_path):
+    ray_dir = Path(tempfile.mkdtemp(prefix="thr", dir="/tmp"))
+    with LocalCluster(ray_dir, workers=1) as cluster:
+        proc = _cli("submit", str(REPO / "configs" / "demo.yaml"), "--address", cluster.address, "--wait",
+                    "--work-dir", str(tmp_path / "work"), "--ablate",
+                    f"-o {tmp_path / 'ablation'} --tokens 10000 --seeds 1 --seq-len 64 --batch-size 8",
+                    env=cluster.env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.rmtree(ray_dir, ignore_errors=True)
+    result = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
+    assert result["seeds"] == 1 and set(result["arms"]) == {"curated", "baseline"}
+    assert (tmp_path / "ablation" / "curated" / "manifest.json").exists()
