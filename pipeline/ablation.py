@@ -111,21 +111,11 @@ def summarize(per_seed: list[dict]) -> dict:
 
 
 def plot_curves(per_seed: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for arm, color in (("curated", "tab:blue"), ("baseline", "tab:orange")):
-        for k, s in enumerate(per_seed):
-            curve = s[arm]["curve"]
-            ax.plot([c["tokens"] for c in curve], [np.mean([v["bpb"] for v in c["eval"].values()]) for c in curve],
-                    color=color, alpha=0.8, marker="o", label=arm if k == 0 else None)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("eval bits per byte (mean over domains)")
-    ax.set_title("proxy training curves, one line per seed")
-    ax.legend()
+    from thresher.pipeline.report import curves_figure
+
+    fig = curves_figure({arm: [s[arm]["curve"] for s in per_seed] for arm in ("curated", "baseline")})
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 

@@ -165,7 +165,23 @@ def plots(out_dir: Path, manifest: dict) -> list[tuple[str, str]]:
             ax.plot(rounds[:, j], label=g, marker="o")
         ax.legend(fontsize=8)
         figs.append(("Each group's proportion after every Aioli round of the proxy run.", _png(fig)))
+    ablation = out_dir / "ablation.json"
+    if ablation.exists():
+        figs.append(("Held-out bits per byte while the ablation's proxy trained, one line per seed: blue on this "
+                     "output, orange on the baseline.", _png(curves_figure(json.loads(ablation.read_text())["curves"]))))
     return figs
+
+
+def curves_figure(curves: dict[str, list[list[dict]]]):
+    """The ablation's training curves: held-out bits per byte (mean over domains) against training
+    tokens, one line per arm and seed."""
+    fig, ax = _figure("ablation: proxy training curves", "training tokens", "eval bits per byte (mean of domains)")
+    for arm, color in (("curated", "tab:blue"), ("baseline", "tab:orange")):
+        for k, curve in enumerate(curves[arm]):
+            ax.plot([c["tokens"] for c in curve], [np.mean([v["bpb"] for v in c["eval"].values()]) for c in curve],
+                    color=color, marker="o", label=arm if k == 0 else None)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def _mixture(out_dir: Path) -> dict | None:
