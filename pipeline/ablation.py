@@ -124,6 +124,8 @@ def ablate(pipeline: Path, out: Path, baseline: str = "raw", tokens: int = 200_0
            eval_fraction: float = 0.05, size: str = "tiny", seq_len: int = 128, batch_size: int = 16,
            lr: float = 3e-3, vocab_size: int = 4096, device: str = "auto", executor: str | None = None,
            address: str | None = None, progress=None, log=print) -> dict:
+    """Run the pipeline (and a baseline pipeline) into out/, train both arms per seed, write
+    out/ablation.json and out/curves.png, and copy ablation.json into the curated output."""
     from thresher.pipeline.progress import Progress
     from thresher.pipeline.runner import Runner
     from thresher.scorers.ablation_lm import train_arm
