@@ -93,15 +93,16 @@ def run(
     where = result.output_uri or str(result.output_dir)
     typer.echo(f"output: {where} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {where.rstrip('/')}/manifest.json")
-    _echo_alarms(Path(result.output_dir), with_bytes=False)
+    _echo_alarms(result.output_dir, with_bytes=False)
 
 
-def _echo_alarms(out_dir: Path, with_bytes: bool, **limits) -> None:
+def _echo_alarms(out_dir, with_bytes: bool, **limits) -> None:
     """The report's alarms (a domain losing most of its rows, one reason taking a large share of
-    one), printed where a user looks after a run; needs the output's rejected rows."""
+    one), printed where a user looks after a run; needs a local copy of the output's rejected rows
+    (an output in object storage without one: `thresher report` gives them)."""
     from thresher.pipeline.domain_losses import alarms, domain_losses
 
-    if not (out_dir / "rejected").is_dir():
+    if not isinstance(out_dir, Path) or not (out_dir / "rejected").is_dir():
         return
     for line in alarms(domain_losses(out_dir, with_bytes=with_bytes), **limits):
         typer.echo(f"alarm: {line}", err=True)
