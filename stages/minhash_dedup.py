@@ -93,7 +93,8 @@ class MinHashParams(Params):
         "write this run's index here (a folder or URI): a later run's `against:` removes its duplicates"))
     against: list[LocalPath] = Field(default_factory=list, description=(
         "indexes of earlier runs: a document matching one of their documents is a duplicate_of_earlier"))
-    partitions: int = Field(16, ge=1, le=4096, description="band-hash partitions of the group-by")
+    partitions: int | None = Field(None, ge=1, le=4096, description=(
+        "band-hash partitions of the group-by; default: one per 10 shards, at least 2 and at most 256"))
 
     @model_validator(mode="after")
     def _bands_rows(self):
@@ -478,6 +479,8 @@ class MinHashDedup(Stage):
         connected components; components regrouped by label; cluster rows stored per shard
         (a transform loads only the rows of its own shard)."""
         p, scratch, shards = self.params, Scratch(ctx.scratch), list(ctx.shards)
+        if p.partitions is None:  # each partition a few million band rows; small corpora pay no fan-out
+            p = p.model_copy(update={"partitions": min(256, max(2, -(-len(shards) // 10)))})
         scratch.make()
         ordinals = {s: i for i, s in enumerate(shards)}
         against = tuple((where, open_index(where, self.name, p.index_params())[1]) for where in p.against)
@@ -486,7 +489,7 @@ class MinHashDedup(Stage):
             for source, n in counts.items():
                 rows_by_source[source] = rows_by_source.get(source, 0) + n
         if p.index:
-            self._write_index(scratch, shards, sum(rows_by_source.values()))
+            self._write_index(p, scratch, shards, sum(rows_by_source.values()))
         earlier = ctx.state_dir / "earlier"
         storage.rmtree(earlier)
         list(ctx.map(VerifiedCandidates(p, scratch, shards, against, earlier), list(range(p.partitions))))
@@ -505,10 +508,10 @@ class MinHashDedup(Stage):
             summaries = list(ctx.map(ClusterRows(p, scratch, shards, out), parts))
         return Clusters(str(out), merge_summaries(summaries, rows_by_source), str(earlier) if against else None)
 
-    def _write_index(self, scratch: Scratch, shards: list[str], docs: int) -> None:
+    def _write_index(self, p: MinHashParams, scratch: Scratch, shards: list[str], docs: int) -> None:
         """The run's signatures, ids and band table, as its global pass partitioned them, then
         index.json: an index interrupted half-way has none and is refused."""
-        p, out = self.params, storage.location(self.params.index)
+        out = storage.location(p.index)
         clear(out)
         for part in ("sig", "ids", "bands"):
             storage.copy_tree(scratch.root / part, out / part)
