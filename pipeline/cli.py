@@ -14,6 +14,7 @@ import typer
 
 from thresher.pipeline.accounting import AccountingError
 from thresher.pipeline.config import ConfigError, load_config
+from thresher.pipeline.domain_losses import MAX_LOSS, MAX_REASON_LOSS, alarms, domain_losses
 from thresher.pipeline.executor import TaskFailed
 from thresher.pipeline.io import InputError
 
@@ -93,18 +94,16 @@ def run(
     where = result.output_uri or str(result.output_dir)
     typer.echo(f"output: {where} ({result.manifest['output']['rows']:,} rows); "
                f"manifest: {where.rstrip('/')}/manifest.json")
-    _echo_alarms(result.output_dir, with_bytes=False)
+    _echo_alarms(result.output_dir)
 
 
-def _echo_alarms(out_dir, with_bytes: bool, **limits) -> None:
+def _echo_alarms(out_dir, **limits) -> None:
     """The report's alarms (a domain losing most of its rows, one reason taking a large share of
     one), printed where a user looks after a run; needs a local copy of the output's rejected rows
     (an output in object storage without one: `thresher report` gives them)."""
-    from thresher.pipeline.domain_losses import alarms, domain_losses
-
     if not isinstance(out_dir, Path) or not (out_dir / "rejected").is_dir():
         return
-    for line in alarms(domain_losses(out_dir, with_bytes=with_bytes), **limits):
+    for line in alarms(domain_losses(out_dir, with_bytes=False), **limits):
         typer.echo(f"alarm: {line}", err=True)
 
 
@@ -291,8 +290,9 @@ def demo(
 @app.command()
 def report(
     output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)"),
-    max_loss: float = typer.Option(0.5, help="alarm when a domain loses more than this share of its rows"),
-    max_reason_loss: float = typer.Option(0.3, help="alarm when one reason removes more than this share of a domain"),
+    max_loss: float = typer.Option(MAX_LOSS, help="alarm when a domain loses more than this share of its rows"),
+    max_reason_loss: float = typer.Option(MAX_REASON_LOSS,
+                                          help="alarm when one reason removes more than this share of a domain"),
 ) -> None:
     """Write OUTPUT_DIR/report.html: alarms, what each stage and reason removed per domain, example
     documents with the scores that decided, thresholds, clusters, the mixture and plots."""
@@ -307,7 +307,7 @@ def report(
             typer.echo(str(render(Path(output_dir), **limits)))
         except FileNotFoundError as exc:
             _fail(str(exc))
-        _echo_alarms(Path(output_dir), with_bytes=True, **limits)
+        _echo_alarms(Path(output_dir), **limits)
         return
     remote = storage.ObjectPath(output_dir)
     with tempfile.TemporaryDirectory(prefix="thresher-report-") as tmp, _run_errors():
@@ -317,7 +317,7 @@ def report(
         except FileNotFoundError as exc:
             _fail(str(exc))
         storage.copy_file(page, remote / page.name)
-        _echo_alarms(Path(tmp), with_bytes=True, **limits)
+        _echo_alarms(Path(tmp), **limits)
     typer.echo(str(remote / page.name))
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from thresher.pipeline import schema
 
@@ -19,6 +18,8 @@ UNKNOWN = "(none)"
 
 
 def _read(files: list[Path], columns: list[str], with_bytes: bool) -> pa.Table:
+    import pyarrow.dataset as ds  # here, not at import: the CLI imports this module's limits
+
     if not files:
         return pa.table({c: pa.array([], pa.string()) for c in columns} | {"bytes": pa.array([], pa.int64())})
     data = ds.dataset([str(f) for f in files], format="parquet")

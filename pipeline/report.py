@@ -15,12 +15,12 @@ import base64
 import html
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from thresher.pipeline import schema
 from thresher.pipeline.domain_losses import MAX_LOSS, MAX_REASON_LOSS, alarms, domain_losses
@@ -47,20 +47,49 @@ def _number(v) -> str:
     return _esc(v)
 
 
-def _dataset(files: list[Path]):
-    return ds.dataset([str(f) for f in files], format="parquet") if files else None
+@dataclass
+class _Rows:
+    """What the sections show of the run's rows, each file read once: the output's rows (id, text
+    and the score and cluster columns it has) and every rejected row (its folder label NN-stage,
+    id, text, reason) with its drop_detail parsed."""
+
+    kept: pa.Table | None
+    rejected: pa.Table
+    details: list[dict]
 
 
-def _columns(data, wanted: list[str]) -> pa.Table:
-    return data.to_table(columns=[c for c in wanted if c in data.schema.names])
+def _read_rows(out_dir: Path) -> _Rows:
+    import pyarrow.dataset as ds
+
+    def read(files: list[Path], wanted: list[str]) -> pa.Table:
+        data = ds.dataset([str(f) for f in files], format="parquet")
+        return data.to_table(columns=[c for c in wanted if c in data.schema.names])
+
+    files = sorted((out_dir / "data").glob("*.parquet"))
+    kept = read(files, [schema.ID, schema.TEXT, "dup_cluster", "dup_cluster_size"] + [c for c, _ in _SCORES]) \
+        if files else None
+    parts = []
+    for folder in sorted(p for p in (out_dir / "rejected").glob("*") if p.is_dir()):
+        files = sorted(folder.glob("*.parquet"))
+        if files:
+            t = read(files, [schema.ID, schema.TEXT, schema.DROP_REASON, schema.DROP_DETAIL])
+            if schema.DROP_DETAIL not in t.column_names:  # written before rejected rows kept it
+                t = t.append_column(schema.DROP_DETAIL, pa.array(["{}"] * t.num_rows, pa.string()))
+            parts.append(t.append_column("label", pa.array([folder.name] * t.num_rows, pa.string()))
+                         .cast(pa.schema([pa.field(c, pa.string()) for c in _REJECTED])))
+    rejected = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.string()) for c in _REJECTED})
+    details = [json.loads(d or "{}") for d in rejected[schema.DROP_DETAIL].to_pylist()]
+    return _Rows(kept, rejected.drop_columns([schema.DROP_DETAIL]), details)
 
 
-def _deterministic(table: pa.Table, k: int) -> pa.Table:
-    """k rows of `table` picked by the smallest hashes of their ids: the same rows every time."""
-    if table.num_rows <= k:
-        return table
-    order = np.argsort(string_hashes(pc.cast(table[schema.ID], pa.string())), kind="stable")[:k]
-    return table.take(pa.array(np.sort(order)))
+_REJECTED = [schema.ID, schema.TEXT, schema.DROP_REASON, schema.DROP_DETAIL, "label"]
+
+
+def _picked(ids: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
+    """Positions of the k rows with the smallest id hashes, in row order: the same rows every time."""
+    if len(ids) <= k:
+        return np.arange(len(ids))
+    return np.sort(np.argsort(string_hashes(pc.cast(ids, pa.string())), kind="stable")[:k])
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -110,8 +139,8 @@ def _thresholds(manifest: dict, column: str) -> list[tuple[str, float]]:
     return lines
 
 
-def plots(out_dir: Path, manifest: dict) -> list[tuple[str, str]]:
-    """(what the plot shows, base64 PNG) pairs."""
+def plots(out_dir: Path, manifest: dict, table: pa.Table | None) -> list[tuple[str, str]]:
+    """(what the plot shows, base64 PNG) pairs; `table`: the output's rows (_Rows.kept)."""
     figs = []
     stages = manifest["stages"]
     fig, ax = _figure("rows per stage", "stage", "rows")
@@ -122,10 +151,8 @@ def plots(out_dir: Path, manifest: dict) -> list[tuple[str, str]]:
     _slanted(ax)
     ax.legend()
     figs.append(("Rows each stage kept (blue) and rejected (orange), in pipeline order.", _png(fig)))
-    data = _dataset(sorted((out_dir / "data").glob("*.parquet")))
-    if data is None:
+    if table is None:
         return figs
-    table = _columns(data, [c for c, _ in _SCORES] + ["dup_cluster_size"])
     for column, label in _SCORES:
         if column not in table.column_names:
             continue
@@ -185,8 +212,10 @@ def curves_figure(curves: dict[str, list[list[dict]]]):
 
 
 def _mixture(out_dir: Path) -> dict | None:
+    """mixture.json when the proxy ran rounds (a single group's has none to show)."""
     path = out_dir / "mixture.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    mix = json.loads(path.read_text()) if path.exists() else None
+    return mix if mix and "proportions_per_round" in mix else None
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -208,22 +237,19 @@ def _domains_section(losses: list[dict]) -> str:
                      "domains"))
 
 
-def _reject_examples(out_dir: Path) -> str:
+def _reject_examples(rows: _Rows) -> str:
     parts = []
-    for folder in sorted(p for p in (out_dir / "rejected").glob("*") if p.is_dir()):
-        data = _dataset(sorted(folder.glob("*.parquet")))
-        if data is None:
-            continue
-        table = _columns(data, [schema.ID, schema.TEXT, schema.DROP_REASON, schema.DROP_DETAIL])
-        for reason in sorted(set(table[schema.DROP_REASON].to_pylist())):
-            picked = _deterministic(table.filter(pc.equal(table[schema.DROP_REASON], reason)), EXAMPLES)
-            rows = []
-            for r in picked.to_pylist():
-                detail = json.loads(r.get(schema.DROP_DETAIL) or "{}")
-                rows.append([_esc(r[schema.ID]), _snippet(r[schema.TEXT]),
-                             "<br>".join(f"{_esc(k)}: {_number(v)}" for k, v in detail.items()) or "-"])
-            parts.append(f"<h3>{_esc(folder.name)}: {_esc(reason)}</h3>"
-                         + _table(["id", "text", "scores that decided"], rows, "examples"))
+    rej = rows.rejected
+    labels, reasons = rej["label"], rej[schema.DROP_REASON]
+    for label, reason in sorted(set(zip(labels.to_pylist(), reasons.to_pylist()))):
+        where = np.flatnonzero(pc.and_(pc.equal(labels, label), pc.equal(reasons, reason)).to_numpy(zero_copy_only=False))
+        shown = []
+        for i in where[_picked(rej[schema.ID].take(pa.array(where)), EXAMPLES)]:
+            detail = rows.details[i]
+            shown.append([_esc(rej[schema.ID][i].as_py()), _snippet(rej[schema.TEXT][i].as_py()),
+                          "<br>".join(f"{_esc(k)}: {_number(v)}" for k, v in detail.items()) or "-"])
+        parts.append(f"<h3>{_esc(label)}: {_esc(reason)}</h3>"
+                     + _table(["id", "text", "scores that decided"], shown, "examples"))
     if not parts:
         return ""
     return ("<h2 id=\"rejected-examples\">Rejected documents, by reason</h2><p>Up to "
@@ -231,62 +257,66 @@ def _reject_examples(out_dir: Path) -> str:
             + "".join(parts))
 
 
-def _score_examples(out_dir: Path, manifest: dict) -> str:
+def _score_examples(rows: _Rows, manifest: dict) -> str:
     """For each perplexity column: documents at the 5th, 50th and 95th percentile of the output,
     and the kept and rejected documents next to each threshold the run chose."""
-    data = _dataset(sorted((out_dir / "data").glob("*.parquet")))
-    if data is None:
+    if rows.kept is None:
         return ""
-    parts = []
+    rej, parts = rows.rejected, []
     for column, label in _SCORES[:2]:
-        if column not in data.schema.names:
+        if column not in rows.kept.column_names:
             continue
-        kept = _columns(data, [schema.ID, schema.TEXT, column]).to_pylist()
-        kept = [dict(r, status="kept") for r in kept if r[column] is not None and np.isfinite(r[column])]
-        dropped = []
-        for p in sorted((out_dir / "rejected").glob("*/*.parquet")):
-            rej = ds.dataset(str(p), format="parquet")
-            if schema.DROP_DETAIL not in rej.schema.names:
-                continue
-            for r in _columns(rej, [schema.ID, schema.TEXT, schema.DROP_REASON, schema.DROP_DETAIL]).to_pylist():
-                value = json.loads(r[schema.DROP_DETAIL]).get(column)
-                if isinstance(value, (int, float)) and np.isfinite(value):
-                    dropped.append({schema.ID: r[schema.ID], schema.TEXT: r[schema.TEXT], column: value,
-                                    "status": f"rejected ({r[schema.DROP_REASON]})"})
+        values = rows.kept[column].to_numpy(zero_copy_only=False).astype(float)
+        ids = rows.kept[schema.ID].to_pylist()
+        # (value, id, status, table, row): kept rows, then the rejected rows whose detail has the score
+        kept = sorted(((v, ids[i], "kept", rows.kept, i) for i, v in enumerate(values) if np.isfinite(v)),
+                      key=lambda e: (e[0], e[1]))
         if not kept:
             continue
-        kept.sort(key=lambda r: (r[column], r[schema.ID]))
-        rows = [[f"{q}th percentile", _esc(r[schema.ID]), _number(r[column]), _esc(r["status"]),
-                 _snippet(r[schema.TEXT])]
-                for q in (5, 50, 95) for r in [kept[min(len(kept) - 1, int(q / 100 * len(kept)))]]]
-        everything = sorted(kept + dropped, key=lambda r: (r[column], r[schema.ID]))
-        values = np.array([r[column] for r in everything])
+        dropped = [(float(d[column]), rej[schema.ID][i].as_py(), f"rejected ({rej[schema.DROP_REASON][i].as_py()})",
+                    rej, i) for i, d in enumerate(rows.details)
+                   if isinstance(d.get(column), (int, float)) and np.isfinite(d[column])]
+
+        def row(where: str, entry) -> list[str]:
+            v, doc, status, table, i = entry
+            return [where, _esc(doc), _number(v), _esc(status), _snippet(table[schema.TEXT][i].as_py())]
+
+        shown = [row(f"{q}th percentile", kept[min(len(kept) - 1, int(q / 100 * len(kept)))]) for q in (5, 50, 95)]
+        everything = sorted(kept + dropped, key=lambda e: (e[0], e[1]))
+        at = np.array([e[0] for e in everything])
         for name, tau in _thresholds(manifest, column):
-            i = int(np.searchsorted(values, tau))
-            for r in everything[max(0, i - 1):i + 1]:
-                rows.append([f"{'below' if r[column] < tau else 'at or above'} {_esc(name)} {tau:.4g}",
-                             _esc(r[schema.ID]), _number(r[column]), _esc(r["status"]), _snippet(r[schema.TEXT])])
+            i = int(np.searchsorted(at, tau))
+            shown += [row(f"{'below' if e[0] < tau else 'at or above'} {_esc(name)} {tau:.4g}", e)
+                      for e in everything[max(0, i - 1):i + 1]]
         parts.append(f"<h3>{_esc(label)} ({_esc(column)})</h3>"
-                     + _table(["where", "id", column, "status", "text"], rows, "examples"))
+                     + _table(["where", "id", column, "status", "text"], shown, "examples"))
     if not parts:
         return ""
     return "<h2 id=\"score-examples\">Documents along each perplexity scale</h2>" + "".join(parts)
 
 
-def _cluster_section(out_dir: Path, manifest: dict) -> str:
+def _cluster_members(rows: _Rows, wanted: set[str]) -> dict[str, list[tuple[str, str]]]:
+    """Up to two (id, text) members of each wanted cluster: kept rows first, then removed ones."""
+    members: dict[str, list[tuple[str, str]]] = {}
+    candidates = []
+    if rows.kept is not None and "dup_cluster" in rows.kept.column_names:
+        hit = pc.fill_null(pc.is_in(rows.kept["dup_cluster"], value_set=pa.array(sorted(wanted), pa.string())), False)
+        candidates += [(rows.kept, i, rows.kept["dup_cluster"][i].as_py())
+                       for i in np.flatnonzero(hit.to_numpy(zero_copy_only=False))]
+    candidates += [(rows.rejected, i, d["dup_cluster"]) for i, d in enumerate(rows.details)
+                   if d.get("dup_cluster") in wanted]
+    for table, i, cluster in candidates:
+        text = table[schema.TEXT][i].as_py()
+        if text is not None and len(members.setdefault(cluster, [])) < 2:
+            members[cluster].append((table[schema.ID][i].as_py(), text))
+    return members
+
+
+def _cluster_section(rows: _Rows, manifest: dict) -> str:
     """Per dedup stage: its largest clusters with two member snippets, and each source's share of
     near-duplicates, so one giant cluster or one source losing most of its rows shows at a glance."""
-    texts = {}
     wanted = {c["representative"] for st in manifest["stages"] for c in st.get("state", {}).get("largest_clusters", [])}
-    if wanted:
-        files = sorted((out_dir / "data").glob("*.parquet")) + sorted((out_dir / "rejected").glob("*/*.parquet"))
-        for p in files:
-            t = ds.dataset(str(p), format="parquet")
-            cols = [c for c in (schema.ID, schema.TEXT, "dup_cluster", schema.DROP_DETAIL) if c in t.schema.names]
-            for r in t.to_table(columns=cols).to_pylist():
-                cluster = r.get("dup_cluster") or json.loads(r.get(schema.DROP_DETAIL) or "{}").get("dup_cluster")
-                if cluster in wanted and len(texts.setdefault(cluster, [])) < 2 and r[schema.TEXT] is not None:
-                    texts[cluster].append(r)
+    texts = _cluster_members(rows, wanted) if wanted else {}
     parts = []
     for st in manifest["stages"]:
         state = st.get("state", {})
@@ -295,8 +325,7 @@ def _cluster_section(out_dir: Path, manifest: dict) -> str:
         verb = "removed" if state.get("policy") == "remove" else "near-duplicates"
         rows = [[_esc(c["representative"]), f"{c['size']:,}",
                  _esc(", ".join(f"{s}: {n:,}" for s, n in c["sources"].items())),
-                 "<br>".join(f"<b>{_esc(m[schema.ID])}</b>: {_snippet(m[schema.TEXT])}"
-                             for m in texts.get(c["representative"], []))]
+                 "<br>".join(f"<b>{_esc(doc)}</b>: {_snippet(text)}" for doc, text in texts.get(c["representative"], []))]
                 for c in state["largest_clusters"]]
         sources = [[_esc(s), f"{v['rows']:,}", f"{v['duplicates']:,}", f"{v['share']:.1%}"]
                    for s, v in state.get("duplicates_by_source", {}).items()]
@@ -311,7 +340,7 @@ def _cluster_section(out_dir: Path, manifest: dict) -> str:
 
 def _mixture_section(out_dir: Path) -> str:
     mix = _mixture(out_dir)
-    if not mix or "proportions_per_round" not in mix:
+    if not mix:
         return ""
     rows = [[("stratified" if i == 0 else f"round {i}")] + [f"{p:.3f}" for p in r]
             for i, r in enumerate(mix["proportions_per_round"])]
@@ -347,6 +376,7 @@ def render(out_dir: str | Path, max_loss: float = MAX_LOSS, max_reason_loss: flo
         raise FileNotFoundError(f"{out_dir} has no manifest.json: give the output dir of a finished run")
     manifest = json.loads(manifest_path.read_text())
     losses = domain_losses(out_dir)
+    rows = _read_rows(out_dir)
     found = alarms(losses, max_loss=max_loss, max_reason_loss=max_reason_loss)
     alarm_html = ('<div id="alarms" class="alarms"><h2>Alarms</h2><ul>'
                   + "".join(f"<li>{_esc(a)}</li>" for a in found) + "</ul></div>") if found else \
@@ -357,7 +387,7 @@ def render(out_dir: str | Path, max_loss: float = MAX_LOSS, max_reason_loss: flo
                   for st in manifest["stages"]]
     t = manifest["totals"]
     images = "\n".join(f'<figure><img alt="{_esc(c)}" src="data:image/png;base64,{b}">'
-                       f"<figcaption>{_esc(c)}</figcaption></figure>" for c, b in plots(out_dir, manifest))
+                       f"<figcaption>{_esc(c)}</figcaption></figure>" for c, b in plots(out_dir, manifest, rows.kept))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
@@ -375,9 +405,9 @@ figure{{margin:1em 0}}figcaption{{color:#444}}</style></head><body>
 <h2 id="stages">Stages</h2>
 {_table(["stage", "in", "out", "rejected"], stage_rows, "stages")}
 {_domains_section(losses)}
-{_reject_examples(out_dir)}
-{_score_examples(out_dir, manifest)}
-{_cluster_section(out_dir, manifest)}
+{_reject_examples(rows)}
+{_score_examples(rows, manifest)}
+{_cluster_section(rows, manifest)}
 {_mixture_section(out_dir)}
 {_ablation_section(out_dir)}
 <h2 id="plots">Plots</h2>
