@@ -116,8 +116,8 @@ class Mixture(Stage):
         round_steps = p.round_steps or 2 * p.sweeps * len(mixed) * p.chunk_steps
         if p.prior_steps + round_steps > p.steps:
             raise ValueError(f"mixture: {p.steps} proxy steps cannot hold {p.prior_steps} prior steps and one Aioli "
-                             f"round of {round_steps} ({p.sweeps} sweeps x {len(mixed)} groups x {p.chunk_steps} "
-                             f"steps, twice): raise `steps` or lower `sweeps`/`chunk_steps`")
+                             f"round of {round_steps} steps: raise `steps`, or lower `round_steps`, `sweeps` or "
+                             "`chunk_steps`")
         mixer = AioliMixer(mixed, sweeps=p.sweeps, chunk_steps=p.chunk_steps, focus=p.focus, eta=p.eta,
                            round_steps=round_steps, ema=p.ema, prior=inside if p.prior_steps else None,
                            prior_steps=p.prior_steps, seed=self.seed)
