@@ -64,12 +64,14 @@ class DomainClassifier:
         return np.array([dict(zip(ls, ps)).get("__label__in", 0.0) for ls, ps in zip(labels, probs)])
 
 
-def _train(fasttext, path: str, lr: float = 0.1, **kwargs):
+def _train(fasttext, path: str, lr: float = 0.1, epoch: int = 5, **kwargs):
     """fastText's supervised training; where its loss diverges ("Encountered NaN", which a few
-    hundred pages and fastText's default rate of 0.1 can do), again at half the rate."""
+    hundred long pages can do at fastText's default rate on some machines), again at half the
+    rate for twice the epochs: the same learning budget, so a retried model is not left
+    underfitted (20 epochs at an eighth of the rate stay at chance)."""
     for attempt in range(4):
         try:
-            return fasttext.train_supervised(path, lr=lr / 2 ** attempt, **kwargs)
+            return fasttext.train_supervised(path, lr=lr / 2 ** attempt, epoch=epoch * 2 ** attempt, **kwargs)
         except RuntimeError as exc:
             if "NaN" not in str(exc) or attempt == 3:
                 raise
