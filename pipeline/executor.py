@@ -7,9 +7,7 @@ task's own message (e.g. an InputError naming the bad file), not a wall of Ray t
 
 from __future__ import annotations
 
-import collections
 import importlib
-import itertools
 import logging
 import os
 import pickle
@@ -114,7 +112,8 @@ def _exit_on_sigterm(signum, frame):
 class RayExecutor:
     """A pool of long-lived Ray actors per resource shape, reused across maps and a global pass's
     rounds; items are submitted as plain actor calls (no dataset per map), at most two in flight
-    per worker so results stream back in order while the rest wait. A worker that dies is
+    per worker so results stream back in order while the rest wait; a map's last items go only
+    to a free worker, never queued behind a busy one while another idles. A worker that dies is
     restarted and its item run again (Ray's actor restarts and task retries).
 
     Ray starts in the background: `ray.init` (seconds, mostly waiting on Ray's own processes) and
@@ -210,24 +209,31 @@ class RayExecutor:
         workers = self._workers(resources)
         self._maps += 1
         task_id, task_ref = self._maps, ray.put(cloudpickle.dumps(task))
-        free = collections.deque(workers * self.IN_FLIGHT_PER_WORKER)
-        todo = iter(enumerate(items))
-        running: dict = {}  # call -> (item index, worker)
+        in_flight = [0] * len(workers)
+        running: dict = {}  # call -> (item index, worker index)
         done: dict[int, dict] = {}
+        todo = 0  # the next item to submit
 
         def submit() -> None:
-            for i, item in itertools.islice(todo, len(free)):
-                w = free.popleft()
-                running[w.run.remote(task_id, task_ref, cloudpickle.dumps(item))] = (i, w)
+            nonlocal todo
+            while todo < len(items):
+                k = min(range(len(workers)), key=in_flight.__getitem__)  # the least busy worker
+                if in_flight[k] >= self.IN_FLIGHT_PER_WORKER:
+                    return
+                if in_flight[k] and len(items) - todo <= len(workers):
+                    return  # the last items wait for a worker that is free, not behind a busy one
+                running[workers[k].run.remote(task_id, task_ref, cloudpickle.dumps(items[todo]))] = (todo, k)
+                in_flight[k] += 1
+                todo += 1
 
         submit()
         for i in range(len(items)):
             while i not in done:
                 finished, _ = ray.wait(list(running), num_returns=1)
                 for call in finished:
-                    j, w = running.pop(call)
+                    j, k = running.pop(call)
                     done[j] = _outcome(call)
-                    free.append(w)
+                    in_flight[k] -= 1
                 submit()
             yield _unwrap(done.pop(i))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -368,3 +369,29 @@ def test_a_setup_error_comes_back_as_the_tasks_own_error(ray_session):
         assert failed.value.kind == "OSError"
     finally:
         executor.close()
+
+
+class _SleepThenPid:
+    def setup(self):
+        pass
+
+    def __call__(self, seconds):
+        import time
+
+        time.sleep(seconds)
+        return os.getpid()
+
+
+def test_a_maps_last_items_go_to_a_free_worker_not_behind_a_busy_one(ray_session):
+    """Two workers, one long item first: the short items after it all run on the other worker
+    (queued two deep, the third item would wait out the long one while a worker idles)."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    executor = RayExecutor()
+    try:
+        pids = list(executor.map(_SleepThenPid(), [3.0, 0.05, 0.05, 0.05]))
+    finally:
+        executor.close()
+    assert len(set(pids)) == 2
+    assert pids[0] not in pids[1:], pids
