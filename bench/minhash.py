@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import chunk_docs, demo_texts, machine, write_result  # noqa: E402
 
 NUM_PERM, NGRAM, THRESHOLD = 128, 5, 0.8
+REPEATS = 3  # the in-process signature runs take the best of this many (each under a few seconds)
 
 
 def _py_shingles(text: str) -> list[bytes]:
@@ -45,15 +46,17 @@ def bench_ours(docs: list[str]) -> dict:
     bands, rows = optimal_bands(THRESHOLD, NUM_PERM)
     arr = pa.array(docs)
     band_hashes(signatures(arr[:20], NUM_PERM)[0], bands, rows)  # compile outside the timing
-    t0 = time.perf_counter()
-    sig, _ = signatures(arr, NUM_PERM, seed=1, ngram=NGRAM)
-    t_sig = time.perf_counter() - t0
-    bh = band_hashes(sig.astype(np.uint32).astype(np.uint64), bands, rows)
-    n = len(docs)
-    u, v = candidate_pairs(bh.reshape(-1), np.repeat(np.arange(n, dtype=np.int64), bands))
-    t_all = time.perf_counter() - t0
-    return {"docs_per_s": n / t_all, "signature_docs_per_s": n / t_sig, "candidate_pairs": int(len(u)),
-            "bands": bands, "rows": rows}
+    n, best = len(docs), None
+    for _ in range(REPEATS):  # a fraction of a second each: the best of a few, as for datasketch
+        t0 = time.perf_counter()
+        sig, _ = signatures(arr, NUM_PERM, seed=1, ngram=NGRAM)
+        t_sig = time.perf_counter() - t0
+        bh = band_hashes(sig.astype(np.uint32).astype(np.uint64), bands, rows)
+        u, v = candidate_pairs(bh.reshape(-1), np.repeat(np.arange(n, dtype=np.int64), bands))
+        t_all = time.perf_counter() - t0
+        best = min(best or (t_all, t_sig, len(u)), (t_all, t_sig, len(u)))
+    return {"docs_per_s": n / best[0], "signature_docs_per_s": n / best[1], "candidate_pairs": best[2],
+            "bands": bands, "rows": rows, "best_of": REPEATS}
 
 
 def bench_datasketch_update(docs: list[str]) -> dict:
@@ -77,17 +80,19 @@ def bench_datasketch_bulk(docs: list[str]) -> dict:
 
     runs = {}
     for scheme, hashfunc in (("legacy", xxhash.xxh64_intdigest), ("affine32", xxhash.xxh32_intdigest)):
-        lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
-        t0 = time.perf_counter()
-        mhs = MinHash.bulk([_py_shingles(d) for d in docs], num_perm=NUM_PERM, hashfunc=hashfunc, scheme=scheme)
-        t_sig = time.perf_counter() - t0
-        with lsh.insertion_session() as session:
-            for i, m in enumerate(mhs):
-                session.insert(str(i), m)
-        runs[scheme] = {"docs_per_s": len(docs) / (time.perf_counter() - t0),
-                        "signature_docs_per_s": len(docs) / t_sig}
+        for _ in range(REPEATS):
+            lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+            t0 = time.perf_counter()
+            mhs = MinHash.bulk([_py_shingles(d) for d in docs], num_perm=NUM_PERM, hashfunc=hashfunc, scheme=scheme)
+            t_sig = time.perf_counter() - t0
+            with lsh.insertion_session() as session:
+                for i, m in enumerate(mhs):
+                    session.insert(str(i), m)
+            run = {"docs_per_s": len(docs) / (time.perf_counter() - t0), "signature_docs_per_s": len(docs) / t_sig}
+            if scheme not in runs or run["docs_per_s"] > runs[scheme]["docs_per_s"]:
+                runs[scheme] = run
     best = max(runs, key=lambda k: runs[k]["docs_per_s"])
-    return {**runs[best], "scheme": best, "per_scheme": runs,
+    return {**runs[best], "scheme": best, "per_scheme": runs, "best_of": REPEATS,
             "how": "MinHash.bulk(hashfunc=xxhash) incl. shingling, MinHashLSH insertion_session"}
 
 

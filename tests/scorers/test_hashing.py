@@ -1,5 +1,7 @@
+import numba
 import numpy as np
 import pyarrow as pa
+import pytest
 import xxhash
 
 from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh64
@@ -13,6 +15,13 @@ def test_xxh64_matches_the_reference_for_every_length_class():
             assert int(xxh64(data, 3, 3 + n, np.uint64(seed))) == xxhash.xxh64_intdigest(data[3:3 + n].tobytes(), seed)
 
 
+def test_xxh64_refuses_a_strided_view():
+    """It reads words by unaligned loads: bytes that are not adjacent in memory must not compile."""
+    data = np.arange(64, dtype=np.uint8)
+    with pytest.raises(numba.core.errors.TypingError):
+        xxh64(data[::2], 0, 16, np.uint64(0))
+
+
 def test_normalized_words():
     text = normalize_for_hashing(pa.array(["Hello,  World! Ça   va?", None, "   ", "one"]))
     assert text.to_pylist() == ["hello world ça va", "", "", "one"]
@@ -21,6 +30,8 @@ def test_normalized_words():
     words = [data[s:e].tobytes().decode() for s, e in zip(starts, ends)]
     assert words == ["hello", "world", "ça", "va", "one"]
     assert doc_words.tolist() == [0, 4, 4, 4, 5]
+    edges = ["\t--A--\n b\u00a0c\u2014d  ", "...", "x\u2003\u2003y.", "a\u00e9\tB", "\r\n1,000!"]
+    assert normalize_for_hashing(pa.array(edges)).to_pylist() == ["a b cd", "", "x y", "aé b", "1000"]
 
 
 def test_string_hashes_and_row_ids_equal_xxhash_per_value():
