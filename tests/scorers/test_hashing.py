@@ -47,3 +47,30 @@ def test_string_hashes_and_row_ids_equal_xxhash_per_value():
     pos, found = find_sorted(np.array([3, 5, 9], np.uint64), np.array([5, 4, 9, 10], np.uint64))
     assert found.tolist() == [True, False, True, False] and pos[found].tolist() == [1, 2]
     assert not find_sorted(np.zeros(0, np.uint64), np.array([1], np.uint64))[1].any()
+
+
+def test_kernels_are_cached_per_version_of_every_scorer(tmp_path, monkeypatch):
+    """numba checks only a kernel's own file: after hashing.py changes, minhash's cached kernels
+    (which inline its XXH64) must not be reused, so the cache folder is named by all the sources."""
+    import os
+    from pathlib import Path
+
+    import thresher.scorers
+    from thresher.scorers import numba_cache_dir
+
+    src = tmp_path / "scorers"
+    src.mkdir()
+    (src / "hashing.py").write_text("A = 1\n")
+    (src / "minhash.py").write_text("B = 1\n")
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
+    before = numba_cache_dir(src)
+    (src / "hashing.py").write_text("A = 2\n")
+    after = numba_cache_dir(src)
+    assert before != after and Path(after).parent == tmp_path / "cache" / "numba"
+    assert numba_cache_dir(src) == after  # stable while nothing changes
+    # this process: numba caches Thresher's kernels in the folder of the current sources
+    assert numba.config.CACHE_DIR == os.environ["NUMBA_CACHE_DIR"]
+    monkeypatch.delenv("THRESHER_CACHE")
+    if os.environ["NUMBA_CACHE_DIR"] == numba_cache_dir(Path(thresher.scorers.__file__).parent):
+        xxh64(np.arange(40, dtype=np.uint8), 0, 40, np.uint64(0))
+        assert list(Path(os.environ["NUMBA_CACHE_DIR"]).rglob("hashing.xxh64-*.nbi"))
