@@ -135,6 +135,20 @@ def take_sets(values, offsets, rows):
 
 
 @nb.njit(cache=True)
+def signature_agreement(sig, a, b):
+    """The share of positions where rows a[k] and b[k] of `sig` agree (MinHash's Jaccard estimate),
+    per pair, read in place: no [pairs, num_perm] copies of the two sides are made."""
+    out = np.empty(len(a))
+    n = sig.shape[1]
+    for k in range(len(a)):
+        same = 0
+        for j in range(n):
+            same += sig[a[k], j] == sig[b[k], j]
+        out[k] = same / n
+    return out
+
+
+@nb.njit(cache=True)
 def pair_jaccard(values, offsets, a, b):
     """Exact Jaccard of the shingle sets of documents a[k] and b[k] (indexes into offsets; values
     as shingle_sets gives them: unsorted, repeats allowed); two empty documents count as equal.

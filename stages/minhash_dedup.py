@@ -57,6 +57,7 @@ from thresher.scorers.minhash import (
     candidate_pairs,
     optimal_bands,
     pair_jaccard,
+    signature_agreement,
     signatures_and_sets,
     take_sets,
     unique_pairs,
@@ -258,7 +259,9 @@ class VerifiedCandidates:
         p = self.p
         if p.verify == "none" or len(u) == 0:
             return u, v
-        estimate = (self._rows(u) == self._rows(v)).mean(axis=1)
+        docs = np.unique(np.concatenate([u, v]))  # each document's signature read once
+        at_u, at_v = np.searchsorted(docs, u), np.searchsorted(docs, v)
+        estimate = signature_agreement(self._rows(docs), at_u, at_v)
         if p.verify == "signature":
             keep = estimate >= p.threshold
             return u[keep], v[keep]
@@ -266,7 +269,7 @@ class VerifiedCandidates:
         sure = estimate >= p.threshold + margin if p.verify == "auto" else np.zeros(len(u), bool)
         check = np.flatnonzero((estimate >= p.threshold - margin) & ~sure)
         if len(check):
-            docs = np.unique(np.concatenate([u[check], v[check]]))
+            docs = np.unique(np.concatenate([u[check], v[check]]))  # only the undecided pairs' sets
             values, offsets = self._shingle_sets(docs)
             jaccard = pair_jaccard(values, offsets, np.searchsorted(docs, u[check]), np.searchsorted(docs, v[check]))
             sure[check[jaccard >= p.threshold]] = True

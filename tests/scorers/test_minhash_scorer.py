@@ -88,3 +88,13 @@ def test_shingle_sets_give_exact_jaccard():
     assert got[[k for k in range(len(a)) if a[k] != 3]] == pytest.approx([jaccard(docs[i], docs[j]) for i, j in pairs])
     assert got[3] == 1.0  # two empty documents
     assert got[4] == 1.0 and got[5] == pytest.approx(1 / 6) == got[6]  # repeated shingles count once
+
+
+def test_signature_agreement_is_the_share_of_equal_positions():
+    from thresher.scorers.minhash import signature_agreement
+
+    rng = np.random.default_rng(0)
+    sig = rng.integers(0, 4, (50, 128)).astype(np.uint64)  # few values: agreements of every size
+    a, b = rng.integers(0, 50, 300), rng.integers(0, 50, 300)
+    assert np.allclose(signature_agreement(sig, a, b), (sig[a] == sig[b]).mean(axis=1))
+    assert signature_agreement(sig, np.array([3]), np.array([3]))[0] == 1.0
