@@ -194,9 +194,9 @@ class SegmentTask:
             t0 = time.perf_counter()
             with _blame(f"stage {d.label} on shard {shard}"):
                 kept, rejected, positions = run_stage(stage, table, stage.shard_state(state, shard), self.batch_rows)
-            write_parquet(delta(kept, positions, type(stage).columns_for(stage.params).outputs), d.part(shard))
+            cols = type(stage).columns_for(stage.params)
+            write_parquet(delta(kept, positions, cols.outputs), d.part(shard))
             if rejected.num_rows:
-                cols = type(stage).columns_for(stage.params)
                 write_parquet(as_rejected(rejected, stage.name, cols.inputs + cols.outputs), d.rejected_part(shard))
             stats = _stats(shard, table.num_rows, kept, rejected, t0)
             d.write_stats(shard, stats)

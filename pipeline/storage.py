@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from thresher.scorers import cache_root
+
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 15.0
 ATTEMPTS = 2
@@ -195,10 +197,6 @@ def listing(path: str) -> list[tuple[str, int, int]]:
         raise StorageAccessError(f"{path}: no such object or prefix")
     base = len(inner.rstrip("/")) + 1
     return sorted((i.path[base:], i.size or 0, i.mtime_ns or 0) for i in _files_under(kind, fs, inner.rstrip("/")))
-
-
-def cache_root() -> str:
-    return os.environ.get("THRESHER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "thresher")
 
 
 def cached_copy(path: str) -> str:

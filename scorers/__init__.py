@@ -15,13 +15,18 @@ import sys
 from pathlib import Path
 
 
+def cache_root() -> str:
+    """Thresher's per-machine cache ($THRESHER_CACHE, default ~/.cache/thresher): compiled kernels,
+    dequantised models, local copies of remote inputs."""
+    return os.environ.get("THRESHER_CACHE") or str(Path.home() / ".cache" / "thresher")
+
+
 def numba_cache_dir(sources: Path = Path(__file__).parent) -> str:
     """The numba cache folder for these scorer sources: a new one whenever any of them changes."""
     digest = hashlib.sha256()
     for path in sorted(sources.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    root = os.environ.get("THRESHER_CACHE") or Path.home() / ".cache" / "thresher"
-    return str(Path(root) / "numba" / digest.hexdigest()[:16])
+    return str(Path(cache_root()) / "numba" / digest.hexdigest()[:16])
 
 
 if "NUMBA_CACHE_DIR" not in os.environ:
