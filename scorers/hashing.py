@@ -1,7 +1,7 @@
-"""XXH64 and text-to-bytes helpers compiled with numba, for hashing whole batches at once.
+"""XXH64, XXH32 and text-to-bytes helpers compiled with numba, for hashing whole batches at once.
 
-`xxh64(data, start, end, seed)` equals `xxhash.xxh64_intdigest(data[start:end], seed)`; the
-tests check it on random inputs of every length class.
+`xxh64(data, start, end, seed)` equals `xxhash.xxh64_intdigest(data[start:end], seed)`, and
+`xxh32` equals `xxhash.xxh32_intdigest`; the tests check both on random inputs of every length class.
 """
 
 from __future__ import annotations
@@ -121,6 +121,70 @@ def xxh64(d, start, end, seed):
     h *= _P3
     h ^= h >> np.uint64(32)
     return h
+
+
+_M32 = np.uint64(0xFFFFFFFF)
+_Q1 = np.uint64(0x9E3779B1)
+_Q2 = np.uint64(0x85EBCA77)
+_Q3 = np.uint64(0xC2B2AE3D)
+_Q4 = np.uint64(0x27D4EB2F)
+_Q5 = np.uint64(0x165667B1)
+
+
+@nb.njit(inline="always")
+def _rotl32(x, r):
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _M32
+
+
+@nb.njit(inline="always")
+def _round32(acc, lane):
+    return (_rotl32((acc + lane * _Q2) & _M32, 13) * _Q1) & _M32
+
+
+@nb.njit(cache=True)
+def xxh32(d, start, end, seed):
+    """XXH32 of the bytes d[start:end] (d: uint8 array), as a uint64 below 2^32. The 32-bit
+    arithmetic runs in 64-bit registers, masked after every step that can carry past bit 31."""
+    seed = np.uint64(seed) & _M32
+    p = start
+    n = end - start
+    if n >= 16:
+        v1 = (seed + _Q1 + _Q2) & _M32
+        v2 = (seed + _Q2) & _M32
+        v3 = seed
+        v4 = (seed - _Q1) & _M32
+        limit = end - 16
+        while p <= limit:
+            v1 = _round32(v1, _load_u32(d, p))
+            v2 = _round32(v2, _load_u32(d, p + 4))
+            v3 = _round32(v3, _load_u32(d, p + 8))
+            v4 = _round32(v4, _load_u32(d, p + 12))
+            p += 16
+        h = _rotl32(v1, 1) + _rotl32(v2, 7) + _rotl32(v3, 12) + _rotl32(v4, 18)
+    else:
+        h = seed + _Q5
+    h = (h + np.uint64(n)) & _M32
+    while p + 4 <= end:
+        h = (_rotl32((h + _load_u32(d, p) * _Q3) & _M32, 17) * _Q4) & _M32
+        p += 4
+    while p < end:
+        h = (_rotl32((h + np.uint64(d[p]) * _Q5) & _M32, 11) * _Q1) & _M32
+        p += 1
+    h ^= h >> np.uint64(15)
+    h = (h * _Q2) & _M32
+    h ^= h >> np.uint64(13)
+    h = (h * _Q3) & _M32
+    return h ^ (h >> np.uint64(16))
+
+
+@nb.njit(inline="always")
+def fmix32(h):
+    """MurmurHash3's 32-bit finaliser on a value below 2^32 (kept in a uint64)."""
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & _M32
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & _M32
+    return h ^ (h >> np.uint64(16))
 
 
 @nb.njit(cache=True)

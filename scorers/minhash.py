@@ -1,10 +1,11 @@
 """MinHash signatures for whole batches, LSH banding, candidate pairs and their exact Jaccard.
 
-Signatures equal `datasketch.MinHash(num_perm, seed, hashfunc=xxhash.xxh64_intdigest,
-scheme=...)` updated with the same shingles (word n-grams of the normalised text, joined by one
-space), for datasketch's `legacy` universal hashing ((a*h+b) mod 2^61-1, 32-bit values) and its
-`affine64` scheme (MurmurHash3 fmix64 pre-mix, a*h+b mod 2^64). The permutation parameters are
-drawn exactly as datasketch draws them, so signatures are interchangeable.
+Signatures equal datasketch's `MinHash(num_perm, seed, hashfunc=..., scheme=...)` updated with the
+same shingles (word n-grams of the normalised text, joined by one space), for each of datasketch's
+permutation schemes: `affine32` (its default since 2.0: xxh32 of the shingle, MurmurHash3 fmix32
+pre-mix, a*h+b mod 2^32; hashfunc=xxhash.xxh32_intdigest), `affine64` (xxh64, fmix64, mod 2^64;
+hashfunc=xxhash.xxh64_intdigest) and `legacy` (xxh64, (a*h+b) mod 2^61-1 cut to 32 bits). The
+permutation parameters are drawn exactly as datasketch draws them, so signatures are interchangeable.
 """
 
 from __future__ import annotations
@@ -15,57 +16,103 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from thresher.scorers.hashing import fmix64, normalize_for_hashing, string_buffers, word_spans, xxh64
+from thresher.scorers.hashing import (
+    fmix32,
+    fmix64,
+    normalize_for_hashing,
+    string_buffers,
+    xxh32,
+    xxh64,
+)
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)
-SCHEMES = ("legacy", "affine64")
+SCHEMES = ("legacy", "affine32", "affine64")
+_LEGACY, _AFFINE64, _AFFINE32 = 0, 1, 2  # the kernel's codes for them
+_CODES = {"legacy": _LEGACY, "affine64": _AFFINE64, "affine32": _AFFINE32}
 
 
 def permutations(num_perm: int, seed: int, scheme: str = "legacy") -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's permutation parameters (a, b) for this seed and scheme."""
+    """datasketch's permutation parameters (a, b) for this seed and scheme (uint32 for affine32)."""
     gen = np.random.RandomState(seed)
     if scheme == "legacy":
         ab = np.array([(gen.randint(1, _MERSENNE, dtype=np.uint64), gen.randint(0, _MERSENNE, dtype=np.uint64))
                        for _ in range(num_perm)], dtype=np.uint64).T
         return np.ascontiguousarray(ab[0]), np.ascontiguousarray(ab[1])
-    if scheme == "affine64":
-        a = gen.randint(0, 1 << 63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        b = gen.randint(0, 1 << 64, num_perm, dtype=np.uint64)
+    if scheme in ("affine32", "affine64"):
+        width, dtype = (32, np.uint32) if scheme == "affine32" else (64, np.uint64)
+        a = gen.randint(0, 1 << (width - 1), num_perm, dtype=dtype) * dtype(2) + dtype(1)  # odd: a bijection
+        b = gen.randint(0, 1 << width, num_perm, dtype=dtype)
         return a, b
     raise ValueError(f"unknown MinHash scheme {scheme!r}; use one of {SCHEMES}")
 
 
+def scheme_bits(scheme: str) -> int:
+    """How many bits a signature value of this scheme holds (legacy values are cut to 32)."""
+    return 64 if scheme == "affine64" else 32
+
+
+@nb.njit(inline="always")
+def _words(data, a, b, starts, ends):
+    """The words of data[a:b], normalised text (one space between words, none at either end),
+    into starts/ends; returns how many. Every byte takes the same branch-free step."""
+    if b == a:
+        return 0
+    n = 0
+    for p in range(a, b):
+        ends[n] = p
+        n += data[p] == 32
+    for k in range(n):
+        starts[k + 1] = ends[k] + 1
+    starts[0] = a
+    ends[n] = b
+    return n + 1
+
+
 @nb.njit(cache=True)
-def _sign(data, offsets, a, b, ngram, legacy, with_sets):
-    """Signatures [n_docs, len(a)], shingle counts, and (with_sets) each document's shingle hashes,
+def _sign(data, offsets, a, b, ngram, mode, with_sets):
+    """`data`/`offsets`: text as normalize_for_hashing leaves it. Signatures [n_docs, len(a)], shingle counts, and (with_sets) each document's shingle hashes,
     flat with offsets: one pass of hashing serves both, so a document's shingles never have to be
     hashed again for verification. The sets keep 32 bits of each hash: half the bytes to store
     and read, and a false shared shingle between two 1,000-shingle documents has odds 1 in 4,000."""
-    starts, ends, doc_words = word_spans(data, offsets)
     n_docs = len(offsets) - 1
+    longest = np.max(offsets[1:] - offsets[:-1]) if n_docs else 0
+    starts = np.empty(longest + 1, np.int64)  # one document's words at a time: they stay in cache
+    ends = np.empty(longest + 1, np.int64)
     num_perm = len(a)
-    empty = _MAX32 if legacy else np.uint64(0xFFFFFFFFFFFFFFFF)
+    empty = np.uint64(0xFFFFFFFFFFFFFFFF) if mode == _AFFINE64 else _MAX32
     sig = np.full((n_docs, num_perm), empty, dtype=np.uint64)
     n_shingles = np.zeros(n_docs, np.int64)
-    values = np.empty(len(starts) + n_docs if with_sets else 0, np.uint32)
+    values = np.empty(len(data) // 2 + n_docs if with_sets else 0, np.uint32)  # >= the words
     set_offsets = np.zeros(n_docs + 1, np.int64)
-    hv = np.empty(max(len(starts), 1), np.uint64)
+    hv = np.empty(longest + 1, np.uint64)
     best = np.empty(num_perm, np.uint64)
+    best32 = np.empty(num_perm, np.uint32)
     w = 0
     for i in range(n_docs):
-        w0, w1 = doc_words[i], doc_words[i + 1]
-        nw = w1 - w0
+        nw = _words(data, offsets[i], offsets[i + 1], starts, ends)
         count = 0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1)  # a short document is one shingle
         n_shingles[i] = count
         for s in range(count):
-            h = xxh64(data, starts[w0 + s], ends[min(w0 + s + ngram - 1, w1 - 1)], np.uint64(0))
-            hv[s] = h if legacy else fmix64(h)
+            first, last = starts[s], ends[min(s + ngram - 1, nw - 1)]
+            if mode == _AFFINE32:
+                hv[s] = fmix32(xxh32(data, first, last, np.uint64(0)))
+            else:
+                h = xxh64(data, first, last, np.uint64(0))
+                hv[s] = h if mode == _LEGACY else fmix64(h)
         if count:
             # Shingle-major, permutations innermost: the inner loop is branch-free over arrays and
-            # vectorises (64-bit multiply, the Mersenne reduction and min run in SIMD lanes).
-            best[:] = empty
-            if legacy:
+            # vectorises (the multiply, the Mersenne reduction and min run in SIMD lanes; affine32
+            # in 32-bit lanes, twice as many per instruction).
+            if mode == _AFFINE32:
+                best32[:] = np.uint32(0xFFFFFFFF)
+                for s in range(count):
+                    h32 = np.uint32(hv[s])
+                    for j in range(num_perm):
+                        best32[j] = min(best32[j], np.uint32(a[j] * h32 + b[j]))  # wraps mod 2^32
+                sig[i, :] = best32
+            elif mode == _LEGACY:
+                best[:] = empty
                 for s in range(count):
                     h = hv[s]
                     for j in range(num_perm):
@@ -73,12 +120,14 @@ def _sign(data, offsets, a, b, ngram, legacy, with_sets):
                         r = (t & _MERSENNE) + (t >> np.uint64(61))  # t mod 2^61-1, exactly
                         r = r - _MERSENNE if r >= _MERSENNE else r
                         best[j] = min(best[j], r & _MAX32)
+                sig[i, :] = best
             else:
+                best[:] = empty
                 for s in range(count):
                     h = hv[s]
                     for j in range(num_perm):
                         best[j] = min(best[j], a[j] * h + b[j])
-            sig[i, :] = best
+                sig[i, :] = best
         if with_sets:
             for s in range(count):
                 values[w + s] = hv[s] & _MAX32
@@ -92,18 +141,18 @@ def signatures(text: pa.Array | pa.ChunkedArray, num_perm: int = 128, seed: int 
     """(signatures [n_docs, num_perm] uint64, shingle counts) for a batch of documents."""
     data, offsets = string_buffers(normalize_for_hashing(text))
     a, b = _perms(num_perm, seed, scheme)
-    sig, counts, _, _ = _sign(data, offsets, a, b, ngram, scheme == "legacy", False)
+    sig, counts, _, _ = _sign(data, offsets, a, b, ngram, _CODES[scheme], False)
     return sig, counts
 
 
 def signatures_and_sets(text: pa.Array | pa.ChunkedArray, num_perm: int = 128, seed: int = 1, ngram: int = 5,
                         scheme: str = "legacy") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(signatures, shingle hashes, their offsets[n + 1]): `signatures` and `shingle_sets` of the
-    batch from one pass over its shingles (with scheme affine64 the sets hold the pre-mixed
-    hashes, a bijection of the same shingles: Jaccard is unchanged)."""
+    batch from one pass over its shingles (the sets hold the scheme's pre-mixed hashes where it has
+    one, a bijection of the same shingles: Jaccard is unchanged)."""
     data, offsets = string_buffers(normalize_for_hashing(text))
     a, b = _perms(num_perm, seed, scheme)
-    sig, _, values, set_offsets = _sign(data, offsets, a, b, ngram, scheme == "legacy", True)
+    sig, _, values, set_offsets = _sign(data, offsets, a, b, ngram, _CODES[scheme], True)
     return sig, values, set_offsets
 
 
@@ -117,7 +166,7 @@ def shingle_sets(text: pa.Array | pa.ChunkedArray, ngram: int = 5) -> tuple[np.n
     repeated, flat, with offsets[n + 1]: pair_jaccard reads them as sets, without sorting them."""
     data, offsets = string_buffers(normalize_for_hashing(text))
     none = np.zeros(0, np.uint64)
-    _, _, values, set_offsets = _sign(data, offsets, none, none, ngram, True, True)
+    _, _, values, set_offsets = _sign(data, offsets, none, none, ngram, _LEGACY, True)
     return values, set_offsets
 
 

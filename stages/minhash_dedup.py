@@ -57,6 +57,7 @@ from thresher.scorers.minhash import (
     candidate_pairs,
     optimal_bands,
     pair_jaccard,
+    scheme_bits,
     signature_agreement,
     signatures_and_sets,
     take_sets,
@@ -81,7 +82,9 @@ class MinHashParams(Params):
     false_positive_weight: float = Field(0.1, ge=0.0)
     false_negative_weight: float = Field(0.9, ge=0.0)
     seed: int = Field(1, ge=0, description="datasketch's MinHash seed")
-    scheme: Literal["legacy", "affine64"] = "legacy"
+    scheme: Literal["legacy", "affine32", "affine64"] = Field("legacy", description=(
+        "datasketch's permutation scheme: legacy or affine64 (hashfunc xxh64), or affine32 (hashfunc xxh32, "
+        "32-bit arithmetic: the fastest); an index is only comparable with runs of the same scheme"))
     verify: Literal["auto", "exact", "signature", "none"] = Field(
         "auto", description="check candidate pairs: exact shingle Jaccard where the signature estimate is "
                             "not decisive (auto), exact for all, signature agreement alone, or not at all")
@@ -167,8 +170,8 @@ class SignShards:
         p = self.p
         table = self.read(shard)
         sig, values, offsets = signatures_and_sets(table[schema.TEXT], p.num_perm, p.seed, p.ngram, p.scheme)
-        if p.scheme == "legacy":
-            sig = sig.astype(np.uint32)  # legacy values are 32-bit
+        if scheme_bits(p.scheme) == 32:
+            sig = sig.astype(np.uint32)
         storage.save_npy(self.scratch.signatures(shard), sig)
         if p.verify in ("auto", "exact"):
             for path, array in zip(self.scratch.sets(shard), (values, offsets)):

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh64
+from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh32, xxh64
 
 
 def test_xxh64_matches_the_reference_for_every_length_class():
@@ -13,6 +13,14 @@ def test_xxh64_matches_the_reference_for_every_length_class():
         data = rng.integers(0, 256, n + 7, dtype=np.uint8)
         for seed in (0, 1, 2**63 + 5):
             assert int(xxh64(data, 3, 3 + n, np.uint64(seed))) == xxhash.xxh64_intdigest(data[3:3 + n].tobytes(), seed)
+
+
+def test_xxh32_matches_the_reference_for_every_length_class():
+    rng = np.random.default_rng(1)
+    for n in list(range(0, 70)) + [100, 257, 1024]:
+        data = rng.integers(0, 256, n + 7, dtype=np.uint8)
+        for seed in (0, 1, 2**32 - 3):
+            assert int(xxh32(data, 3, 3 + n, np.uint64(seed))) == xxhash.xxh32_intdigest(data[3:3 + n].tobytes(), seed)
 
 
 def test_xxh64_refuses_a_strided_view():

@@ -15,12 +15,13 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("scheme", ["legacy", "affine64"])
+@pytest.mark.parametrize("scheme", ["affine32", "legacy", "affine64"])
 @pytest.mark.parametrize("seed", [1, 42])
 def test_signatures_equal_datasketch(scheme, seed):
     sig, counts = signatures(pa.array(TEXTS), num_perm=64, seed=seed, ngram=5, scheme=scheme)
+    hashfunc = xxhash.xxh32_intdigest if scheme == "affine32" else xxhash.xxh64_intdigest
     for i, text in enumerate(TEXTS):
-        m = MinHash(num_perm=64, seed=seed, hashfunc=xxhash.xxh64_intdigest, scheme=scheme)
+        m = MinHash(num_perm=64, seed=seed, hashfunc=hashfunc, scheme=scheme)
         sh = shingles(text)
         if sh:
             m.update_batch(sh)

@@ -30,9 +30,10 @@ def _run(tmp_path, rows, **params):
     return Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False)).run()
 
 
-def test_quality_against_exact_jaccard(tmp_path):
+@pytest.mark.parametrize("scheme", ["legacy", "affine32"])
+def test_quality_against_exact_jaccard(tmp_path, scheme):
     rows = plant_near_duplicates(_real_texts(800), seed=7, max_rate=0.06)
-    res = _run(tmp_path, rows, policy="reweight", threshold=0.8)
+    res = _run(tmp_path, rows, policy="reweight", threshold=0.8, scheme=scheme)
     out = pq.read_table(res.output_dir / "data")
     clusters = dict(zip(out["id"].to_pylist(), out["dup_cluster"].to_pylist()))
     q = pairwise_quality(dict(rows), clusters, planted_pairs(dict(rows)), threshold=0.8)
