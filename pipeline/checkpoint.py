@@ -27,6 +27,16 @@ def delta(kept: pa.Table, positions: np.ndarray, outputs: tuple[str, ...]) -> pa
     return table
 
 
+def _rows(values, take: np.ndarray | None):
+    """values.take(take), or a zero-copy slice where `take` is 0, 1, ..., k - 1: every row kept in
+    order (a reweighting stage, a filter that dropped nothing or only the last rows)."""
+    if take is None:
+        return values
+    if np.array_equal(take, np.arange(len(take))):
+        return values.slice(0, len(take))
+    return values.take(pa.array(take, pa.int64()))
+
+
 def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = None) -> pa.Table:
     """The rows of `shard` after the last stage of `chain` (chain[0] is ingest, with whole rows; the
     others store deltas), with `columns` only when given. Columns keep the order a run that
@@ -41,14 +51,13 @@ def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = N
         fresh = [c for c in names if c not in found and (want is None or c in want)]
         part = storage.read_table(d.part(shard), columns=[POS, *fresh])  # a column asked for, from its last writer
         for c in fresh:
-            found[c] = (part.schema.field(c), part[c] if take is None else part[c].take(take))
+            found[c] = (part.schema.field(c), _rows(part[c], take))
         pos = part[POS].to_numpy()
         take = pos if take is None else pos[take]
     base_schema = storage.read_schema(chain[0].part(shard))
     needed = [c for c in base_schema.names if c not in found and (want is None or c in want)]
     base = storage.read_table(chain[0].part(shard), columns=needed)
-    if take is not None:
-        base = base.take(pa.array(take, pa.int64()))
+    base = _rows(base, take)
     names = list(base_schema.names)
     for added in reversed(order):
         names += [c for c in added if c not in names]

@@ -433,7 +433,7 @@ def read_input(f: InputFile, spec: InputSpec) -> tuple[pa.Table, pa.Table]:
             schema.DROP_REASON: pa.array([b[1] for b in bad], type=pa.string()),
         })
         rejected = pa.concat_tables([rejected, extra.cast(rejected.schema)])
-    return canon.filter(pa.array(~bad_mask)), rejected
+    return (canon.filter(pa.array(~bad_mask)) if bad_mask.any() else canon), rejected
 
 
 # --- writing ---------------------------------------------------------------------------
