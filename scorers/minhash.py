@@ -71,9 +71,10 @@ def _words(data, a, b, starts, ends):
 
 @nb.njit(cache=True)
 def _sign(data, offsets, a, b, ngram, mode, with_sets):
-    """`data`/`offsets`: text as normalize_for_hashing leaves it. Signatures [n_docs, len(a)], shingle counts, and (with_sets) each document's shingle hashes,
-    flat with offsets: one pass of hashing serves both, so a document's shingles never have to be
-    hashed again for verification. The sets keep 32 bits of each hash: half the bytes to store
+    """Signatures [n_docs, len(a)], shingle counts, and (with_sets) each document's shingle hashes,
+    flat with offsets, of text as normalize_for_hashing leaves it (`mode`: a scheme's code): one
+    pass of hashing serves both, so a document's shingles never have to be hashed again for
+    verification. The sets keep 32 bits of each hash: half the bytes to store
     and read, and a false shared shingle between two 1,000-shingle documents has odds 1 in 4,000."""
     n_docs = len(offsets) - 1
     longest = np.max(offsets[1:] - offsets[:-1]) if n_docs else 0
