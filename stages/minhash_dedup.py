@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -268,26 +269,34 @@ class VerifiedCandidates:
         if p.verify == "signature":
             keep = estimate >= p.threshold
             return u[keep], v[keep]
-        margin = SURE_Z * math.sqrt(p.threshold * (1 - p.threshold) / p.num_perm)
+        margin = undecided_margin(p.threshold, p.num_perm)
         sure = estimate >= p.threshold + margin if p.verify == "auto" else np.zeros(len(u), bool)
         check = np.flatnonzero((estimate >= p.threshold - margin) & ~sure)
         if len(check):
-            docs = np.unique(np.concatenate([u[check], v[check]]))  # only the undecided pairs' sets
-            values, offsets = self._shingle_sets(docs)
-            jaccard = pair_jaccard(values, offsets, np.searchsorted(docs, u[check]), np.searchsorted(docs, v[check]))
+            jaccard = exact_jaccard(self.scratch, self.shards, u[check], v[check])
             sure[check[jaccard >= p.threshold]] = True
         return u[sure], v[sure]
 
-    def _shingle_sets(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored shingle sets of the sorted `docs`, in their order (each shard's rows are one run)."""
-        shard_of, row_of = doc_parts(docs)
-        parts, sizes = [], [np.zeros(1, np.int64)]
-        for o, rows in split_rows(shard_of):
-            values, offsets = (storage.load_npy(path, mmap=True) for path in self.scratch.sets(self.shards[o]))
-            v, off = take_sets(values, offsets, row_of[rows])
-            parts.append(v)
-            sizes.append(np.diff(off))
-        return np.concatenate(parts), np.cumsum(np.concatenate(sizes))
+
+def undecided_margin(similarity: float, num_perm: int) -> float:
+    """SURE_Z standard errors of the signature estimate of a Jaccard near `similarity`: within
+    this of a cut, the estimate does not decide a pair."""
+    return SURE_Z * math.sqrt(similarity * (1 - similarity) / num_perm)
+
+
+def exact_jaccard(scratch: Scratch, shards: list[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The exact Jaccard of doc pairs (u[k], v[k]) from their stored shingle sets, each document's
+    set read once."""
+    docs = np.unique(np.concatenate([u, v]))
+    shard_of, row_of = doc_parts(docs)
+    parts, sizes = [], [np.zeros(1, np.int64)]
+    for o, rows in split_rows(shard_of):  # each shard's rows are one run of the sorted docs
+        values, offsets = (storage.load_npy(path, mmap=True) for path in scratch.sets(shards[o]))
+        part, off = take_sets(values, offsets, row_of[rows])
+        parts.append(part)
+        sizes.append(np.diff(off))
+    return pair_jaccard(np.concatenate(parts), np.cumsum(np.concatenate(sizes)),
+                        np.searchsorted(docs, u), np.searchsorted(docs, v))
 
 
 def _ids_of(scratch: Scratch, shards: list[str], docs: np.ndarray) -> tuple[pa.Array, pa.Array]:
@@ -300,20 +309,33 @@ def _ids_of(scratch: Scratch, shards: list[str], docs: np.ndarray) -> tuple[pa.A
     return pa.array(ids.tolist(), type=pa.string()), pa.array(sources.tolist(), type=pa.string())
 
 
-def split_chains(label: np.ndarray, sig: np.ndarray, cut: float, max_size: int,
-                 max_rounds: int = 64) -> tuple[np.ndarray, int, int]:
+def split_chains(label: np.ndarray, sig: np.ndarray, cut: float, max_size: int, max_rounds: int = 64,
+                 exact=None, margin: float = 0.0) -> tuple[np.ndarray, int, int]:
     """Each member's group, as the position of the group's representative, for members sorted so
     that every component is a run led by its representative (`label`: the component of each).
 
     A member stays with its representative when their signatures agree on >= `cut` of the
-    permutations; the others leave and form sub-clusters of their own, each led by its first
-    leaver (at most `max_rounds` per component; what remains then stays alone). A group is cut
-    at `max_size` members; the rest stay alone. Returns (group, members split off, capped)."""
+    permutations, or, where `exact(i, j)` (the exact Jaccard of members i[k] and j[k]) is given
+    and the agreement is within `margin` of the cut, when their exact Jaccard is >= `cut`: an
+    estimate's noise then never keeps a far-off member nor splits off a near one. The others
+    leave and form sub-clusters of their own, each led by its first leaver (at most `max_rounds`
+    per component; what remains then stays alone). A group is cut at `max_size` members; the rest
+    stay alone. Returns (group, members split off, capped)."""
+
+    def near(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        estimate = (sig[i] == sig[j]).mean(axis=1)
+        keep = estimate >= cut
+        if exact is not None:
+            check = np.flatnonzero(np.abs(estimate - cut) < margin)
+            if len(check):
+                keep[check] = exact(i[check], j[check]) >= cut
+        return keep
+
     n = len(label)
     first = run_starts(label)
     starts = np.flatnonzero(first)
     rep = starts[np.cumsum(first) - 1] if n else np.zeros(0, np.int64)
-    stays = (sig == sig[rep]).mean(axis=1) >= cut if n else np.zeros(0, bool)
+    stays = near(np.arange(n), rep) if n else np.zeros(0, bool)
     group = np.where(stays, rep, np.arange(n))
     sizes = np.diff(np.append(starts, n))
     irregular = np.flatnonzero((np.add.reduceat(~stays, starts) > 0) | (sizes > max_size)) if n else []
@@ -325,7 +347,7 @@ def split_chains(label: np.ndarray, sig: np.ndarray, cut: float, max_size: int,
         for _ in range(max_rounds):
             if len(remaining) < 2:
                 break
-            joins = (sig[remaining] == sig[remaining[0]]).mean(axis=1) >= cut
+            joins = near(remaining, np.full(len(remaining), remaining[0]))
             members = remaining[joins]
             capped += max(0, len(members) - max_size)
             group[members[:max_size]] = remaining[0]
@@ -334,12 +356,14 @@ def split_chains(label: np.ndarray, sig: np.ndarray, cut: float, max_size: int,
 
 
 def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, sources: pa.Array,
-                         signatures=None, cut: float = 0.0, max_size: int = 2**62) -> tuple[pa.Table, dict]:
+                         signatures=None, cut: float = 0.0, max_size: int = 2**62,
+                         jaccard=None, margin: float = 0.0) -> tuple[pa.Table, dict]:
     """(id, cluster = the representative's id, size, is_rep, doc, source) for the members of
     components given as node -> component label (every member of a component must be present),
     and what split_chains did. The representative is the first member by (id, source, doc), so
     exactly one per cluster even when members share an id. `signatures(docs)`: their stored
-    signatures, for split_chains (without it components stay whole)."""
+    signatures, for split_chains (without it components stay whole); `jaccard(u, v)`: the exact
+    Jaccard of doc pairs, for members whose signature agreement is within `margin` of `cut`."""
     t = pa.table({"label": labels, schema.ID: ids, schema.SOURCE: sources, "doc": nodes}).sort_by(
         [("label", "ascending"), (schema.ID, "ascending"), (schema.SOURCE, "ascending"), ("doc", "ascending")])
     label = t["label"].to_numpy()
@@ -348,7 +372,8 @@ def clusters_from_labels(nodes: np.ndarray, labels: np.ndarray, ids: pa.Array, s
         sig = np.zeros((len(label), 1), np.uint64)  # every member agrees with its representative
     else:
         sig = signatures(docs)
-    group, split_off, capped = split_chains(label, sig, cut, max_size)
+    exact = None if jaccard is None else (lambda i, j: jaccard(docs[i], docs[j]))
+    group, split_off, capped = split_chains(label, sig, cut, max_size, exact=exact, margin=margin)
     sizes = np.bincount(group, minlength=len(group))
     return pa.table({
         schema.ID: t[schema.ID],
@@ -403,10 +428,13 @@ class ClusterRows:
         if t is None:
             return {"rows": 0, "split_from_chains": 0, "capped": 0, "duplicates_by_source": {}, "largest": []}
         nodes = t["node"].to_numpy()
+        p, cut = self.p, self.p.threshold - self.p.chain_margin
+        sets_stored = p.verify in ("auto", "exact")  # the sets decide where the estimate is not decisive
         clusters, split = clusters_from_labels(
             nodes, t["label"].to_numpy(), *_ids_of(self.scratch, self.shards, nodes),
-            signatures=SignatureRows(self.scratch, self.shards, self.p.num_perm),
-            cut=self.p.threshold - self.p.chain_margin, max_size=self.p.max_cluster_size)
+            signatures=SignatureRows(self.scratch, self.shards, p.num_perm), cut=cut, max_size=p.max_cluster_size,
+            jaccard=partial(exact_jaccard, self.scratch, self.shards) if sets_stored else None,
+            margin=1.0 if p.verify == "exact" else undecided_margin(cut, p.num_perm))
         summary = {"rows": clusters.num_rows, **split, **cluster_summary(clusters)}
         shard_of, row_of = doc_parts(clusters["doc"].to_numpy())
         clusters = pa.table({schema.ROW: row_of, CLUSTER: clusters[CLUSTER],

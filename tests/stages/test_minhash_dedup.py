@@ -164,6 +164,36 @@ def test_split_chains_keeps_members_near_their_representative():
     assert split_off == 3
 
 
+def test_split_chains_asks_the_exact_jaccard_where_the_estimate_is_near_the_cut():
+    """A member whose signature agreement is within `margin` of the cut is decided by its exact
+    Jaccard (an estimate above the cut with a true Jaccard below leaves, and the reverse stays);
+    members far from the cut are decided by the estimate alone, without an exact check."""
+    import numpy as np
+
+    from thresher.stages.minhash_dedup import split_chains
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 2**32, 100, dtype=np.uint64)
+
+    def near(agree):
+        return np.concatenate([base[:agree], rng.integers(0, 2**32, 100 - agree, dtype=np.uint64)])
+
+    sig = np.stack([base, near(74), near(66), near(95), near(40)])  # r, above, below, sure, far
+    true_jaccard = {1: 0.55, 2: 0.8}  # what the shingle sets say of the two near the cut
+    asked = []
+
+    def exact(i, j):
+        asked.extend(i.tolist())
+        assert (j == 0).all()
+        return np.array([true_jaccard[k] for k in i])
+
+    group, split_off, _ = split_chains(np.zeros(5, np.int64), sig, cut=0.7, max_size=10, exact=exact, margin=0.1)
+    assert group.tolist() == [0, 1, 0, 0, 4] and split_off == 2
+    assert sorted(set(asked)) == [1, 2]
+    estimate_only, _, _ = split_chains(np.zeros(5, np.int64), sig, cut=0.7, max_size=10)
+    assert estimate_only.tolist() == [0, 0, 2, 0, 4]
+
+
 def test_a_chain_of_edits_is_split_and_the_manifest_lists_clusters(tmp_path):
     """A chain A~B~C~... of successive small edits (each step above the threshold, the ends far
     apart) is not merged into one cluster; the manifest lists the largest clusters with their
