@@ -114,6 +114,11 @@ class MinHashParams(Params):
             return self.bands, self.rows
         return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
+    @property
+    def keeps_sets(self) -> bool:
+        """Whether round 1 stores each document's shingle sets: exact Jaccard needs them."""
+        return self.verify in ("auto", "exact")
+
     def index_params(self) -> dict:
         """What an index and the run using it must share for their band hashes to be comparable."""
         bands, rows = self.banding()
@@ -171,15 +176,13 @@ class SignShards:
         p = self.p
         table = self.read(shard)
         sig, values, offsets = signatures_and_sets(table[schema.TEXT], p.num_perm, p.seed, p.ngram, p.scheme)
-        if scheme_bits(p.scheme) == 32:
-            sig = sig.astype(np.uint32)
-        storage.save_npy(self.scratch.signatures(shard), sig)
-        if p.verify in ("auto", "exact"):
+        storage.save_npy(self.scratch.signatures(shard), sig.astype(np.uint32) if scheme_bits(p.scheme) == 32 else sig)
+        if p.keeps_sets:
             for path, array in zip(self.scratch.sets(shard), (values, offsets)):
                 storage.save_npy(path, array)
         write_parquet(table.select([schema.ID, schema.SOURCE]), self.scratch.ids(shard))
         bands, rows = self.banding
-        bh = band_hashes(sig.astype(np.uint64), bands, rows)  # [n, bands]
+        bh = band_hashes(sig, bands, rows)  # [n, bands]
         n = len(sig)
         doc = doc_index(self.ordinals[shard], np.arange(n))
         t = pa.table({"bhash": bh.reshape(-1), "doc": np.repeat(doc, bands)})
@@ -323,7 +326,7 @@ def split_chains(label: np.ndarray, sig: np.ndarray, cut: float, max_size: int, 
     stay alone. Returns (group, members split off, capped)."""
 
     def near(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        estimate = (sig[i] == sig[j]).mean(axis=1)
+        estimate = signature_agreement(sig, i, j)
         keep = estimate >= cut
         if exact is not None:
             check = np.flatnonzero(np.abs(estimate - cut) < margin)
@@ -429,11 +432,10 @@ class ClusterRows:
             return {"rows": 0, "split_from_chains": 0, "capped": 0, "duplicates_by_source": {}, "largest": []}
         nodes = t["node"].to_numpy()
         p, cut = self.p, self.p.threshold - self.p.chain_margin
-        sets_stored = p.verify in ("auto", "exact")  # the sets decide where the estimate is not decisive
         clusters, split = clusters_from_labels(
             nodes, t["label"].to_numpy(), *_ids_of(self.scratch, self.shards, nodes),
             signatures=SignatureRows(self.scratch, self.shards, p.num_perm), cut=cut, max_size=p.max_cluster_size,
-            jaccard=partial(exact_jaccard, self.scratch, self.shards) if sets_stored else None,
+            jaccard=partial(exact_jaccard, self.scratch, self.shards) if p.keeps_sets else None,
             margin=1.0 if p.verify == "exact" else undecided_margin(cut, p.num_perm))
         summary = {"rows": clusters.num_rows, **split, **cluster_summary(clusters)}
         shard_of, row_of = doc_parts(clusters["doc"].to_numpy())
