@@ -1,4 +1,5 @@
-"""Lean stage checkpoints: the rows are written once, at ingest; a stage stores only what it adds.
+"""Lean stage checkpoints: the rows are written once, at ingest (a Parquet input read in place not
+even then: in_place.py); a stage stores only what it adds.
 
 A stage's checkpoint of a shard holds, for each row it kept, the row's position in the stage's
 input (`_pos`) and the columns the stage declares as outputs (a rewritten column, such as
@@ -13,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from thresher.pipeline import storage
+from thresher.pipeline import in_place, schema, storage
 from thresher.pipeline.workdir import StageDir
 
-POS = "_pos"
+POS = schema.POS
 
 
 def delta(kept: pa.Table, positions: np.ndarray, outputs: tuple[str, ...]) -> pa.Table:
@@ -38,8 +39,8 @@ def _rows(values, take: np.ndarray | None):
 
 
 def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = None) -> pa.Table:
-    """The rows of `shard` after the last stage of `chain` (chain[0] is ingest, with whole rows; the
-    others store deltas), with `columns` only when given. Columns keep the order a run that
+    """The rows of `shard` after the last stage of `chain` (chain[0] is ingest, with whole rows or
+    positions into an input read in place; the others store deltas), with `columns` only when given. Columns keep the order a run that
     rewrote every row would give them: ingest's, then each stage's new ones in stage order."""
     want = None if columns is None else set(columns)
     found: dict[str, tuple[pa.Field, pa.ChunkedArray]] = {}
@@ -54,11 +55,7 @@ def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = N
             found[c] = (part.schema.field(c), _rows(part[c], take))
         pos = part[POS].to_numpy()
         take = pos if take is None else pos[take]
-    base_schema = storage.read_schema(chain[0].part(shard))
-    needed = [c for c in base_schema.names if c not in found and (want is None or c in want)]
-    base = storage.read_table(chain[0].part(shard), columns=needed)
-    base = _rows(base, take)
-    names = list(base_schema.names)
+    names, base = _ingest_rows(chain[0].part(shard), found, want, take)
     for added in reversed(order):
         names += [c for c in added if c not in names]
     fields, arrays = [], []
@@ -72,3 +69,22 @@ def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = N
         fields.append(field)
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _ingest_rows(path, found: dict, want: set | None, take: np.ndarray | None) -> tuple[list[str], pa.Table]:
+    """(ingest's column names, its rows at `take` with the columns still needed): from the
+    checkpoint, and for a shard read in place (in_place.py) the text from the input file."""
+    part_schema = storage.read_schema(path)
+    where = in_place.source_of(part_schema)
+    names = list(schema.CANONICAL.names) if where else list(part_schema.names)
+    needed = [c for c in names if c not in found and (want is None or c in want)]
+    if where is None:
+        return names, _rows(storage.read_table(path, columns=needed), take)
+    stored = [c for c in needed if c != schema.TEXT]
+    part = storage.read_table(path, columns=[POS, *stored])
+    pos = part[POS].to_numpy()
+    rows = _rows(part.select(stored), take)
+    if schema.TEXT in needed:
+        text = in_place.read_text(where, pos if take is None else pos[take])
+        rows = rows.add_column(needed.index(schema.TEXT), schema.CANONICAL.field(schema.TEXT), text)
+    return names, rows

@@ -31,6 +31,8 @@ class InputSpec(_Model):
     domain_column: str | None = None
     url_column: str | None = None
     domain: str | None = Field(None, description="a constant group for every row of this input")
+    in_place: bool = Field(True, description="Parquet: read the text from the input's row groups instead of "
+                           "copying it into the work dir (when its row groups are no larger than a shard)")
 
 
 class OutputSpec(_Model):

@@ -240,10 +240,16 @@ def _open_lines(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def _read_raw(f: InputFile, text_column: str) -> tuple[pa.Table, list[tuple[int, str, str | None]], np.ndarray | None]:
-    """Returns (table, bad lines, line numbers of the table's rows or None when they are 0..n-1)."""
+def _read_raw(f: InputFile, text_column: str, row_groups: list[int] | None = None,
+              first_row: int = 0) -> tuple[pa.Table, list[tuple[int, str, str | None]], np.ndarray | None]:
+    """Returns (table, bad lines, line numbers of the table's rows or None when they are 0..n-1);
+    of a Parquet file, only `row_groups` when given, whose first row is row `first_row`."""
     try:
         remote = storage.is_remote(f.path)
+        if f.format == "parquet" and row_groups is not None:
+            with storage.open_random(f.path) as fh:
+                table = pq.ParquetFile(fh).read_row_groups(row_groups)
+            return table, [], np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
         if f.format == "parquet":
             return storage.read_table(storage.location(f.path)), [], None
         if f.format == "hf_disk":
@@ -382,9 +388,11 @@ def _column_as_text(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     return text, reasons
 
 
-def read_input(f: InputFile, spec: InputSpec) -> tuple[pa.Table, pa.Table]:
-    """Read one input file into (canonical rows, rejected rows)."""
-    table, bad, lines = _read_raw(f, spec.text_column)
+def read_input(f: InputFile, spec: InputSpec, row_groups: list[int] | None = None,
+               first_row: int = 0) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """Read one input file (of a Parquet file, `row_groups` only, when given) into (canonical
+    rows, rejected rows, each canonical row's position in what was read)."""
+    table, bad, lines = _read_raw(f, spec.text_column, row_groups, first_row)
     if spec.text_column not in table.column_names and table.num_rows:
         raise InputError(f"{f.path}: no column {spec.text_column!r} (columns: {', '.join(table.column_names)}); "
                          f"set `text_column:` on inputs[{f.spec_index}] to the column that holds the text")
@@ -433,7 +441,9 @@ def read_input(f: InputFile, spec: InputSpec) -> tuple[pa.Table, pa.Table]:
             schema.DROP_REASON: pa.array([b[1] for b in bad], type=pa.string()),
         })
         rejected = pa.concat_tables([rejected, extra.cast(rejected.schema)])
-    return (canon.filter(pa.array(~bad_mask)) if bad_mask.any() else canon), rejected
+    if not bad_mask.any():
+        return canon, rejected, np.arange(n, dtype=np.int64)
+    return canon.filter(pa.array(~bad_mask)), rejected, np.flatnonzero(~bad_mask)
 
 
 # --- writing ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.pipeline import schema, storage
+from thresher.pipeline import in_place, schema, storage
 from thresher.pipeline.accounting import AccountingError, StageCounts, check_invariant
 from thresher.pipeline.checkpoint import delta, materialize
 from thresher.pipeline.config import ConfigError, ConfigIssue, PipelineConfig, StageConfig
@@ -127,9 +127,9 @@ def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
     return nan_a.equals(nan_b) and pc.if_else(nan_a, zero, a).equals(pc.if_else(nan_b, zero, b))
 
 
-def _stats(shard: str, rows_in: int, kept: pa.Table, rejected: pa.Table, t0: float, **extra) -> dict:
+def _stats(shard: str, rows_in: int, rows_out: int, rejected: pa.Table, t0: float, **extra) -> dict:
     reasons = Counter(rejected[schema.DROP_REASON].to_pylist()) if rejected.num_rows else Counter()
-    return {"shard": shard, "rows_in": rows_in, "rows_out": kept.num_rows, "rejected": dict(reasons),
+    return {"shard": shard, "rows_in": rows_in, "rows_out": rows_out, "rejected": dict(reasons),
             "seconds": round(time.perf_counter() - t0, 4), **extra}
 
 
@@ -149,17 +149,26 @@ class IngestTask:
         if self.out.shard_done(key):
             return self.out.read_stats(key)
         t0 = time.perf_counter()
+        spec = self.specs[f.spec_index]
+        shards, rejected, rows_out = [], [], 0
         with _blame(f"{f.path}: cannot ingest ({f.format})", InputError):
-            kept, rejected = read_input(f, self.specs[f.spec_index])
-        shards = []
-        for chunk, start in enumerate(range(0, kept.num_rows, self.shard_rows)):
-            shard = f"{key}-{chunk:05d}"
-            write_parquet(kept.slice(start, self.shard_rows), self.out.part(shard))
-            shards.append(shard)
+            runs = in_place.shard_groups(f.path, spec.text_column, self.shard_rows) \
+                if in_place.applies(spec.in_place, f, self.out.work_root) else None
+            for groups, first_row in runs or [(None, 0)]:
+                kept, dropped, positions = read_input(f, spec, groups, first_row)
+                if groups is None:  # a copy of the rows, cut into shards
+                    parts = [kept.slice(start, self.shard_rows) for start in range(0, kept.num_rows, self.shard_rows)]
+                else:  # one shard per run of row groups, its text left in the input
+                    parts = [in_place.checkpoint(kept, positions, f, spec.text_column, groups)] if kept.num_rows else []
+                for part in parts:
+                    shards.append(f"{key}-{len(shards):05d}")
+                    write_parquet(part, self.out.part(shards[-1]))
+                rows_out += kept.num_rows
+                rejected.append(dropped)
+        rejected = pa.concat_tables(rejected)
         if rejected.num_rows:
             write_parquet(as_rejected(rejected, INGEST), self.out.rejected_part(key))
-        stats = _stats(key, kept.num_rows + rejected.num_rows, kept, rejected, t0,
-                       shards=shards, source=f.source)
+        stats = _stats(key, rows_out + rejected.num_rows, rows_out, rejected, t0, shards=shards, source=f.source)
         self.out.write_stats(key, stats)
         return stats
 
@@ -198,7 +207,7 @@ class SegmentTask:
             write_parquet(delta(kept, positions, cols.outputs), d.part(shard))
             if rejected.num_rows:
                 write_parquet(as_rejected(rejected, stage.name, cols.inputs + cols.outputs), d.rejected_part(shard))
-            stats = _stats(shard, table.num_rows, kept, rejected, t0)
+            stats = _stats(shard, table.num_rows, kept.num_rows, rejected, t0)
             d.write_stats(shard, stats)
             results.append(stats)
             table = kept

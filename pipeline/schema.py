@@ -16,6 +16,10 @@ DROP_REASON = "drop_reason"
 # whatever its id, so a global pass can pick exactly one row even among rows sharing an id.
 ROW = "_row"
 
+# In a stage's checkpoint (and an ingest shard read in place): each stored row's position in the
+# rows it was computed from.
+POS = "_pos"
+
 # Added by the runner to rejected rows: which stage dropped them.
 DROP_STAGE = "drop_stage"
 # Rejected rows only: the values of the columns the dropping stage read and wrote (its scores), as JSON.
