@@ -40,8 +40,9 @@ def _rows(values, take: np.ndarray | None):
 
 def materialize(chain: list[StageDir], shard: str, columns: list[str] | None = None) -> pa.Table:
     """The rows of `shard` after the last stage of `chain` (chain[0] is ingest, with whole rows or
-    positions into an input read in place; the others store deltas), with `columns` only when given. Columns keep the order a run that
-    rewrote every row would give them: ingest's, then each stage's new ones in stage order."""
+    positions into an input read in place; the others store deltas), with `columns` only when
+    given. Columns keep the order a run that rewrote every row would give them: ingest's, then
+    each stage's new ones in stage order."""
     want = None if columns is None else set(columns)
     found: dict[str, tuple[pa.Field, pa.ChunkedArray]] = {}
     take = None  # positions into the current level's rows of the final rows (None: all, in order)
