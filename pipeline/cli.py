@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import gc as _gc  # `gc` below is the command
 import json
 import sys
 import traceback
@@ -20,6 +22,12 @@ from thresher.pipeline.io import InputError
 
 app = typer.Typer(help="Thresher: pretraining data curation pipelines on Ray.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
+
+# The command's last exit handler (they run last-registered first): the interpreter's final garbage
+# collection then skips the objects alive at exit, numba's and pyarrow's type graphs among them,
+# which took 0.25 s of every command's exit; the OS frees them anyway. Other exit handlers (Ray's
+# shutdown, temporary folders) have run by then.
+atexit.register(_gc.freeze)
 
 
 def _fail(message: str, code: int = 2) -> None:
