@@ -94,9 +94,9 @@ def read_text(where: dict, positions: np.ndarray) -> pa.ChunkedArray:
                                     "restore it, or rerun (ingest then lists the inputs again)") from None
         size, mtime = st.st_size, st.st_mtime_ns
     if (size, mtime) != (where["size"], where["mtime_ns"]):
-        raise InputChangedError(f"{path}: the input changed after ingest read it in place (size {where['size']} "
-                                f"-> {size}); rerun, which ingests the new version, or set `in_place: false` "
-                                "on the input to work from a copy")
+        raise InputChangedError(f"{path}: the input changed after ingest read it in place (its size or "
+                                "modification time differ); rerun, which ingests the new version, or set "
+                                "`in_place: false` on the input to work from a copy")
     with storage.open_random(path) as fh:
         text = pq.ParquetFile(fh).read_row_groups(where["row_groups"], columns=[where["column"]]).column(0)
     text = text.cast(pa.string())
