@@ -86,6 +86,6 @@ def _ingest_rows(path, found: dict, want: set | None, take: np.ndarray | None) -
     pos = part[POS].to_numpy()
     rows = _rows(part.select(stored), take)
     if schema.TEXT in needed:
-        text = in_place.read_text(where, pos if take is None else pos[take])
+        text = _rows(in_place.read_text(where), pos if take is None else pos[take])
         rows = rows.add_column(needed.index(schema.TEXT), schema.CANONICAL.field(schema.TEXT), text)
     return names, rows

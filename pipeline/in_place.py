@@ -81,8 +81,8 @@ def source_of(part_schema: pa.Schema) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def read_text(where: dict, positions: np.ndarray) -> pa.ChunkedArray:
-    """The text of the rows at `positions` within the recorded row groups, from the input."""
+def read_text(where: dict) -> pa.ChunkedArray:
+    """The text of the recorded row groups, from the input."""
     path = where["path"]
     if storage.is_remote(path):
         _, size, mtime = storage.listing(path)[0]
@@ -99,7 +99,4 @@ def read_text(where: dict, positions: np.ndarray) -> pa.ChunkedArray:
                                 "`in_place: false` on the input to work from a copy")
     with storage.open_random(path) as fh:
         text = pq.ParquetFile(fh).read_row_groups(where["row_groups"], columns=[where["column"]]).column(0)
-    text = text.cast(pa.string())
-    if np.array_equal(positions, np.arange(len(positions))):
-        return text.slice(0, len(positions))
-    return text.take(pa.array(positions, pa.int64()))
+    return text.cast(pa.string())
