@@ -1,7 +1,7 @@
 """Exact n-gram counts over words (or a tokenizer's tokens) and the smoothed n-gram model SoftDedup scores with.
 
 Every k-gram (k = 1..n) gets a 63-bit key: 60 bits of a hash of its tokens, then its order in
-the low 3 bits, so sorted keys fall into partitions by their top bits and no two orders share a
+the low 3 bits, so keys fall into partitions by their top bits and no two orders share a
 key. Counts are kept per distinct key (never in a fixed table of buckets, whose collisions grow
 with the corpus: at twice as many distinct n-grams as buckets a count table gave commonness > 1
 and a rank correlation of 0.7 with exact counts). The model is interpolated Dirichlet-prior
@@ -83,7 +83,7 @@ def ngram_keys(text: pa.Array | pa.ChunkedArray, n: int, tokenizer=None) -> tupl
 
 
 def key_partition(keys: np.ndarray, partitions_log2: int) -> np.ndarray:
-    """The partition of each key: its top bits, so sorted keys come partition by partition."""
+    """The partition of each key: its top bits."""
     return (keys >> (KEY_BITS - partitions_log2)).astype(np.int64)
 
 
@@ -116,11 +116,13 @@ def _count_keys(keys):
     return distinct[:m], counts[:m], inverse
 
 
-def key_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sorted distinct keys, occurrences, and for each k-gram present in `keys`, in row-major
-    order, the index of its key) of one batch over all orders: what a shard sends to the merge,
-    and what maps the merged counts back onto its tokens. Counted order by order (no key is shared
-    between orders): each order's table is a quarter of one table for all, and stays in cache."""
+def key_counts(keys: np.ndarray, partitions_log2: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct keys grouped by key partition, occurrences, for each k-gram present in `keys`, in
+    row-major order, the index of its key, and where each partition starts) of one batch over all
+    orders: what a shard sends to the merge, and what maps the merged counts back onto its tokens.
+    Counted order by order (no key is shared between orders): each order's table is a quarter of
+    one table for all, and stays in cache. Grouped, not sorted: the merge counts a partition's keys
+    in a table too, so a stable radix pass over the partition numbers is all the order it needs."""
     distinct, counts, inverse, seen = [], [], [], 0
     for row in keys:
         d, c, inv = _count_keys(row[row >= 0])
@@ -129,10 +131,19 @@ def key_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         inverse.append(inv + seen)
         seen += len(d)
     distinct, counts, inverse = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (distinct, counts, inverse))
-    order = np.argsort(distinct)
+    part = key_partition(distinct, partitions_log2).astype(np.uint16 if partitions_log2 <= 16 else np.int64)
+    order = np.argsort(part, kind="stable")  # a radix sort for 16-bit values: linear
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
-    return distinct[order], counts[order], rank[inverse].astype(np.int32 if len(order) < 2**31 else np.int64)
+    starts = np.searchsorted(part[order], np.arange((1 << partitions_log2) + 1))
+    return distinct[order], counts[order], rank[inverse].astype(np.int32 if len(order) < 2**31 else np.int64), starts
+
+
+def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys in first-seen order, each key's index among them): np.unique's grouping by
+    a hash table, linear where np.unique sorts."""
+    distinct, _, inverse = _count_keys(keys)
+    return distinct, inverse
 
 
 def is_unigram(keys: np.ndarray) -> np.ndarray:

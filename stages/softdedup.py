@@ -6,8 +6,8 @@ weight is proportional to 1 / its mean commonness, normalised to mean 1 and clip
 [w_min, w_max]. Down-weighting by duplicate count (FedRW) is the stage `fedrw`.
 
 The n-gram counts are exact, counted as a keyed group-by over partitions of the key space, so
-no task holds the whole corpus's counts: per shard its distinct keys and occurrences, sorted
-(round 1); per key partition the sum over shards, sent back per shard (round 2); per shard its
+no task holds the whole corpus's counts: per shard its distinct keys and occurrences, grouped by
+key partition (round 1); per key partition the sum over shards, sent back per shard (round 2); per shard its
 documents' commonness from the counts of its own keys (round 3), stored by row position for the
 transform. A task holds one shard's keys or one partition's.
 """
@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from thresher.pipeline import schema, storage
 from thresher.pipeline.registry import register
 from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord
-from thresher.scorers.ngram import commonness, is_unigram, key_counts, key_partition, ngram_keys
+from thresher.scorers.ngram import commonness, distinct_keys, is_unigram, key_counts, ngram_keys
 from thresher.scorers.tokenizer import load_tokenizer
 
 COMMONNESS, WEIGHT = "commonness", "softdedup_weight"
@@ -66,8 +66,8 @@ def _tokenizer(p: SoftDedupParams):
 
 
 class _ShardKeys:
-    """Round 1, per shard: its distinct n-gram keys (sorted, so partition by partition) and their
-    occurrences, with where each key partition starts."""
+    """Round 1, per shard: its distinct n-gram keys, partition by partition, and their occurrences,
+    with where each key partition starts."""
 
     def __init__(self, p: SoftDedupParams, read, folder: Path, partitions_log2: int):
         self.p, self.read, self.folder, self.partitions_log2 = p, read, folder, partitions_log2
@@ -75,8 +75,7 @@ class _ShardKeys:
     def __call__(self, shard: str) -> None:
         text = self.read(shard, columns=[schema.TEXT])[schema.TEXT]
         keys, doc_tokens = ngram_keys(text, self.p.n, _tokenizer(self.p))
-        keys, counts, inverse = key_counts(keys)
-        starts = np.searchsorted(key_partition(keys, self.partitions_log2), np.arange((1 << self.partitions_log2) + 1))
+        keys, counts, inverse, starts = key_counts(keys, self.partitions_log2)
         for name, array in (("keys", keys), ("counts", counts), ("starts", starts), ("inverse", inverse),
                             ("doc_tokens", doc_tokens)):
             storage.save_npy(self.folder / f"{shard}.{name}.npy", array)
@@ -97,7 +96,7 @@ class _SumPartition:
             keys.append(storage.load_npy_slice(self.folder / f"{shard}.keys.npy", a, b))
             counts.append(storage.load_npy_slice(self.folder / f"{shard}.counts.npy", a, b))
             sizes.append(b - a)
-        distinct, where = np.unique(np.concatenate(keys), return_inverse=True)
+        distinct, where = distinct_keys(np.concatenate(keys))
         totals = np.bincount(where, weights=np.concatenate(counts), minlength=len(distinct)).astype(np.int64)
         for shard, piece in zip(self.shards, np.split(totals[where], np.cumsum(sizes)[:-1])):
             storage.save_npy(self.out / f"{shard}.{part:05d}.npy", piece)

@@ -223,3 +223,22 @@ def test_missing_tokenizer_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(TaskFailed, match="is not a folder"):
         _run(tmp_path, [("a", "some words here")], [{"stage": "softdedup", "tokenizer": str(tmp_path / "nope")}])
+
+
+def test_key_counts_group_each_shards_keys_by_partition():
+    """Round 1's output: every distinct key once, partition by partition as `starts` says, its
+    occurrences, and an inverse that gives back every k-gram's key; the merge's distinct_keys
+    groups like np.unique."""
+    from thresher.scorers.ngram import distinct_keys, key_counts, key_partition, ngram_keys
+
+    keys, _ = ngram_keys(pa.array(demo_texts("scripture", 60)), 4)
+    present = np.concatenate([row[row >= 0] for row in keys])
+    distinct, counts, inverse, starts = key_counts(keys, 3)
+    assert len(distinct) == len(np.unique(present)) and (distinct[inverse] == present).all()
+    want = Counter(present.tolist())
+    assert [want[k] for k in distinct.tolist()] == counts.tolist()
+    assert starts[0] == 0 and starts[-1] == len(distinct) and len(starts) == 9
+    for p in range(8):
+        assert (key_partition(distinct[starts[p]:starts[p + 1]], 3) == p).all()
+    merged, where = distinct_keys(np.concatenate([present, present[::3]]))
+    assert len(merged) == len(distinct) and (merged[where] == np.concatenate([present, present[::3]])).all()
