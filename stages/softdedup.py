@@ -7,9 +7,9 @@ weight is proportional to 1 / its mean commonness, normalised to mean 1 and clip
 
 The n-gram counts are exact, counted as a keyed group-by over partitions of the key space, so
 no task holds the whole corpus's counts: per shard its distinct keys and occurrences, grouped by
-key partition (round 1); per key partition the sum over shards, sent back per shard (round 2); per shard its
-documents' commonness from the counts of its own keys (round 3), stored by row position for the
-transform. A task holds one shard's keys or one partition's.
+key partition (round 1); per key partition the sum over shards, sent back per shard (round 2);
+per shard its documents' commonness from the counts of its own keys (round 3), stored by row
+position for the transform. A task holds one shard's keys or one partition's.
 """
 
 from __future__ import annotations
