@@ -42,6 +42,24 @@ def test_normalized_words():
     assert normalize_for_hashing(pa.array(edges)).to_pylist() == ["a b cd", "", "x y", "aé b", "1000"]
 
 
+def test_lowercasing_only_the_non_ascii_documents_equals_lowercasing_all():
+    """The kernel lowercases ASCII documents itself and reads the others from utf8_lower's output,
+    whose length can differ (İ, ẞ): the result equals normalising the all-lowercased text, for
+    any mix and order of the two, with nulls, and for chunked or sliced input."""
+    import pyarrow.compute as pc
+
+    rows = ["İSTANBUL, ẞtraße!", "Plain ASCII, Words.", None, "ΣΑΣ and ǅ", "", "UPPER lower 123",
+            "İİ x", "Ça va? — «OUI» …", "ＡＢＣ　Def", "LAST ONE"]
+    text = pa.array(rows)
+    want = normalize_for_hashing(pc.utf8_lower(text)).to_pylist()
+    assert normalize_for_hashing(text).to_pylist() == want
+    assert want == ["istanbul ßtraße", "plain ascii words", "", "σασ and ǆ", "", "upper lower 123", "ii x",
+                    "ça va «oui»", "ａｂｃ\u3000def", "last one"]
+    chunked = pa.chunked_array([text[1:4], text[4:]])
+    assert normalize_for_hashing(chunked).to_pylist() == want[1:]
+    assert normalize_for_hashing(text[3:8]).to_pylist() == want[3:8]
+
+
 def test_string_hashes_and_row_ids_equal_xxhash_per_value():
     from thresher.pipeline.io import _stable_ids
     from thresher.scorers.hashing import find_sorted, string_hashes
