@@ -155,8 +155,8 @@ def main() -> None:
         rows.append({"megabytes": mb, "documents": docs, "inline": inline, "ray": on_ray, "best_of": args.repeats,
                      "speedup_ray_vs_inline": round(ratio, 3)})
         print(f"{mb} MB ({docs:,} docs): inline {inline['wall_seconds']:.1f} s {inline['all_wall_seconds']}, "
-              f"ray ({args.cpus} CPUs) {on_ray['wall_seconds']:.1f} s {on_ray['all_wall_seconds']}: {ratio:.2f}x; peak RSS {inline['peak_rss_mb']} / "
-              f"{on_ray['peak_rss_mb']} MB; work Parquet {(on_ray['work_rows_bytes'] + on_ray['work_rejected_bytes']) / on_ray['output_bytes']:.1f}x output",
+              f"ray ({args.cpus} CPUs) {on_ray['wall_seconds']:.1f} s {on_ray['all_wall_seconds']}: {ratio:.2f}x; "
+              f"peak RSS {inline['peak_rss_mb']} / {on_ray['peak_rss_mb']} MB; work Parquet {(on_ray['work_rows_bytes'] + on_ray['work_rejected_bytes']) / on_ray['output_bytes']:.1f}x output",
               flush=True)
     path = write_result("scale.json", {"machine": machine(), "cpus": args.cpus, "config": "configs/demo.yaml stages",
                                        "sizes": rows})
