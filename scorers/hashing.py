@@ -207,8 +207,9 @@ _LOWER[65:91] += 32
 @nb.njit(cache=True)
 def _strip_punct(data, offsets, lowered, lowered_offsets, rows, keep, space, lower):
     """Lowercase ASCII, drop punctuation, turn whitespace runs into one space, trim; per
-    document, on UTF-8 bytes. Document rows[k] is read from lowered[lowered_offsets[k]:...]
-    instead (a non-ASCII document, lowercased by Arrow's Unicode rules, whose length can change).
+    document, on UTF-8 bytes. Document rows[k] (rows ascending) is read from
+    lowered[lowered_offsets[k]:...] instead (a non-ASCII document, lowercased by Arrow's Unicode
+    rules, whose length can change).
 
     ASCII letters/digits and non-ASCII characters are kept, ASCII punctuation is dropped, ASCII
     whitespace, NBSP and U+2000-U+200B spaces separate words, other general punctuation
