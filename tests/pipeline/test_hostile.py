@@ -276,3 +276,19 @@ def test_an_embedded_ray_does_not_outlive_a_killed_driver(tmp_path):
         driver.wait()
     gone, alive = psutil.wait_procs(spawned, timeout=30)
     assert not alive, [(p.pid, p.name()) for p in alive]
+
+
+def test_an_embedded_raylet_retries_its_store_connection_at_50_ms_unless_the_user_set_it():
+    """The raylet reads its connect retries from the environment ray.init passes on: ours unless
+    the user exported their own."""
+    psutil = pytest.importorskip("psutil")
+    code = ("import os, psutil; from thresher.pipeline.executor import RayExecutor; "
+            "e = RayExecutor(num_cpus=1).ready(); "
+            "raylet = next(p for p in psutil.Process().children(recursive=True) if 'raylet' in p.name()); "
+            "env = raylet.environ(); "
+            "print(env.get('RAY_raylet_client_connect_timeout_milliseconds'), "
+            "env.get('RAY_raylet_client_num_connect_attempts')); e.close()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, RAY_AUTH_MODE="disabled", RAY_raylet_client_num_connect_attempts="300"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["50", "300"]
