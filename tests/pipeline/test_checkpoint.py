@@ -24,3 +24,20 @@ def test_materialize_composes_kept_positions_whether_sliced_or_taken(tmp_path):
         got = materialize(chain[:k + 1], "s")
         assert got.column_names == ["id", "text", *[f"c{j}" for j in range(1, k + 1)]]
         assert got.to_pydict() == expected
+
+
+def test_own_files_size_row_groups_by_bytes_and_keep_hashes_plain(tmp_path):
+    import pyarrow.parquet as pq
+
+    n = 300_000
+    table = pa.table({"key": np.random.default_rng(0).integers(0, 2**63, n, dtype=np.uint64),
+                      "source": pa.array(["a", "b", "c"] * (n // 3))})
+    write_parquet(table, tmp_path / "own.parquet")
+    write_parquet(table, tmp_path / "output.parquet", row_group_size=100_000)
+    own, output = (pq.ParquetFile(tmp_path / f).metadata for f in ("own.parquet", "output.parquet"))
+    assert own.num_rows == output.num_rows == n
+    assert own.num_row_groups == 1 and output.num_row_groups == 3  # 4.8 MB: one group; an output's own size
+    encodings = own.row_group(0)
+    assert "RLE_DICTIONARY" not in encodings.column(0).encodings  # 64-bit hashes: all distinct
+    assert "RLE_DICTIONARY" in encodings.column(1).encodings
+    assert pq.read_table(tmp_path / "own.parquet").equals(table)
