@@ -22,6 +22,7 @@ from thresher.scorers.hashing import (
     normalize_for_hashing,
     string_buffers,
     xxh32,
+    xxh32_pair,
     xxh64,
 )
 
@@ -94,7 +95,14 @@ def _sign(data, offsets, a, b, ngram, mode, with_sets):
         nw = _words(data, offsets[i], offsets[i + 1], starts, ends)
         count = 0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1)  # a short document is one shingle
         n_shingles[i] = count
-        for s in range(count):
+        s = 0
+        if mode == _AFFINE32:  # two shingles at a time while xxh32_pair's reads stay inside data
+            while s + 1 < count and ends[min(s + ngram, nw - 1)] + 12 <= len(data):
+                h0, h1 = xxh32_pair(data, starts[s], ends[min(s + ngram - 1, nw - 1)],
+                                    starts[s + 1], ends[min(s + ngram, nw - 1)], np.uint64(0))
+                hv[s], hv[s + 1] = fmix32(h0), fmix32(h1)
+                s += 2
+        for s in range(s, count):
             first, last = starts[s], ends[min(s + ngram - 1, nw - 1)]
             if mode == _AFFINE32:
                 hv[s] = fmix32(xxh32(data, first, last, np.uint64(0)))
