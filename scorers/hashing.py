@@ -77,12 +77,10 @@ def _merge(acc, val):
     return acc * _P1 + _P4
 
 
-@nb.njit(cache=True)
-def xxh64(d, start, end, seed):
-    """XXH64 of the bytes d[start:end] (d: uint8 array)."""
-    seed = np.uint64(seed)
-    p = start
-    n = end - start
+@nb.njit(inline="always")
+def _xxh64_head(d, p, end, seed):
+    """XXH64's 32-byte stripes and the length: (state, where the tail starts)."""
+    n = end - p
     if n >= 32:
         v1 = seed + _P1 + _P2
         v2 = seed + _P2
@@ -102,25 +100,81 @@ def xxh64(d, start, end, seed):
         h = _merge(h, v4)
     else:
         h = seed + _P5
-    h += np.uint64(n)
-    while p + 8 <= end:
-        h ^= _round(np.uint64(0), _load_u64(d, p))
-        h = _rotl(h, 27) * _P1 + _P4
-        p += 8
-    if p + 4 <= end:
-        h ^= _load_u32(d, p) * _P1
-        h = _rotl(h, 23) * _P2 + _P3
-        p += 4
-    while p < end:
-        h ^= np.uint64(d[p]) * _P5
-        h = _rotl(h, 11) * _P1
-        p += 1
+    return h + np.uint64(n), p
+
+
+@nb.njit(inline="always")
+def _xxh64_word(h, word):
+    h ^= _round(np.uint64(0), word)
+    return _rotl(h, 27) * _P1 + _P4
+
+
+@nb.njit(inline="always")
+def _xxh64_half(h, half):
+    h ^= half * _P1
+    return _rotl(h, 23) * _P2 + _P3
+
+
+@nb.njit(inline="always")
+def _xxh64_byte(h, byte):
+    h ^= byte * _P5
+    return _rotl(h, 11) * _P1
+
+
+@nb.njit(inline="always")
+def _xxh64_avalanche(h):
     h ^= h >> np.uint64(33)
     h *= _P2
     h ^= h >> np.uint64(29)
     h *= _P3
     h ^= h >> np.uint64(32)
     return h
+
+
+@nb.njit(cache=True)
+def xxh64(d, start, end, seed):
+    """XXH64 of the bytes d[start:end] (d: uint8 array)."""
+    h, p = _xxh64_head(d, start, end, np.uint64(seed))
+    while p + 8 <= end:
+        h = _xxh64_word(h, _load_u64(d, p))
+        p += 8
+    if p + 4 <= end:
+        h = _xxh64_half(h, _load_u32(d, p))
+        p += 4
+    while p < end:
+        h = _xxh64_byte(h, np.uint64(d[p]))
+        p += 1
+    return _xxh64_avalanche(h)
+
+
+@nb.njit(inline="always")
+def xxh64_pair(d, start0, end0, start1, end1, seed):
+    """XXH64 of d[start0:end0] and of d[start1:end1], tails interleaved and predicated as in
+    xxh32_pair (three 8-byte steps, one 4-byte step, three byte steps, each kept only inside its
+    bytes). It reads up to 24 bytes past the longer end: the caller keeps
+    max(end0, end1) + 24 <= len(d)."""
+    seed = np.uint64(seed)
+    h0, p0 = _xxh64_head(d, start0, end0, seed)
+    h1, p1 = _xxh64_head(d, start1, end1, seed)
+    r0, r1 = end0 - p0, end1 - p1  # < 32 each
+    for k in range(3):
+        w0 = _xxh64_word(h0, _load_u64(d, p0 + 8 * k))
+        w1 = _xxh64_word(h1, _load_u64(d, p1 + 8 * k))
+        h0 = w0 if 8 * k + 8 <= r0 else h0
+        h1 = w1 if 8 * k + 8 <= r1 else h1
+    p0, p1 = p0 + (r0 & ~7), p1 + (r1 & ~7)
+    f0 = _xxh64_half(h0, _load_u32(d, p0))
+    f1 = _xxh64_half(h1, _load_u32(d, p1))
+    h0 = f0 if r0 & 4 else h0
+    h1 = f1 if r1 & 4 else h1
+    p0, p1 = p0 + (r0 & 4), p1 + (r1 & 4)
+    r0, r1 = r0 & 3, r1 & 3
+    for k in range(3):
+        b0 = _xxh64_byte(h0, np.uint64(d[p0 + k]))
+        b1 = _xxh64_byte(h1, np.uint64(d[p1 + k]))
+        h0 = b0 if k < r0 else h0
+        h1 = b1 if k < r1 else h1
+    return _xxh64_avalanche(h0), _xxh64_avalanche(h1)
 
 
 _M32 = np.uint64(0xFFFFFFFF)

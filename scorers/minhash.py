@@ -24,6 +24,7 @@ from thresher.scorers.hashing import (
     xxh32,
     xxh32_pair,
     xxh64,
+    xxh64_pair,
 )
 
 _MERSENNE = np.uint64((1 << 61) - 1)
@@ -95,12 +96,18 @@ def _sign(data, offsets, a, b, ngram, mode, with_sets):
         nw = _words(data, offsets[i], offsets[i + 1], starts, ends)
         count = 0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1)  # a short document is one shingle
         n_shingles[i] = count
-        s = 0
-        if mode == _AFFINE32:  # two shingles at a time while xxh32_pair's reads stay inside data
+        s = 0  # two shingles at a time while the paired hash's reads stay inside data
+        if mode == _AFFINE32:
             while s + 1 < count and ends[min(s + ngram, nw - 1)] + 12 <= len(data):
                 h0, h1 = xxh32_pair(data, starts[s], ends[min(s + ngram - 1, nw - 1)],
                                     starts[s + 1], ends[min(s + ngram, nw - 1)], np.uint64(0))
                 hv[s], hv[s + 1] = fmix32(h0), fmix32(h1)
+                s += 2
+        else:
+            while s + 1 < count and ends[min(s + ngram, nw - 1)] + 24 <= len(data):
+                h0, h1 = xxh64_pair(data, starts[s], ends[min(s + ngram - 1, nw - 1)],
+                                    starts[s + 1], ends[min(s + ngram, nw - 1)], np.uint64(0))
+                hv[s], hv[s + 1] = (h0, h1) if mode == _LEGACY else (fmix64(h0), fmix64(h1))
                 s += 2
         for s in range(s, count):
             first, last = starts[s], ends[min(s + ngram - 1, nw - 1)]

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh32, xxh32_pair, xxh64
+from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh32, xxh32_pair, xxh64, xxh64_pair
 
 
 def test_xxh64_matches_the_reference_for_every_length_class():
@@ -24,22 +24,30 @@ def test_xxh32_matches_the_reference_for_every_length_class():
 
 
 @numba.njit
-def _pair(data, a0, b0, a1, b1, seed):
+def _pair32(data, a0, b0, a1, b1, seed):
     return xxh32_pair(data, a0, b0, a1, b1, seed)
 
 
-def test_xxh32_pair_matches_the_reference_for_every_pair_of_length_classes():
-    """Each of the two may have any tail (0-3 words, 0-3 bytes after its stripes), whatever the
-    other's; the 12 bytes past the longer end that it reads are garbage it must ignore."""
+@numba.njit
+def _pair64(data, a0, b0, a1, b1, seed):
+    return xxh64_pair(data, a0, b0, a1, b1, seed)
+
+
+@pytest.mark.parametrize("pair, reference, past_end", [(_pair32, xxhash.xxh32_intdigest, 12),
+                                                      (_pair64, xxhash.xxh64_intdigest, 24)])
+def test_paired_xxh_matches_the_reference_for_every_pair_of_length_classes(pair, reference, past_end):
+    """Each of the two may have any tail (every count of word, half-word and byte steps after its
+    stripes), whatever the other's; the bytes past the longer end that it reads are garbage it
+    must ignore."""
     rng = np.random.default_rng(2)
-    lengths = list(range(0, 40)) + [63, 64, 65, 100]
-    data = rng.integers(0, 256, 3 + max(lengths) + 12, dtype=np.uint8)
+    lengths = list(range(0, 72)) + [100, 129]
+    data = rng.integers(0, 256, 3 + max(lengths) + past_end, dtype=np.uint8)
     for n0 in lengths:
         for n1 in lengths:
             for seed in (0, 2**32 - 3):
-                h0, h1 = _pair(data, 3, 3 + n0, 1, 1 + n1, np.uint64(seed))
-                assert (int(h0), int(h1)) == (xxhash.xxh32_intdigest(data[3:3 + n0].tobytes(), seed),
-                                              xxhash.xxh32_intdigest(data[1:1 + n1].tobytes(), seed))
+                h0, h1 = pair(data, 3, 3 + n0, 1, 1 + n1, np.uint64(seed))
+                assert (int(h0), int(h1)) == (reference(data[3:3 + n0].tobytes(), seed),
+                                              reference(data[1:1 + n1].tobytes(), seed))
 
 
 def test_xxh64_refuses_a_strided_view():
