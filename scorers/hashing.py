@@ -147,12 +147,14 @@ def xxh64(d, start, end, seed):
     return _xxh64_avalanche(h)
 
 
+XXH64_PAIR_READS_PAST = 24  # bytes past the longer end that xxh64_pair may read
+
+
 @nb.njit(inline="always")
 def xxh64_pair(d, start0, end0, start1, end1, seed):
     """XXH64 of d[start0:end0] and of d[start1:end1], tails interleaved and predicated as in
     xxh32_pair (three 8-byte steps, one 4-byte step, three byte steps, each kept only inside its
-    bytes). It reads up to 24 bytes past the longer end: the caller keeps
-    max(end0, end1) + 24 <= len(d)."""
+    bytes). The caller keeps max(end0, end1) + XXH64_PAIR_READS_PAST <= len(d)."""
     seed = np.uint64(seed)
     h0, p0 = _xxh64_head(d, start0, end0, seed)
     h1, p1 = _xxh64_head(d, start1, end1, seed)
@@ -250,13 +252,16 @@ def xxh32(d, start, end, seed):
     return _xxh32_avalanche(h)
 
 
+XXH32_PAIR_READS_PAST = 12  # bytes past the longer end that xxh32_pair may read
+
+
 @nb.njit(inline="always")
 def xxh32_pair(d, start0, end0, start1, end1, seed):
     """XXH32 of d[start0:end0] and of d[start1:end1], their tails interleaved: each always
     takes three word steps and three byte steps and keeps only those inside its bytes, so the
     two dependency chains run side by side with no branch to mispredict (short strings such as
-    shingles: about 1.3x the hashes per second of two xxh32 calls). It reads up to 12 bytes past
-    the longer end: the caller keeps max(end0, end1) + 12 <= len(d)."""
+    shingles: about 1.3x the hashes per second of two xxh32 calls). The caller keeps
+    max(end0, end1) + XXH32_PAIR_READS_PAST <= len(d)."""
     seed = np.uint64(seed) & _M32
     h0, p0 = _xxh32_head(d, start0, end0, seed)
     h1, p1 = _xxh32_head(d, start1, end1, seed)

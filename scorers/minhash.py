@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.scorers.hashing import (
+    XXH32_PAIR_READS_PAST,
+    XXH64_PAIR_READS_PAST,
     fmix32,
     fmix64,
     normalize_for_hashing,
@@ -97,18 +99,17 @@ def _sign(data, offsets, a, b, ngram, mode, with_sets):
         count = 0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1)  # a short document is one shingle
         n_shingles[i] = count
         s = 0  # two shingles at a time while the paired hash's reads stay inside data
-        if mode == _AFFINE32:
-            while s + 1 < count and ends[min(s + ngram, nw - 1)] + 12 <= len(data):
-                h0, h1 = xxh32_pair(data, starts[s], ends[min(s + ngram - 1, nw - 1)],
-                                    starts[s + 1], ends[min(s + ngram, nw - 1)], np.uint64(0))
+        reach = XXH32_PAIR_READS_PAST if mode == _AFFINE32 else XXH64_PAIR_READS_PAST
+        while s + 1 < count and ends[min(s + ngram, nw - 1)] + reach <= len(data):
+            first0, last0 = starts[s], ends[min(s + ngram - 1, nw - 1)]
+            first1, last1 = starts[s + 1], ends[min(s + ngram, nw - 1)]
+            if mode == _AFFINE32:
+                h0, h1 = xxh32_pair(data, first0, last0, first1, last1, np.uint64(0))
                 hv[s], hv[s + 1] = fmix32(h0), fmix32(h1)
-                s += 2
-        else:
-            while s + 1 < count and ends[min(s + ngram, nw - 1)] + 24 <= len(data):
-                h0, h1 = xxh64_pair(data, starts[s], ends[min(s + ngram - 1, nw - 1)],
-                                    starts[s + 1], ends[min(s + ngram, nw - 1)], np.uint64(0))
+            else:
+                h0, h1 = xxh64_pair(data, first0, last0, first1, last1, np.uint64(0))
                 hv[s], hv[s + 1] = (h0, h1) if mode == _LEGACY else (fmix64(h0), fmix64(h1))
-                s += 2
+            s += 2
         for s in range(s, count):
             first, last = starts[s], ends[min(s + ngram - 1, nw - 1)]
             if mode == _AFFINE32:

@@ -281,8 +281,8 @@ def test_an_embedded_ray_does_not_outlive_a_killed_driver(tmp_path):
 def test_an_embedded_raylet_retries_its_store_connection_at_50_ms_unless_the_user_set_it():
     """The raylet reads its connect retries from the environment ray.init passes on: ours unless
     the user exported their own."""
-    psutil = pytest.importorskip("psutil")
-    code = ("import os, psutil; from thresher.pipeline.executor import RayExecutor; "
+    pytest.importorskip("psutil")  # the driver below finds the raylet with it
+    code = ("import psutil; from thresher.pipeline.executor import RayExecutor; "
             "e = RayExecutor(num_cpus=1).ready(); "
             "raylet = next(p for p in psutil.Process().children(recursive=True) if 'raylet' in p.name()); "
             "env = raylet.environ(); "

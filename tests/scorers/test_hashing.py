@@ -4,7 +4,8 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from thresher.scorers.hashing import normalize_for_hashing, string_buffers, word_spans, xxh32, xxh32_pair, xxh64, xxh64_pair
+from thresher.scorers.hashing import (XXH32_PAIR_READS_PAST, XXH64_PAIR_READS_PAST, normalize_for_hashing, string_buffers,
+                                      word_spans, xxh32, xxh32_pair, xxh64, xxh64_pair)
 
 
 def test_xxh64_matches_the_reference_for_every_length_class():
@@ -33,8 +34,8 @@ def _pair64(data, a0, b0, a1, b1, seed):
     return xxh64_pair(data, a0, b0, a1, b1, seed)
 
 
-@pytest.mark.parametrize("pair, reference, past_end", [(_pair32, xxhash.xxh32_intdigest, 12),
-                                                      (_pair64, xxhash.xxh64_intdigest, 24)])
+@pytest.mark.parametrize("pair, reference, past_end", [(_pair32, xxhash.xxh32_intdigest, XXH32_PAIR_READS_PAST),
+                                                      (_pair64, xxhash.xxh64_intdigest, XXH64_PAIR_READS_PAST)])
 def test_paired_xxh_matches_the_reference_for_every_pair_of_length_classes(pair, reference, past_end):
     """Each of the two may have any tail (every count of word, half-word and byte steps after its
     stripes), whatever the other's; the bytes past the longer end that it reads are garbage it
