@@ -93,13 +93,13 @@ def _sign(data, offsets, a, b, ngram, mode, with_sets):
     hv = np.empty(longest + 1, np.uint64)
     best = np.empty(num_perm, np.uint64)
     best32 = np.empty(num_perm, np.uint32)
+    reach = XXH32_PAIR_READS_PAST if mode == _AFFINE32 else XXH64_PAIR_READS_PAST  # the paired hash's over-read
     w = 0
     for i in range(n_docs):
         nw = _words(data, offsets[i], offsets[i + 1], starts, ends)
         count = 0 if nw == 0 else (nw - ngram + 1 if nw >= ngram else 1)  # a short document is one shingle
         n_shingles[i] = count
         s = 0  # two shingles at a time while the paired hash's reads stay inside data
-        reach = XXH32_PAIR_READS_PAST if mode == _AFFINE32 else XXH64_PAIR_READS_PAST
         while s + 1 < count and ends[min(s + ngram, nw - 1)] + reach <= len(data):
             first0, last0 = starts[s], ends[min(s + ngram - 1, nw - 1)]
             first1, last1 = starts[s + 1], ends[min(s + ngram, nw - 1)]
