@@ -30,6 +30,11 @@ def test_demo_pipeline_runs_on_ray_and_accounts_for_every_row(tmp_path):
     assert last == records[-1] and last["shards_done"] == last["shards_total"] and last["eta_s"] == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["versions"]["executor"] == "ray"
+    # Ray's start-up is waited for, said and timed apart from ingest, whose time it would swell.
+    waited = manifest["timing"]["stage_seconds"]["executor_start"]
+    assert waited > 0.5 and "[--] ray executor: waiting for it to start" in proc.stderr
+    said = re.search(r"\[--\] ray executor: ready after (\d+\.\d) s", proc.stderr)
+    assert said and abs(float(said.group(1)) - waited) <= 0.051
     data = pq.read_table(out / "data")
     rejected = pq.read_table(out / "rejected")
     assert data.num_rows + rejected.num_rows == manifest["totals"]["rows_in"] == 17_656

@@ -63,6 +63,7 @@ def test_accounting_adds_up_against_the_files(demo_subset, tmp_path):
     assert stages[4]["rejected"]["near_duplicate"] >= 5  # edited mirror copies
     # mirror.jsonl.gz also carries copies of fortunes, so that group appears too.
     assert m["output"]["groups"].keys() == {"scripture", "python-docs", "fortunes"}
+    assert m["timing"]["stage_seconds"]["executor_start"] == 0.0  # one process: nothing to wait for
 
 
 def test_exact_dedup_keeps_the_smallest_id(demo_subset, tmp_path):
