@@ -482,7 +482,7 @@ class Runner:
         ready = getattr(executor, "ready", None)
         if ready is None:
             return 0.0
-        name = getattr(executor, "name", type(executor).__name__)
+        name = _executor_name(executor)
         self.progress.log(f"[--] {name} executor: waiting for it to start")
         t0 = time.perf_counter()
         ready()
@@ -629,9 +629,14 @@ class Runner:
             output_files=[f.name for f in files],
             output_columns=next((r["columns"] for r in results if r["rows"]), []), groups=_sum_groups(results),
             wall_seconds=time.perf_counter() - t_start, stage_seconds=seconds,
-            executor=getattr(executor, "name", type(executor).__name__)))
+            executor=_executor_name(executor)))
         write_json(manifest, out / "manifest.json")
         return manifest
+
+
+def _executor_name(executor) -> str:
+    """What the terminal and the manifest call an executor: ray, inline, or a caller's own one's class."""
+    return getattr(executor, "name", type(executor).__name__)
 
 
 def run_pipeline(config: PipelineConfig, **kwargs) -> RunResult:
