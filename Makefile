@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-dedup test test-slow bench-minhash bench-pipeline bench-scale bench-refscore bench-kenlm clean
+.PHONY: setup demo demo-dedup test test-slow docs bench-minhash bench-pipeline bench-scale bench-refscore bench-kenlm clean
 
 setup: $(STAMP)
 
@@ -28,11 +28,18 @@ demo: setup
 demo-dedup: setup
 	$(VENV)/bin/thresher run configs/demo.yaml
 
+# The default suite (what CI runs first), on two workers (a test file stays on one: its module
+# fixtures, an S3 server, are started once); the slow one, serially: the whole demo, Ray clusters
+# of their own, the ablation.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# docs/STAGES.md from the stages' own code (tests/pipeline/test_stage_docs.py keeps it in sync).
+docs: setup
+	$(VENV)/bin/thresher stages --markdown > docs/STAGES.md
 
 .venv-datatrove/bin/python:
 	$(PYTHON) -m venv .venv-datatrove

@@ -10,6 +10,10 @@ import re
 import subprocess
 from pathlib import Path
 
+from thresher.pipeline.core.cache import use_numba_cache
+
+use_numba_cache()  # as every Thresher entry point does, before a kernel compiles
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEMO = ROOT / "tests" / "data" / "demo"

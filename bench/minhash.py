@@ -120,12 +120,13 @@ def bench_datatrove(docs: list[str], python: str | None) -> dict:
 
 def bench_quality() -> dict:
     """Precision/recall against exact Jaccard on planted near-duplicates of real text (pipeline run)."""
-    from thresher.pipeline.config import parse_config
-    from thresher.pipeline.executor import InlineExecutor
-    from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner
-    from thresher.scorers.minhash_eval import pairwise_quality, plant_near_duplicates, planted_pairs
     import pyarrow.parquet as pq
+
+    from thresher.pipeline.engine.config import parse_config
+    from thresher.pipeline.engine.executor import InlineExecutor
+    from thresher.pipeline.engine.progress import Progress
+    from thresher.pipeline.engine.runner import Runner
+    from thresher.scorers.minhash_eval import pairwise_quality, plant_near_duplicates, planted_pairs
 
     texts = [" ".join(t.split()[:300]) for t in demo_texts(("scripture", "python_docs")) if len(t.split()) >= 80]
     rows = plant_near_duplicates(texts[:2000], seed=11, max_rate=0.06)
@@ -225,10 +226,11 @@ def million(n: int) -> dict:
     """Peak memory of the minhash_dedup stage (pipeline, one process) on n short documents."""
     import random
 
-    from thresher.pipeline.config import parse_config
-    from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner
     import pyarrow.parquet as pq
+
+    from thresher.pipeline.engine.config import parse_config
+    from thresher.pipeline.engine.progress import Progress
+    from thresher.pipeline.engine.runner import Runner
 
     rng = random.Random(0)
     base = [t for t in demo_texts(("scripture", "fortunes")) if 60 < len(t) < 2000]

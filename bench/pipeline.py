@@ -18,9 +18,9 @@ from common import ROOT, machine, write_result  # noqa: E402
 
 
 def run(executor: str) -> dict:
-    from thresher.pipeline.config import load_config
-    from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner
+    from thresher.pipeline.engine.config import load_config
+    from thresher.pipeline.engine.progress import Progress
+    from thresher.pipeline.engine.runner import Runner
 
     cfg = load_config(ROOT / "configs" / "demo.yaml").with_overrides(executor=executor)
     with tempfile.TemporaryDirectory() as tmp:

@@ -92,17 +92,16 @@ def pretrained(name: str) -> str:
 def stage_on_ray(model_dir: str, docs: list[str], max_length: int) -> float | None:
     """Wall time of the ref_perplexity stage in a pipeline on local Ray (one actor per core); None
     where Ray and the pipeline's dependencies are not installed (a bare GPU image)."""
-    import json
-
     import importlib.util
+    import json
 
     if not all(importlib.util.find_spec(m) for m in ("ray", "pydantic")):
         return None
     import ray
 
-    from thresher.pipeline.config import parse_config
-    from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner
+    from thresher.pipeline.engine.config import parse_config
+    from thresher.pipeline.engine.progress import Progress
+    from thresher.pipeline.engine.runner import Runner
 
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/docs.jsonl", "w") as fh:

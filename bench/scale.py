@@ -113,7 +113,7 @@ def run(corpus: Path, executor: str, cpus: int, tmp: Path) -> dict:
     path = tmp / f"{executor}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "thresher.pipeline.cli", "run", str(path), "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "thresher.pipeline.commands.cli", "run", str(path), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rss = _PeakRSS(proc.pid)
     out, err = proc.communicate()

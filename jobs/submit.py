@@ -1,25 +1,19 @@
-"""Ray Jobs from the CLI: submit a pipeline, follow it, stop it, list jobs.
+"""A Ray Jobs client: submit a job, follow it, stop it, list jobs; errors that say what to do.
 
-The pipeline YAML is rewritten with absolute paths (inputs, output, work dir, model files) and
-shipped as the job's working_dir; local paths must therefore be visible to the cluster (shared
-storage or, for a local cluster, this machine); s3:// and gs:// inputs and models are read by
-the nodes themselves. Thresher itself travels as a runtime wheel (package.py).
+What a job runs (a pipeline made portable, the `thresher` command line) is decided by the CLI
+(pipeline/commands/cluster.py); this module only ships files and a command to the cluster, with
+Thresher itself as a runtime wheel (package.py). It imports no pipeline code.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shlex
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from thresher.jobs.package import build_runtime_wheel
-from thresher.pipeline import storage
-from thresher.pipeline.config import PipelineConfig, load_config
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -69,62 +63,21 @@ def client(address: str):
                            "(RAY_AUTH_MODE / token)") from None
 
 
-def resolved_yaml(cfg: PipelineConfig) -> dict:
-    """The pipeline with every path absolute, so it means the same on the cluster; object-store
-    URIs mean the same everywhere as they are (the nodes read them with their own credentials)."""
-    data = cfg.raw.model_dump(mode="json")
-    for spec in data["inputs"]:
-        spec["paths"] = [cfg.absolute(p) for p in spec["paths"]]
-    data["output"]["dir"] = cfg.absolute(cfg.output.dir)
-    data["work_dir"] = cfg.absolute(cfg.work_dir)
-    data["stages"] = [{"stage": s.name, **s.params.model_dump(mode="json")} for s in cfg.stages]
-    data["ray"]["address"] = None
-    if data.get("eval"):
-        data["eval"] = {d: [cfg.absolute(p) for p in paths] for d, paths in data["eval"].items()}
-    return data
-
-
-def submit(pipeline: Path, address: str, python: str = "python", output: str | None = None,
-           work_dir: str | None = None, wheel: Path | None = None, ablate: list[str] | None = None) -> str:
-    """`ablate`: run `thresher ablate` on the cluster instead of `thresher run`, with these
-    arguments after the pipeline (its -o folder and, for --baseline OTHER.yaml, that pipeline are
-    made absolute, the other pipeline shipped beside this one)."""
-    cfg = load_config(pipeline)
-    data = resolved_yaml(cfg)
-    if output:
-        data["output"]["dir"] = output if storage.is_remote(output) else str(Path(output).resolve())
-    if work_dir:
-        data["work_dir"] = work_dir if storage.is_remote(work_dir) else str(Path(work_dir).resolve())
+def submit(files: dict[str, str], entrypoint: str, address: str, wheel: Path | None = None,
+           metadata: dict | None = None) -> str:
+    """Submits a job that runs `entrypoint` in a working dir holding `files` (name -> text), with
+    thresher installed from `wheel` (default: built from this checkout); returns its id."""
     c = client(address)
     staging = Path(tempfile.mkdtemp(prefix="thresher-job-"))
     try:  # the working dir and the wheel are uploaded by submit_job: the staging copy can go after
-        (staging / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        command = "pipeline.yaml" + ("" if ablate is None else " ablate " + " ".join(
-            shlex.quote(a) for a in _ablate_args(ablate, staging)))
+        for name, text in files.items():
+            (staging / name).write_text(text)
         wheel = wheel or build_runtime_wheel(staging / "wheel")
-        job = dict(entrypoint=f"{python} -m thresher.jobs.entrypoint {command}",
-                   runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)], "excludes": ["wheel/"]},
-                   metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name})
+        job = dict(entrypoint=entrypoint, metadata=metadata or {},
+                   runtime_env={"working_dir": str(staging), "py_modules": [str(wheel)], "excludes": ["wheel/"]})
         return _submit_when_ready(c, job, address)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _ablate_args(args: list[str], staging: Path) -> list[str]:
-    """The ablate arguments as the cluster must read them: its output folder absolute, another
-    pipeline as baseline resolved like this one and shipped as baseline.yaml."""
-    out = list(args)
-    for flag in ("-o", "--output"):
-        if flag in out and out.index(flag) + 1 < len(out):
-            i = out.index(flag) + 1
-            out[i] = out[i] if storage.is_remote(out[i]) else str(Path(out[i]).resolve())
-    if "--baseline" in out and out.index("--baseline") + 1 < len(out):
-        i = out.index("--baseline") + 1
-        if out[i] != "raw":
-            other = resolved_yaml(load_config(Path(out[i])))
-            (staging / "baseline.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
-            out[i] = "baseline.yaml"
-    return out
 
 
 def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wait_s: float = 2.0) -> str:

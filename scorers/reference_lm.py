@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -19,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from thresher.scorers import cache_root
 
 # Beside a model that `train_reference` made: the ids of its training documents (D_ref), which
 # ref_perplexity drops instead of scoring.
@@ -88,7 +87,8 @@ def gguf_as_folder(path: str | Path, cache: str | Path | None = None) -> Path:
     with open(src, "rb") as fh:
         while chunk := fh.read(1 << 24):
             digest.update(chunk)
-    root = Path(cache or cache_root()) / "gguf"
+    # Thresher's cache folder (pipeline/core/cache.py; scorers import no pipeline code).
+    root = Path(cache or os.environ.get("THRESHER_CACHE") or Path.home() / ".cache" / "thresher") / "gguf"
     out = root / f"{src.stem}-{digest.hexdigest()}"
     if (out / "config.json").exists():
         return out

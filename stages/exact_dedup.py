@@ -2,7 +2,7 @@
 
 The winner of a hash is its smallest (id, source, position) row, so exactly one row survives
 even when copies share an id (the same file twice among the inputs). Global pass as a keyed
-group-by (pipeline/key_groups.py): each shard reports its first row per hash, the first per hash
+group-by (pipeline/toolkit/key_groups.py): each shard reports its first row per hash, the first per hash
 over the whole corpus wins, and each shard stores only its own winners' positions. The transform
 keeps a row only if its position is among them.
 
@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from thresher.pipeline import schema, storage
-from thresher.pipeline.dedup_index import clear, open_index, write_meta
-from thresher.pipeline.io import write_parquet
-from thresher.pipeline.key_groups import (
+from thresher.pipeline.core import schema, storage
+from thresher.pipeline.core.files import write_parquet
+from thresher.pipeline.core.stage import FitContext, LocalPath, OutputPath, Params, Stage, StateRecord, mark_dropped
+from thresher.pipeline.toolkit.dedup_index import clear, open_index, write_meta
+from thresher.pipeline.toolkit.key_groups import (
     KEY,
     SHARD,
     group_by_key,
@@ -33,8 +34,6 @@ from thresher.pipeline.key_groups import (
     run_starts,
     write_partitioned,
 )
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, LocalPath, OutputPath, Params, Stage, StateRecord, mark_dropped
 from thresher.scorers.hashing import text_hashes
 
 HASH = "exact_hash"
@@ -126,9 +125,22 @@ class Winners(StateRecord):
     earlier_rows: int = 0
 
 
-@register
 class ExactDedup(Stage):
+    """Exact dedup: keeps one document per normalised text.
+
+    Texts are compared normalised (lowercase, punctuation removed, whitespace collapsed); the other
+    copies are dropped as `exact_duplicate`. The document kept is the first by (id, source,
+    position), so exactly one survives even when copies share an id. The global pass is a corpus-wide
+    group-by on the text hash over hash partitions: no task holds a table the size of the corpus.
+
+    Incremental dedup across runs: `index: PATH` (a folder or an s3:// / gs:// prefix) writes the
+    run's distinct text hashes there after its global pass, `index.json` last; a later run's
+    `against: [PATH, ...]` drops its documents whose text is in one of those runs as
+    `duplicate_of_earlier`, one hash partition at a time, without reading the earlier corpus.
+    """
+
     name = "exact_dedup"
+    drop_reasons = ("exact_duplicate", "duplicate_of_earlier")
     inputs = (schema.ID, schema.TEXT, schema.SOURCE)
     outputs = (HASH,)
     row_positions = True

@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.key_groups import KEY, SHARD, group_by_key, load_shard
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, FitContext, Params, Stage, StateRecord
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import ColumnName, FitContext, Params, Stage, StateRecord
+from thresher.pipeline.toolkit.key_groups import KEY, SHARD, group_by_key, load_shard
 from thresher.scorers.hashing import find_sorted, text_hashes
 
 DUP_COUNT, WEIGHT = "dup_count", "fedrw_weight"
@@ -29,7 +28,7 @@ NO_COPIES = pa.table({KEY: pa.array([], pa.uint64()), COPIES: pa.array([], pa.in
 class FedRWParams(Params):
     count_column: ColumnName | None = Field(
         None, description="column holding the duplicate count C (e.g. dup_cluster_size); default: exact copies")
-    eps: float = Field(1e-6, ge=0.0)
+    eps: float = Field(1e-6, ge=0.0, description="added to ln(C + 1), so a weight is never infinite")
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,14 @@ def fedrw_weight(copies: np.ndarray, eps: float) -> np.ndarray:
     return 1.0 / (np.log(copies + 1.0) + eps)
 
 
-@register
 class FedRW(Stage):
+    """Down-weights a document with C copies to 1 / ln(C + 1) (FedRW) instead of deleting it.
+
+    The weight is 1 / (ln(C + 1) + eps). C comes from `count_column` (e.g. `dup_cluster_size` after `minhash_dedup` with
+    `policy: reweight`, so near duplicates count) or else from the exact copies of the normalised
+    text over the whole corpus. Adds `dup_count` and the weight `fedrw_weight`.
+    """
+
     name = "fedrw"
     inputs = (schema.TEXT,)
     outputs = (DUP_COUNT, WEIGHT)

@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from thresher.pipeline import schema
-from thresher.pipeline.io import json_records
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord, mark_dropped
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.files import json_records
+from thresher.pipeline.core.stage import FitContext, LocalPath, Params, Stage, StateRecord, mark_dropped
 from thresher.scorers.kenlm_model import document_perplexity
 from thresher.scorers.thresholds import best_f1_threshold, valley_threshold
 
@@ -27,11 +26,14 @@ from thresher.scorers.thresholds import best_f1_threshold, valley_threshold
 class HarmfulParams(Params):
     model: LocalPath = Field(description="KenLM model (.bin or .arpa) trained on harmful text only")
     tau: float | None = Field(None, gt=0, description="perplexity threshold; set tau_method: given")
-    tau_method: Literal["given", "valley", "f1"] = "valley"
+    tau_method: Literal["given", "valley", "f1"] = Field(
+        "valley", description="given (`tau`), valley (minimum of the corpus's log-perplexity histogram) or f1 "
+        "(best macro-F1 on the `validation` file)")
     validation: LocalPath | None = Field(None, description="labelled JSONL for tau_method: f1")
-    text_field: str = "text"
-    label_field: str = "label"
-    action: Literal["remove", "flag"] = "remove"
+    text_field: str = Field("text", description="the text field of the `validation` file")
+    label_field: str = Field("label", description="the 0/1 label field of the `validation` file (1: harmful)")
+    action: Literal["remove", "flag"] = Field(
+        "remove", description="remove harmful rows (reason `harmful`), or flag them in `harmful` and keep them")
     split_punctuation: bool = Field(False, description="split punctuation from words, as the model was trained "
                                     "(`train-kenlm --split-punctuation`); CCNet: no")
     empty_lines: Literal["count", "skip"] = Field("count", description="CCNet counts an empty line as one </s>")
@@ -92,9 +94,21 @@ class HarmThreshold(StateRecord):
     documents: int | None = None
 
 
-@register
 class HarmfulFilter(Stage):
+    """Drops or flags harmful documents: perplexity below tau under a KenLM model of harmful text.
+
+    "Perplexed by Quality" (Jansen et al. 2022): a KenLM
+    model trained only on harmful text (`thresher train-kenlm`) finds harmful documents likely, so a
+    document is harmful when its perplexity under that model is BELOW tau. Perplexity is CCNet's
+    (cc_net's text normalisation per line, every line scored with <s> and </s>); an empty document
+    gets none and is never harmful. tau is given, the valley of the corpus's log-perplexity
+    histogram, or the best macro-F1 on a labelled JSONL `validation` file. Adds `harm_ppl` and
+    `harmful`; `action: remove` drops harmful rows as `harmful`, `flag` keeps them.
+    """
+
     name = "harmful_filter"
+    example = {"model": "models/harm.bin"}
+    drop_reasons = ("harmful",)
     inputs = (schema.TEXT,)
     outputs = ("harm_ppl", "harmful")
     Params = HarmfulParams

@@ -7,22 +7,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from thresher.pipeline import schema
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage, mark_dropped
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import Params, Stage, mark_dropped
 
 
-@register
 class LengthFilter(Stage):
+    """Drops documents that are too short or too long, in characters or words.
+
+    Every row gets its `n_chars` and `n_words` (runs of non-space characters).
+    """
+
     name = "length_filter"
+    example = {"min_words": 20, "max_chars": 100000}
+    drop_reasons = ("too_short", "too_long")
     inputs = (schema.TEXT,)
     outputs = ("n_chars", "n_words")
 
     class Params(Params):
-        min_chars: int = Field(0, ge=0)
-        max_chars: int | None = Field(None, gt=0)
-        min_words: int = Field(0, ge=0)
-        max_words: int | None = Field(None, gt=0)
+        min_chars: int = Field(0, ge=0, description="fewer characters: dropped as too_short")
+        max_chars: int | None = Field(None, gt=0, description="more characters: dropped as too_long")
+        min_words: int = Field(0, ge=0, description="fewer words (runs of non-space): dropped as too_short")
+        max_words: int | None = Field(None, gt=0, description="more words: dropped as too_long")
 
         @model_validator(mode="after")
         def _ordered(self):

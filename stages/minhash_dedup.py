@@ -9,7 +9,7 @@ round is a class of its own, callable on one work item, so it can be tested alon
   2. VerifiedCandidates, per band partition: rows with equal band hash become candidate
      edges; an edge is kept if its signature agreement is decisively above `threshold`, or else
      if its exact shingle Jaccard (from the stored sets) reaches it (`verify`);
-  3. connected components by partitioned min-label propagation (pipeline/components.py);
+  3. connected components by partitioned min-label propagation (pipeline/toolkit/components.py);
   4. GroupByLabel: labels regrouped so that each component lies in one partition;
   5. ClusterRows, per label partition: the representative is the first member by (id, source,
      position), as in exact_dedup; cluster rows are written per shard, keyed by position (ids
@@ -29,10 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from thresher.pipeline import schema, storage
-from thresher.pipeline.io import write_parquet
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import (
+from thresher.pipeline.core import schema, storage
+from thresher.pipeline.core.files import write_parquet
+from thresher.pipeline.core.stage import (
     Columns,
     FitContext,
     LocalPath,
@@ -42,8 +41,9 @@ from thresher.pipeline.stage import (
     StateRecord,
     mark_dropped,
 )
-from thresher.pipeline.dedup_index import clear, open_index, write_meta
-from thresher.pipeline.key_groups import (
+from thresher.pipeline.toolkit.components import connected_components
+from thresher.pipeline.toolkit.dedup_index import clear, open_index, write_meta
+from thresher.pipeline.toolkit.key_groups import (
     doc_index,
     doc_parts,
     partition_of,
@@ -52,7 +52,6 @@ from thresher.pipeline.key_groups import (
     split_rows,
     write_partitioned,
 )
-from thresher.pipeline.components import connected_components
 from thresher.scorers.minhash import (
     band_hashes,
     candidate_pairs,
@@ -72,16 +71,18 @@ SURE_Z = 4.0  # standard errors of the signature estimate that decide a pair wit
 
 
 class MinHashParams(Params):
-    num_perm: int = Field(128, ge=8, le=1024)
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (datasketch's num_perm)")
     ngram: int = Field(5, ge=1, le=32, description="word n-gram shingles")
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of a duplicate")
-    bands: int | None = Field(None, ge=1)
-    rows: int | None = Field(None, ge=1)
+    bands: int | None = Field(None, ge=1, description="LSH bands; default: chosen with `rows` for `threshold` "
+                              "and the two weights, as datasketch chooses them")
+    rows: int | None = Field(None, ge=1, description="rows per band (set with `bands`)")
     # Candidates are verified, so a false positive costs one check while a false negative is a
     # duplicate kept: the banding leans to recall (at threshold 0.8: 14 bands of 9 rows, 99.9%
     # of pairs at J = 0.9 become candidates; datasketch's 0.5/0.5 gives 9 x 13 and 93%).
-    false_positive_weight: float = Field(0.1, ge=0.0)
-    false_negative_weight: float = Field(0.9, ge=0.0)
+    false_positive_weight: float = Field(0.1, ge=0.0, description="weight of false positives in the choice of "
+                                         "bands x rows (candidates are verified: cheap)")
+    false_negative_weight: float = Field(0.9, ge=0.0, description="weight of false negatives (a duplicate kept)")
     seed: int = Field(1, ge=0, description="datasketch's MinHash seed")
     scheme: Literal["legacy", "affine32", "affine64"] = Field("legacy", description=(
         "datasketch's permutation scheme: legacy or affine64 (hashfunc xxh64), or affine32 (hashfunc xxh32, "
@@ -89,7 +90,9 @@ class MinHashParams(Params):
     verify: Literal["auto", "exact", "signature", "none"] = Field(
         "auto", description="check candidate pairs: exact shingle Jaccard where the signature estimate is "
                             "not decisive (auto), exact for all, signature agreement alone, or not at all")
-    policy: Literal["remove", "reweight"] = "remove"
+    policy: Literal["remove", "reweight"] = Field(
+        "remove", description="remove all but one representative per cluster (reason `near_duplicate`), or keep "
+        "every row with dedup_weight = ln 2 / ln(size + 1)")
     chain_margin: float = Field(0.2, ge=0.0, lt=1.0, description=(
         "a member whose signature similarity to its cluster's representative is below threshold - "
         "chain_margin leaves the cluster (A~B~C~D chains never merge A with a far-off D)"))
@@ -490,9 +493,34 @@ def earlier_copies(matches: pa.Table, rows: pa.Array) -> np.ndarray:
                     per_row["index_count"].to_numpy()[pc.fill_null(idx, 0).to_numpy()], 0).astype(np.int32)
 
 
-@register
 class MinHashDedup(Stage):
+    """Near-duplicate clustering with MinHash LSH (datasketch-compatible); removes or down-weights copies.
+
+    MinHash over word n-gram shingles (5) of the normalised text,
+    `num_perm` permutations drawn exactly as `datasketch.MinHash` draws them (signatures equal
+    datasketch's for the same seed and shingles, in each of its schemes: `legacy` and `affine64` with
+    XXH64, `affine32` with XXH32, the fastest). Bands x rows minimise the weighted false-positive /
+    false-negative area for `threshold`, as datasketch's LSH does; the default weights lean to recall
+    (0.1 / 0.9: 14 bands of 9 rows at 0.8) because every candidate pair is verified: `verify: auto`
+    accepts or rejects a pair by signature agreement when that lies more than 4 standard errors from
+    the threshold and computes the exact shingle Jaccard for the rest. Clusters are connected
+    components (partitioned min-label propagation: no task or driver holds the graph whole); the
+    representative is the first member by (id, source, position). Chains (A~B~C~D, A and D far apart)
+    are cut: a member less similar than `threshold - chain_margin` to its representative leaves, and a
+    cluster keeps at most `max_cluster_size` members. Every row gets `dup_cluster`,
+    `dup_cluster_size`, `dup_is_rep`; `policy: remove` drops the others as `near_duplicate`,
+    `policy: reweight` keeps them with `dedup_weight = ln 2 / ln(size + 1)` (FedRW's 1/ln(C+1), scaled
+    so a unique document weighs 1). The manifest and `thresher report` list the largest clusters.
+
+    `index:` and `against:` work as for exact_dedup: the index holds the signatures, ids and band
+    table; a later run's document matching an indexed one on at least `threshold` of the
+    permutations is dropped as `duplicate_of_earlier` (with `policy: reweight`, counted in
+    `dup_earlier`). An index built with other MinHash parameters is refused with what differs.
+    """
+
     name = "minhash_dedup"
+    example = {"threshold": 0.8}
+    drop_reasons = ("near_duplicate", "duplicate_of_earlier")
     inputs = (schema.ID, schema.TEXT, schema.SOURCE)
     outputs = (CLUSTER, SIZE, IS_REP)
     Params = MinHashParams

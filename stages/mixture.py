@@ -12,7 +12,7 @@ equals its proportion.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -20,22 +20,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.output import lookup
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, GroupShares, LocalPath, Params, Stage, StateRecord
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import (
+    ColumnName,
+    GroupShares,
+    LocalPath,
+    Params,
+    Resources,
+    Stage,
+    StateRecord,
+    lookup,
+)
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 PROPORTION = "mixture_proportion"
 
 
 class MixtureParams(Params):
-    group_column: ColumnName = "domain"
+    group_column: ColumnName = Field("domain", description="the column whose values are the groups")
     docs_per_group: int = Field(300, ge=10, description="proxy-run sample per group")
     tokenizer: LocalPath | None = Field(None, description="local tokenizer; default: a BPE trained on the sample")
-    vocab_size: int = Field(2048, ge=256)
-    seq_len: int = Field(64, ge=8)
-    batch_size: int = Field(8, ge=2)
+    vocab_size: int = Field(2048, ge=256, description="vocabulary of the BPE trained on the sample")
+    seq_len: int = Field(64, ge=8, description="proxy sequence length (tokens)")
+    batch_size: int = Field(8, ge=2, description="proxy batch size (sequences)")
     steps: int = Field(600, ge=10, description="proxy training steps (each run)")
     round_steps: int | None = Field(None, ge=4, description="steps per Aioli round (update_steps); "
                                     "default: twice the learning phase (sweeps x groups x chunk_steps)")
@@ -46,9 +53,10 @@ class MixtureParams(Params):
     ema: float | None = Field(None, ge=0.0, lt=1.0, description="smooth A across rounds (reference: unset)")
     prior_steps: int = Field(0, ge=0, description="steps on the stratified mixture before the first round "
                                                   "(the reference's restricted setting)")
-    lr: float = Field(3e-3, gt=0.0)
+    lr: float = Field(3e-3, gt=0.0, description="proxy learning rate")
     proxy_size: Literal["tiny", "small"] = Field("tiny", description="proxy model (small: worth a GPU)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the proxy trains; auto: a GPU when "
+                                                  "there is one (the stage then asks for one)")
 
 
 @dataclass(frozen=True)
@@ -65,13 +73,35 @@ class MixturePlan(StateRecord):
         return cls(report["groups"], report["proportions"], report)
 
 
-@register
 class Mixture(Stage):
+    """Group proportions from an Aioli proxy run; each group's total weight becomes its proportion.
+
+    Aioli (Chen et al. 2024): a
+    seeded sample per group (`group_column`) trains a tiny proxy LM twice from the same seed, once at
+    stratified proportions and once under Aioli (the reference trainer's rule: rounds of sweeps over
+    the groups at a mix focused on one group; A = Q^-1 B from the validation-loss drops; an
+    exponentiated-gradient step on the proportions). The mixture is the mean proportions of the last
+    half of the rounds. The proxy runs train as one task with this stage's resources. It writes
+    `mixture.json` (proportions and A per round, both runs' validation losses), and every output row's
+    `weight` is scaled within its group so the group's total equals its proportion. A group too small
+    to fill the proxy's sequences keeps its stratified share.
+    """
+
     name = "mixture"
+    example = {"group_column": "domain"}
     inputs = (schema.ID, schema.TEXT)
     outputs = (PROPORTION,)
     Params = MixtureParams
     State = MixturePlan
+
+    @classmethod
+    def resources_for(cls, params: MixtureParams) -> Resources:
+        """A GPU for the proxy runs when they train on one (device cuda, or auto on a machine that has one)."""
+        if params.device == "auto":
+            import torch
+
+            return replace(cls.resources, gpus=1.0 if torch.cuda.is_available() else 0.0)
+        return replace(cls.resources, gpus=1.0 if params.device == "cuda" else 0.0)
 
     def _groups(self, table: pa.Table) -> pa.Array:
         return pc.cast(table[self.params.group_column], pa.string())
@@ -81,6 +111,8 @@ class Mixture(Stage):
         return sample_part(self._groups(table), table[schema.ID], table[schema.TEXT], self.params.docs_per_group)
 
     def merge(self, parts: list[dict]) -> MixturePlan:
+        """The proxy runs on the merged sample; the engine runs this as a task with the stage's
+        resources (its GPU with `device: cuda`), never in the driver."""
         from thresher.scorers.aioli import AioliMixer
         from thresher.scorers.proxy import GroupData, aioli_schedule, fixed_schedule, proxy_run
         from thresher.scorers.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -146,10 +178,10 @@ class Mixture(Stage):
     def summarize_state(self, state: MixturePlan) -> dict:
         return state.report
 
-    def group_shares(self, summary: dict | None) -> GroupShares:
+    def group_shares(self, state: MixturePlan) -> GroupShares:
         """Each group's final weight sums to its mixture proportion (mixture.json holds the run)."""
-        return GroupShares(self.params.group_column, dict(zip(summary["groups"], summary["proportions"])),
-                           "mixture.json", summary)
+        return GroupShares(self.params.group_column, dict(zip(state.groups, state.proportions)),
+                           "mixture.json", state.report)
 
     def transform(self, table: pa.Table, state: MixturePlan) -> pa.Table:
         p = dict(zip(state.groups, state.proportions))

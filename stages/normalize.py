@@ -6,10 +6,10 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import Params, Stage
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import Params, Stage
 
 
 def normalize_text(text: pa.Array | pa.ChunkedArray, form: str = "NFC") -> pa.Array:
@@ -22,14 +22,19 @@ def normalize_text(text: pa.Array | pa.ChunkedArray, form: str = "NFC") -> pa.Ar
     return pc.utf8_trim_whitespace(text)
 
 
-@register
 class Normalize(Stage):
+    """Unicode normalisation and whitespace clean-up of the text.
+
+    `text` is rewritten in place: Unicode normal form `form` (NFC by default), line ends as \\n,
+    other whitespace runs as one space, at most one blank line in a row, no space at either end.
+    """
+
     name = "normalize"
     inputs = (schema.TEXT,)
     outputs = (schema.TEXT,)
 
     class Params(Params):
-        form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFC"
+        form: Literal["NFC", "NFKC", "NFD", "NFKD"] = Field("NFC", description="Unicode normal form")
 
     def transform(self, table: pa.Table, state=None) -> pa.Table:
         i = table.column_names.index(schema.TEXT)

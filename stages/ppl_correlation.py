@@ -22,10 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.output import lookup
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import LocalPath, Params, Stage, StateRecord
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import LocalPath, Params, Stage, StateRecord, lookup
 from thresher.scorers.domain_classifier import DomainClassifier
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
@@ -81,9 +79,20 @@ class DomainWeights(StateRecord):
     included_mean_weight: float
 
 
-@register
 class PplCorrelation(Stage):
+    """Domain weights from perplexity correlations with a benchmark (Thrush et al. 2024).
+
+    The `perplexity-correlations` package's estimators: from a bits-per-byte matrix of many models over the domains (`thresher bpb-matrix`) and
+    a benchmark CSV (model, error), the per-domain correlation of bpb with error is projected under
+    per-domain caps tau_i = (bytes_i / total) / rate with the package's linear projection. A row's
+    `pc_weight` is its domain's projected share over the domain's share of the corpus. Domains the
+    matrix does not cover are scored by a fastText classifier trained on pages of included vs
+    excluded domains: `pc_prob` = P(include), their `pc_weight` = pc_prob x the mean weight of the
+    included domains.
+    """
+
     name = "ppl_correlation"
+    example = {"matrix": "models/bpb.parquet", "benchmark": "models/benchmark.csv", "rate": 0.5}
     inputs = (schema.ID, schema.TEXT, schema.DOMAIN)
     outputs = ("pc_weight", "pc_prob")
     weights = ("pc_weight",)
@@ -92,10 +101,11 @@ class PplCorrelation(Stage):
     class Params(Params):
         matrix: LocalPath = Field(description="bits-per-byte matrix Parquet (thresher bpb-matrix)")
         benchmark: LocalPath = Field(description="CSV with columns model, error")
-        estimator: Literal["spearman", "sign_cdf"] = "spearman"
+        estimator: Literal["spearman", "sign_cdf"] = Field(
+            "spearman", description="the package's correlation estimator of bpb with benchmark error")
         rate: float = Field(0.5, gt=0.0, le=1.0, description="share of the corpus the projection may select")
         pages_per_domain: int = Field(200, ge=5, description="pages per domain for the fastText classifier")
-        seed: int = 0
+        seed: int = Field(0, description="seed of the classifier's page sample and training")
 
     def partial(self, table: pa.Table) -> dict:
         return sample_part(table[schema.DOMAIN], table[schema.ID], table[schema.TEXT], self.params.pages_per_domain)

@@ -17,9 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, Params, Stage, StateRecord, mark_dropped
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import ColumnName, Params, Stage, StateRecord, mark_dropped
 
 _ALL = ""
 Key = tuple[float, str]  # (score, id): ranks are taken in this order, so ties break by id
@@ -43,17 +42,28 @@ def band_ranks(n: int, band: str, rate: float) -> tuple[int, int]:
     return start, start + k
 
 
-@register
 class PplSelect(Stage):
+    """Keeps a perplexity band (low, medium or high) at a selection rate (Ankner et al. 2024).
+
+    Keeps exactly round(rate x N) documents by rank
+    of (score, id), over the corpus or per domain: the lowest (`low`), the middle (`medium`,
+    percentiles 50 +- 50 rate) or the highest (`high`). The paper's best: high for the Pile, medium
+    for Dolma, rate 0.5. Documents without a score are dropped as `ppl_missing`, the rest outside the
+    band as `ppl_band`.
+    """
+
     name = "ppl_select"
+    example = {"band": "medium", "rate": 0.5}
+    drop_reasons = ("ppl_band", "ppl_missing")
     inputs = (schema.ID, schema.DOMAIN)
     outputs = ()
     State = KeptRanges
 
     class Params(Params):
-        band: Literal["low", "medium", "high"] = "high"
+        band: Literal["low", "medium", "high"] = Field(
+            "high", description="keep the lowest, the middle (percentiles 50 +- 50 rate) or the highest perplexities")
         rate: float = Field(0.5, gt=0.0, le=1.0, description="fraction of documents kept")
-        per_domain: bool = False
+        per_domain: bool = Field(False, description="select within each domain instead of over the corpus")
         column: ColumnName = Field("ref_ppl", description="the score to rank by")
 
     def _keys(self, table: pa.Table) -> pa.Table:

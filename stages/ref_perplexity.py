@@ -1,6 +1,6 @@
 """Reference-model perplexity (Ankner et al. 2024): score every document with a small causal LM.
 
-Runs in long-lived workers (an actor pool; `num_gpus` per actor on a GPU cluster) that load the
+Runs in long-lived workers (`num_gpus` per worker on a GPU cluster) that load the
 model once. Documents of the reference model's own training split (`reference_ids.parquet`,
 written by `thresher train-reference`) are dropped with reason `reference_split`, so the model
 never scores the text it was trained on.
@@ -18,32 +18,44 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import LocalPath, Params, Resources, Stage, mark_dropped
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import LocalPath, Params, Resources, Stage, mark_dropped
 from thresher.scorers.reference_lm import REFERENCE_IDS
-
 
 
 class RefPerplexityParams(Params):
     model: LocalPath = Field(description="local folder of a Hugging Face causal LM + tokenizer, or a .gguf file "
                                          "(dequantised once into $THRESHER_CACHE)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when the worker has one")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on a CPU")
     batch_tokens: int | None = Field(None, gt=0, description="tokens per forward batch (padding included); "
                                      "default 1,024 on a CPU, 32,768 on a GPU")
     max_length: int | None = Field(None, gt=1, description="window length; default: the model's context")
     num_gpus: float | None = Field(None, ge=0, description="per worker; default 1 when scoring on a GPU")
-    exclude_reference: bool = True
+    exclude_reference: bool = Field(True, description="drop the model's own training documents "
+                                    "(reference_ids.parquet beside it) as reference_split")
 
 
-@register
 class RefPerplexity(Stage):
+    """Scores every document with a reference causal LM: perplexity and bits per byte.
+
+    Ankner et al. 2024: the model is a local Hugging Face
+    causal LM (a folder, or a GGUF file dequantised once into $THRESHER_CACHE): [bos] + tokens in
+    windows of the model's context overlapping by one token (every token predicted once),
+    length-sorted and packed under a token budget; bf16 + SDPA on a GPU, fp32 on a CPU. Adds
+    `ref_ppl`, `ref_bpb` (bits per UTF-8 byte: comparable across tokenizers) and `ref_tokens`. The
+    model's own training documents (`thresher train-reference` saves their ids beside it) are
+    dropped as `reference_split` rather than scored. The model loads once per worker.
+    """
+
     name = "ref_perplexity"
+    example = {"model": "models/ref"}
+    drop_reasons = ("reference_split",)
     inputs = (schema.ID, schema.TEXT)
     outputs = ("ref_ppl", "ref_bpb", "ref_tokens")
     Params = RefPerplexityParams
-    resources = Resources(cpus=1.0, actor=True)  # the model loads once per actor
+    resources = Resources(cpus=1.0)  # the model loads once per worker (setup)
 
     @classmethod
     def resources_for(cls, params: RefPerplexityParams) -> Resources:

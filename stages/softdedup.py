@@ -22,9 +22,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from thresher.pipeline import schema, storage
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import FitContext, LocalPath, Params, Stage, StateRecord
+from thresher.pipeline.core import schema, storage
+from thresher.pipeline.core.stage import FitContext, LocalPath, Params, Stage, StateRecord
 from thresher.scorers.ngram import commonness, distinct_keys, is_unigram, key_counts, ngram_keys
 from thresher.scorers.tokenizer import load_tokenizer
 
@@ -37,8 +36,8 @@ class SoftDedupParams(Params):
     tokenizer: LocalPath | None = Field(None, description="local Hugging Face tokenizer folder; default: words")
     beta: float = Field(1.0, gt=0.0, description="strength of the lower-order prior")
     segments: int = Field(10, ge=1, description="K equal-count segments")
-    w_min: float = Field(0.1, gt=0.0)
-    w_max: float = Field(10.0, gt=0.0)
+    w_min: float = Field(0.1, gt=0.0, description="lowest segment weight")
+    w_max: float = Field(10.0, gt=0.0, description="highest segment weight")
 
     partitions: int | None = Field(None, ge=1, le=4096, description=(
         "key partitions of the count (a power of two; default: twice the shards, at least 16)"))
@@ -188,8 +187,19 @@ class NgramWeights(StateRecord):
     weights: np.ndarray
 
 
-@register
 class SoftDedup(Stage):
+    """Down-weights documents by their n-gram commonness instead of deleting them (SoftDedup).
+
+    He et al. 2024. The n-grams (`n`, 4) of words, or of a local tokenizer's tokens, are counted exactly over
+    the corpus (a keyed group-by over `partitions` of a 60-bit key space: no task holds the corpus's
+    counts, no bucket collision inflates them); commonness = the geometric-mean n-gram probability of
+    a document under an interpolated Dirichlet-prior model of those counts (`beta`). Documents sorted
+    by commonness fall into `segments` equal-count segments (exact copies always share one); a
+    segment weighs 1 / its mean commonness, clipped to [w_min, w_max] and scaled so the mean weight is
+    1. Adds `commonness` and the weight `softdedup_weight`. Scratch on disk: about 112 bytes per
+    token during the global pass.
+    """
+
     name = "softdedup"
     inputs = (schema.TEXT,)
     outputs = (COMMONNESS, WEIGHT)

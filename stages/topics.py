@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.pipeline import schema
-from thresher.pipeline.registry import register
-from thresher.pipeline.stage import ColumnName, LocalPath, Params, Stage, StateRecord
+from thresher.pipeline.core import schema
+from thresher.pipeline.core.stage import ColumnName, LocalPath, Params, Stage, StateRecord
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 _ALL = "all"
@@ -31,16 +30,17 @@ _ALL = "all"
 class TopicsParams(Params):
     k: int = Field(8, ge=2, description="number of topics")
     sample: int = Field(20_000, ge=10, description="documents the clustering is fitted on")
-    svd_dim: int = Field(64, ge=2)
+    svd_dim: int = Field(64, ge=2, description="TF-IDF + SVD embedding dimensions")
     max_features: int = Field(50_000, ge=100, description="vocabulary for the topic labels")
     hash_features: int = Field(2**18, ge=1024, description="hashed TF-IDF dimensions")
-    top_terms: int = Field(4, ge=1)
+    top_terms: int = Field(4, ge=1, description="terms in a topic's label")
     embedding_model: LocalPath | None = Field(None, description="local HF encoder folder; default TF-IDF + SVD")
     loss_column: ColumnName | None = Field(None, description="per-document reference loss, e.g. ref_bpb")
-    toremi_stage: Literal[1, 2] = 1
-    w_min: float = Field(0.2, gt=0.0)
-    w_max: float = Field(5.0, gt=0.0)
-    seed: int = 0
+    toremi_stage: Literal[1, 2] = Field(1, description="ToReMi's update: 1 raises high-loss topics, 2 also "
+                                        "lowers low-loss ones")
+    w_min: float = Field(0.2, gt=0.0, description="lowest topic weight (stage 2)")
+    w_max: float = Field(5.0, gt=0.0, description="highest topic weight")
+    seed: int = Field(0, description="seed of the sample and the clustering")
 
 
 def toremi_weights(losses: np.ndarray, stage: int, w_min: float, w_max: float) -> np.ndarray:
@@ -132,9 +132,19 @@ class TopicModel(StateRecord):
     topic_loss: list[float] | None
 
 
-@register
 class Topics(Stage):
+    """Topic clusters and per-topic weights (ToReMi).
+
+    ToReMi (Zhu et al. 2025): a seeded sample is embedded (a local
+    encoder, mean-pooled, or TF-IDF + truncated SVD), clustered with MiniBatchKMeans (`k`), and each
+    topic labelled with its top TF-IDF terms. With `loss_column` (e.g. `ref_bpb`), topic weights
+    follow ToReMi from w = 1: stage 1 w <- min(w L_t / mean L, w_max) for topics above the mean loss;
+    stage 2 w <- clip(w (2 - L_t / mean L), w_min, w_max). Adds `topic`, `topic_label` and the weight
+    `topic_weight`.
+    """
+
     name = "topics"
+    example = {"k": 8, "loss_column": "ref_bpb"}
     inputs = (schema.ID, schema.TEXT)
     outputs = ("topic", "topic_label", "topic_weight")
     weights = ("topic_weight",)

@@ -20,7 +20,7 @@ CRASH_EXIT = 17
 
 class CrashAfterStage:
     def __init__(self, inner, work_root, stage: str):
-        from thresher.pipeline import storage
+        from thresher.pipeline.core import storage
 
         self.inner, self.work_root, self.stage = inner, storage.location(work_root), stage
         self.name = getattr(inner, "name", "wrapped")
@@ -47,7 +47,7 @@ class _DieAfterWriting:
         self.task, self.marker = task, str(marker)
 
     def setup(self) -> None:
-        from thresher.pipeline import runner
+        from thresher.pipeline.engine import runner
 
         real, marker = runner.write_parquet, self.marker
 
@@ -72,7 +72,7 @@ class KillWorkerOnce:
         self.name = getattr(inner, "name", "wrapped")
 
     def map(self, task, items, *args, **kwargs):
-        from thresher.pipeline.runner import SegmentTask
+        from thresher.pipeline.engine.runner import SegmentTask
 
         if isinstance(task, SegmentTask):
             task = _DieAfterWriting(task, self.marker)
@@ -86,12 +86,11 @@ class KillWorkerOnce:
 
 
 def main(argv: list[str]) -> None:
-    from thresher.pipeline.config import load_config
-    from thresher.pipeline.executor import make_executor
-    from thresher.pipeline.progress import Progress
-    from thresher.pipeline.runner import Runner
-
-    from thresher.pipeline import storage
+    from thresher.pipeline.core import storage
+    from thresher.pipeline.engine.config import load_config
+    from thresher.pipeline.engine.executor import make_executor
+    from thresher.pipeline.engine.progress import Progress
+    from thresher.pipeline.engine.runner import Runner
 
     kill_worker = argv[0] == "--kill-worker"
     what, pipeline = argv[-2:]

@@ -6,21 +6,21 @@ import hashlib
 import json
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, write_pipeline
 import faults
+from conftest import REPO, write_pipeline
 from faults import KillWorkerOnce
 from local_cluster import LocalCluster
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor, RayExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor, RayExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 
 def _digests(out: Path) -> dict[str, str]:
@@ -28,10 +28,11 @@ def _digests(out: Path) -> dict[str, str]:
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", *args], capture_output=True, text=True,
                           env=env, timeout=600)
 
 
+@pytest.mark.slow  # a head and a worker node of their own (ray start)
 def test_submit_to_a_two_node_cluster_matches_a_local_run(tmp_path):
     demo = REPO / "configs" / "demo.yaml"
     local = Runner(load_config(demo), executor=InlineExecutor(), progress=Progress(False),
@@ -106,7 +107,7 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
                            "--target", str(tmp_path / "site"), str(wheel)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "site" / "thresher" / "pipeline" / "runner.py").exists()
+    assert (tmp_path / "site" / "thresher" / "pipeline" / "engine" / "runner.py").exists()
     assert (tmp_path / "site" / "thresher" / "configs" / "demo.yaml").exists()
     # `thresher demo` needs no checkout: the corpus and the harmful sample are package data.
     assert (tmp_path / "site" / "thresher" / "demo_data" / "scripture.jsonl.gz").exists()
@@ -121,7 +122,8 @@ def test_runtime_wheel_has_no_requirements_and_installs_offline(tmp_path):
     (src / "build" / "lib" / "thresher" / "scorers").mkdir(parents=True, exist_ok=True)
     (src / "build" / "lib" / "thresher" / "scorers" / "gone.py").write_text("deleted = True\n")
     assert build_runtime_wheel(tmp_path / "same", source=src).name == wheel.name
-    (src / "pipeline" / "runner.py").write_text((src / "pipeline" / "runner.py").read_text() + "\n# changed\n")
+    runner = src / "pipeline" / "engine" / "runner.py"
+    runner.write_text(runner.read_text() + "\n# changed\n")
     assert build_runtime_wheel(tmp_path / "changed", source=src).name != wheel.name
 
 
@@ -148,6 +150,7 @@ def test_submit_retries_while_a_new_cluster_has_no_job_agent():
         _submit_when_ready(Client([not_ready] * 50), {}, "http://x:8265", patience_s=0.05, wait_s=0.01)
 
 
+@pytest.mark.slow  # a head and a worker node of their own (ray start)
 def test_a_token_auth_cluster_and_wrong_job_ids_give_clear_errors(tmp_path):
     """Ray >= 2.60 token auth, set up as the README says; a client without the token is told what to
     set (exit 3), an unknown job id is a one-line error (exit 2), and a client with the token works."""

@@ -12,7 +12,7 @@ import yaml
 from scipy import stats
 
 from conftest import REPO
-from thresher.pipeline.ablation import summarize
+from thresher.pipeline.commands.ablation import summarize
 
 
 def _seed(curated: list[float], baseline: list[float]) -> dict:
@@ -36,7 +36,7 @@ def test_summary_pairs_the_seeds_and_says_which_arm_won():
 
 
 def _ablate(*args):
-    return subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "ablate", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", "ablate", *args], capture_output=True,
                           text=True, timeout=1200)
 
 
@@ -70,7 +70,7 @@ def test_ablate_runs_end_to_end_resumes_and_repeats(tmp_path):
     for arm in ("curated", "baseline"):
         assert repeat[arm]["final"] == first[arm]["final"]
     # The report of the curated output shows the ablation.
-    report = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "report", str(tmp_path / "a" / "curated")],
+    report = subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", "report", str(tmp_path / "a" / "curated")],
                             capture_output=True, text=True)
     assert report.returncode == 0 and 'id="ablation"' in (tmp_path / "a" / "curated" / "report.html").read_text()
 

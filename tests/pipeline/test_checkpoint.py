@@ -1,9 +1,9 @@
 import numpy as np
 import pyarrow as pa
 
-from thresher.pipeline.checkpoint import delta, materialize
-from thresher.pipeline.io import write_parquet
-from thresher.pipeline.workdir import StageDir
+from thresher.pipeline.core.files import write_parquet
+from thresher.pipeline.engine.checkpoint import delta, materialize
+from thresher.pipeline.engine.workdir import StageDir
 
 
 def test_materialize_composes_kept_positions_whether_sliced_or_taken(tmp_path):

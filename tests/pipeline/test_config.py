@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO, write_pipeline
-from thresher.pipeline.config import ConfigError, load_config
+from conftest import REPO, thresher, write_pipeline
+from thresher.pipeline.engine.config import ConfigError, load_config
 
 
 def _errors(tmp_path, text: str) -> ConfigError:
@@ -73,8 +70,8 @@ def test_parameter_constraints(tmp_path):
 
 
 def test_stage_needing_a_column_nobody_adds(tmp_path, monkeypatch):
-    from thresher.pipeline import registry
-    from thresher.pipeline.stage import Stage
+    from thresher.pipeline.core.stage import Stage
+    from thresher.pipeline.engine import registry
 
     class NeedsScore(Stage):
         name = "needs_score_for_test"
@@ -113,11 +110,10 @@ def test_columns_named_by_parameters_are_checked_before_running_at_their_line(tm
 def test_cli_validate_exit_codes(tmp_path):
     good = write_pipeline(tmp_path / "good.yaml", inputs=[{"paths": ["*.jsonl"]}], stages=[{"stage": "normalize"}])
     bad = write_pipeline(tmp_path / "bad.yaml", inputs=[{"paths": ["*.jsonl"]}], stages=[{"stage": "nope"}])
-    cli = [sys.executable, "-m", "thresher.pipeline.cli", "validate"]
-    ok = subprocess.run(cli + [str(good)], capture_output=True, text=True)
+    ok = thresher("validate", good)
     assert ok.returncode == 0, ok.stderr
     assert "ok" in ok.stdout
-    ko = subprocess.run(cli + [str(bad)], capture_output=True, text=True)
+    ko = thresher("validate", bad)
     assert ko.returncode == 2
     assert "stages[0].stage" in ko.stderr and "unknown stage 'nope'" in ko.stderr
 
@@ -130,7 +126,7 @@ def test_shipped_configs_are_valid(name):
 
 def test_overrides_make_a_validated_copy(tmp_path):
     from conftest import write_pipeline
-    from thresher.pipeline.config import ConfigError, load_config
+    from thresher.pipeline.engine.config import ConfigError, load_config
 
     cfg = load_config(write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}], executor="ray"))
     new = cfg.with_overrides(executor="inline", ray={"address": "auto"})
@@ -143,8 +139,8 @@ def test_overrides_make_a_validated_copy(tmp_path):
 def test_every_path_parameter_resolves_against_the_yaml_folder(tmp_path):
     """Parameters typed LocalPath (required or optional, or a list of them) or OutputPath are relative
     to the YAML file, as inputs are; URIs stay as they are."""
-    from thresher.pipeline import registry
-    from thresher.pipeline.stage import is_output_field, is_path_field
+    from thresher.pipeline.core.stage import is_output_field, is_path_field
+    from thresher.pipeline.engine import registry
 
     stages = [{"stage": "softdedup", "tokenizer": "tok"},
               {"stage": "harmful_filter", "model": "m/harm.bin", "tau_method": "f1", "validation": "v.jsonl"},

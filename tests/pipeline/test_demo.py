@@ -10,13 +10,13 @@ import sys
 import pyarrow.parquet as pq
 
 from conftest import REPO
-from thresher.pipeline.domain_losses import alarms, domain_losses
-from thresher.pipeline.progress import RECORD, last_record
+from thresher.pipeline.commands.domain_losses import alarms, domain_losses
+from thresher.pipeline.engine.progress import RECORD, last_record
 
 
 def test_demo_pipeline_runs_on_ray_and_accounts_for_every_row(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(REPO / "configs" / "demo.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", "run", str(REPO / "configs" / "demo.yaml"),
                            "--output", str(out), "--work-dir", str(work), "--progress-records"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,12 +9,13 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 
-from thresher.pipeline import registry
+from thresher.pipeline.engine import registry
 
 
 def _demo(out):
-    return subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "demo", "-o", str(out)],
+    return subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", "demo", "-o", str(out)],
                           capture_output=True, text=True, timeout=900)
 
 
@@ -22,6 +23,7 @@ def _digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
 
 
+@pytest.mark.slow  # the whole demo, twice (about 5 minutes on 2 cores)
 def test_the_demo_runs_every_stage_and_a_rerun_reuses_everything(tmp_path):
     res = _demo(tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]

@@ -10,19 +10,20 @@ import pytest
 
 from conftest import write_pipeline
 from harmful_data import labelled_sets
-from thresher.pipeline.config import load_config
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
-from thresher.pipeline.executor import InlineExecutor
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 
 @pytest.mark.slow
 def test_every_stage_end_to_end(demo_subset, tmp_path):
+    import gzip
+
+    from thresher.pipeline.core.files import write_parquet
+    from thresher.scorers.bpb_matrix import bpb_matrix
     from thresher.scorers.kenlm_model import train_kenlm
     from thresher.scorers.reference_lm import train_reference
-    from thresher.scorers.bpb_matrix import bpb_matrix
-    from thresher.pipeline.io import write_parquet
-    import gzip
 
     texts = []
     with gzip.open(demo_subset / "scripture.jsonl.gz", "rt") as fh:

@@ -14,24 +14,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import TESTS, demo_texts, write_pipeline
+from conftest import TESTS, demo_texts, thresher, write_pipeline
 from faults import CRASH_EXIT
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor, TaskFailed
-from thresher.pipeline.io import StorageError
-from thresher.pipeline.lock import LockHeld, RunLock
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
-
-CLI = [sys.executable, "-m", "thresher.pipeline.cli"]
+from thresher.pipeline.core.files import StorageError
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.errors import TaskFailed
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.lock import LockHeld, RunLock
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 
 def _run(path: Path, **kw):
     return Runner(load_config(path), executor=InlineExecutor(), progress=Progress(False), **kw).run()
-
-
-def _cli(*args, env=None):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env)
 
 
 def _twin_files(folder: Path, n: int = 40) -> list[str]:
@@ -62,18 +57,18 @@ def test_output_and_work_dir_inside_the_input_glob_are_never_ingested(tmp_path):
                        stages=[{"stage": "exact_dedup"}], output={"dir": "corpus/out"}, work_dir="corpus/work")
     counts = []
     for _ in range(3):
-        res = _cli("run", p, "-q")
+        res = thresher("run", p, "-q")
         assert res.returncode == 0, res.stderr
         m = _consistent(corpus / "out")
         counts.append((m["totals"]["rows_in"], m["output"]["rows"], m["inputs"]["files"]))
     assert counts == [(40, 40, 1)] * 3
     assert "left out: Thresher never reads its own output or work dir" in res.stderr
     # Another run's output under the glob (written with -o) is Thresher's too.
-    assert _cli("run", p, "-q", "-o", corpus / "other").returncode == 0
+    assert thresher("run", p, "-q", "-o", corpus / "other").returncode == 0
     assert _consistent(corpus / "other")["totals"]["rows_in"] == 40
     # Nothing left but Thresher's own files: an error that says so, not an empty run.
     (corpus / "a.parquet").unlink()
-    res = _cli("run", p, "-q")
+    res = thresher("run", p, "-q")
     assert res.returncode == 2 and "lie in Thresher's own output or work dirs" in res.stderr
 
 
@@ -81,9 +76,9 @@ def test_output_and_work_dir_inside_the_input_glob_are_never_ingested(tmp_path):
 
 def _publish_killed(p: Path) -> subprocess.CompletedProcess:
     """`thresher run` killed (os._exit) at the moment it would publish a completely written output."""
-    code = ("import os, sys; from thresher.pipeline import publish; "
+    code = ("import os, sys; from thresher.pipeline.engine import publish; "
             "publish.OutputDir.publish = lambda self, version: os._exit(9); "
-            "from thresher.pipeline.cli import main; sys.argv[0] = 'thresher'; main()")
+            "from thresher.pipeline.commands.cli import main; sys.argv[0] = 'thresher'; main()")
     return subprocess.run([sys.executable, "-c", code, "run", str(p), "-q"], capture_output=True, text=True)
 
 
@@ -110,7 +105,7 @@ def test_a_crash_before_or_while_publishing_keeps_the_old_output_whole(tmp_path)
 
     # A failure while writing the new output (here: the first data shard) leaves the old one.
     write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=stages(10))
-    from thresher.pipeline import runner
+    from thresher.pipeline.engine import runner
 
     real = runner.FinalizeTask.__call__
 
@@ -164,12 +159,12 @@ def test_disk_full_while_publishing_keeps_the_old_output_and_names_the_path(tmp_
         ballast.write_bytes(b"\0" * (free - 64 * 1024))
         write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[{"stage": "exact_dedup"}],
                        output={"dir": str(disk / "out")})
-        res = _cli("run", p, "-q")
+        res = thresher("run", p, "-q")
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert str(disk / "out") in res.stderr and "disk is full" in res.stderr
         assert _consistent(disk / "out") == first
         ballast.unlink()
-        assert _cli("run", p, "-q").returncode == 0
+        assert thresher("run", p, "-q").returncode == 0
         assert "exact_hash" in _consistent(disk / "out")["output"]["columns"]
 
 
@@ -179,7 +174,7 @@ def test_disk_full_in_the_work_dir_names_the_path_and_the_fix(tmp_path):
     with _tmpfs(tmp_path / "small", "256k") as disk:
         p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[{"stage": "exact_dedup"}],
                            work_dir=str(disk / "work"))
-        res = _cli("run", p, "-q")
+        res = thresher("run", p, "-q")
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert str(disk / "work") in res.stderr and "disk is full" in res.stderr
 
@@ -190,7 +185,7 @@ def test_exact_copies_sharing_ids_across_files_keep_one_row_each(tmp_path):
     texts = _twin_files(tmp_path)
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["**/*.jsonl"], "id_column": "doc_id"}],
                        stages=[{"stage": "exact_dedup"}], shard_rows=15)
-    res = _cli("run", p)
+    res = thresher("run", p)
     assert res.returncode == 0, res.stderr
     assert "warning: 40 id(s) repeat across the inputs (40 extra rows; e.g. 'd000' in a.jsonl, sub/b.jsonl)" in res.stderr
     m = _consistent(tmp_path / "out")
@@ -218,7 +213,7 @@ def test_on_duplicate_id_error_and_suffix(tmp_path):
     _twin_files(tmp_path, 5)
     inputs = [{"paths": ["**/*.jsonl"], "id_column": "doc_id"}]
     p = write_pipeline(tmp_path / "p.yaml", inputs=inputs, stages=[], on_duplicate_id="error")
-    res = _cli("run", p, "-q")
+    res = thresher("run", p, "-q")
     assert res.returncode == 2 and "5 id(s) occur more than once" in res.stderr
     assert "'d000' x2 in a.jsonl, sub/b.jsonl" in res.stderr and "on_duplicate_id: suffix" in res.stderr
     write_pipeline(p, inputs=inputs, stages=[], on_duplicate_id="suffix", shard_rows=2)
@@ -237,58 +232,19 @@ def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[])
     _run(p)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from thresher.pipeline.lock import RunLock; "
+        "import sys, time; from thresher.pipeline.engine.lock import RunLock; "
         f"RunLock(__import__('pathlib').Path({str(tmp_path / 'work' / '.thresher' / 'lock')!r}), 'work dir', 'k').acquire(); "
         "print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        res = _cli("run", p, "-q")
+        res = thresher("run", p, "-q")
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert f"is in use by pid {holder.pid} on" in res.stderr and "work key k" in res.stderr
     finally:
         holder.kill()
         holder.wait()
     # The holder is gone (killed): its lock went with it.
-    assert _cli("run", p, "-q").returncode == 0
+    assert thresher("run", p, "-q").returncode == 0
     with RunLock(tmp_path / "out" / ".thresher" / "lock", "output dir", "mine"):
         with pytest.raises(LockHeld, match=r"output dir .*out is in use by pid \d+ .*work key mine"):
             _run(p)
-
-
-# --- 9. An embedded Ray ends with its driver ------------------------------------------------
-
-def test_an_embedded_ray_does_not_outlive_a_killed_driver(tmp_path):
-    psutil = pytest.importorskip("psutil")
-    code = ("import time; from thresher.pipeline.executor import RayExecutor; RayExecutor(num_cpus=1).ready(); "
-            "print('ready', flush=True); time.sleep(600)")
-    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, RAY_AUTH_MODE="disabled"))
-    try:
-        assert driver.stdout.readline().strip() == "ready"
-        import time
-
-        time.sleep(2)  # the agents start right after ray.init returns
-        spawned = psutil.Process(driver.pid).children(recursive=True)
-        names = {p.name() for p in spawned}
-        assert any("raylet" in n for n in names) and len(spawned) >= 4, names
-    finally:
-        driver.kill()  # SIGKILL: no atexit, no ray.shutdown()
-        driver.wait()
-    gone, alive = psutil.wait_procs(spawned, timeout=30)
-    assert not alive, [(p.pid, p.name()) for p in alive]
-
-
-def test_an_embedded_raylet_retries_its_store_connection_at_50_ms_unless_the_user_set_it():
-    """The raylet reads its connect retries from the environment ray.init passes on: ours unless
-    the user exported their own."""
-    pytest.importorskip("psutil")  # the driver below finds the raylet with it
-    code = ("import psutil; from thresher.pipeline.executor import RayExecutor; "
-            "e = RayExecutor(num_cpus=1).ready(); "
-            "raylet = next(p for p in psutil.Process().children(recursive=True) if 'raylet' in p.name()); "
-            "env = raylet.environ(); "
-            "print(env.get('RAY_raylet_client_connect_timeout_milliseconds'), "
-            "env.get('RAY_raylet_client_num_connect_attempts')); e.close()")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                          env=dict(os.environ, RAY_AUTH_MODE="disabled", RAY_raylet_client_num_connect_attempts="300"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["50", "300"]

@@ -9,13 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_pipeline
-from thresher.pipeline.checkpoint import materialize
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.in_place import InputChangedError
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
-from thresher.pipeline.workdir import StageDir
+from thresher.pipeline.engine.checkpoint import materialize
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.in_place import InputChangedError
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
+from thresher.pipeline.engine.workdir import StageDir
 
 WORDS = "river stone light harbour window garden letter morning silver quiet".split()
 

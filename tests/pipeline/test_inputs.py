@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor, TaskFailed
-from thresher.pipeline.io import InputError
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.core.files import InputError
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.errors import TaskFailed
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 PROSE = "the quick brown fox jumps over the lazy dog and keeps running far away"
 
@@ -162,7 +163,7 @@ def test_invalid_utf8_in_string_columns_of_parquet_and_hf_disk(tmp_path):
 
 
 def test_clean_jsonl_readers_skip_a_bom_and_name_the_line_of_a_surrogate(tmp_path):
-    from thresher.pipeline.io import json_records
+    from thresher.pipeline.core.files import json_records
 
     good = tmp_path / "g.jsonl"
     good.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "x", "label": 1}).encode() + b"\n")

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from html.parser import HTMLParser
 
@@ -16,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from conftest import thresher, write_pipeline
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 
 class _Collect(HTMLParser):
@@ -58,8 +57,7 @@ def reported_run(demo_subset, tmp_path):
                                                      "id_column": "doc_id", "domain_column": "domain"}],
                        stages=stages)
     res = Runner(load_config(p), executor=InlineExecutor(), progress=Progress(False)).run()
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "report", str(res.output_dir)],
-                          capture_output=True, text=True)
+    proc = thresher("report", res.output_dir)
     assert proc.returncode == 0, proc.stderr
     return res.output_dir, proc.stderr
 
@@ -112,7 +110,7 @@ def test_report_answers_what_each_domain_lost(reported_run):
     for img in parsed.images:
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(page.encode()) < 2_000_000
-    from thresher.pipeline.report import render
+    from thresher.pipeline.commands.report import render
 
     assert render(out_dir).read_text() == page  # deterministic
     dedup = next(st for st in manifest["stages"] if st["name"] == "minhash_dedup")
@@ -145,6 +143,5 @@ def test_report_in_a_real_browser(reported_run, tmp_path):
 
 
 def test_report_needs_a_finished_run(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "report", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = thresher("report", tmp_path)
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,15 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import TESTS, write_pipeline
+from conftest import TESTS, thresher, write_pipeline
 from faults import CRASH_EXIT
-from thresher.pipeline import registry
-from thresher.pipeline.accounting import AccountingError
-from thresher.pipeline.config import ConfigError, load_config
-from thresher.pipeline.executor import InlineExecutor, RayExecutor, TaskFailed
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner, StageContractError, apply_stage, plan_segments
-from thresher.pipeline.stage import Resources, Stage
+from thresher.pipeline.core.stage import Resources, Stage, mark_dropped
+from thresher.pipeline.engine import registry
+from thresher.pipeline.engine.accounting import AccountingError
+from thresher.pipeline.engine.config import ConfigError, load_config
+from thresher.pipeline.engine.errors import StageContractError, TaskFailed
+from thresher.pipeline.engine.executor import InlineExecutor, RayExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner, apply_stage, plan_segments
 
 STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 30},
           {"stage": "exact_dedup"}, {"stage": "minhash_dedup"}, {"stage": "softdedup"}]
@@ -101,8 +102,7 @@ def test_resume_after_a_crash_between_stages(demo_subset, tmp_path):
     assert not list(work.glob("exact_dedup-*/rows/part-*"))  # its global pass had begun, no more
     done = {p: p.stat().st_mtime_ns for p in work.glob("normalize-*/rows/part-*.parquet")}
 
-    resumed = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(cfg)],
-                             capture_output=True, text=True)
+    resumed = thresher("run", cfg)
     assert resumed.returncode == 0, resumed.stderr
     assert "normalize+length_filter: reused" in resumed.stderr
     assert {p: p.stat().st_mtime_ns for p in done} == done  # not recomputed
@@ -225,6 +225,20 @@ class _Shouter(Stage):
         return table.set_column(0, "text", pc.utf8_upper(table["text"]))
 
 
+class _Vague(Stage):
+    name = "vague_for_test"
+    drop_reasons = ("too_short",)
+
+    def transform(self, table, state=None):
+        return mark_dropped(table, [True, False], "no_reason_given")
+
+
+def test_a_stage_that_drops_with_an_undeclared_reason_breaks_the_contract():
+    """Every reason a stage can give is in its declared contract (and so in `thresher stages`)."""
+    with pytest.raises(StageContractError, match=r"reason\(s\) \['no_reason_given'\] that it does not declare"):
+        apply_stage(_Vague(), pa.table({"text": ["a", "b"]}), None, 10)
+
+
 def test_a_stage_that_changes_an_undeclared_column_breaks_the_contract():
     """Its checkpoint would keep only declared outputs: the change would be lost, so it is an error."""
     with pytest.raises(StageContractError, match=r"changed or dropped column\(s\) \['text'\]"):
@@ -253,15 +267,15 @@ def test_segments_are_cut_where_resources_differ(tmp_path, monkeypatch):
     cfg = load_config(write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}], stages=stages))
     assert plan_segments(cfg.stages) == [[1], [2], [3], [4, 5]]
     assert [cfg.stages[i - 1].resources for i in (2, 3, 4)] == [
-        Resources(actor=True, memory_gb=0.05), Resources(cpus=1.0, gpus=1.0, actor=True), Resources()]
+        Resources(memory_gb=0.05), Resources(cpus=1.0, gpus=1.0), Resources()]
 
 
 class _Upper(Stage):
-    """A stage that needs an actor (as a model-loading stage would): runs in a Ray actor pool."""
+    """A stage with resources of its own (as a model-loading stage has): runs in a worker pool of its own."""
 
     name = "upper_for_test"
     outputs = ("text",)  # it rewrites text
-    resources = Resources(actor=True, memory_gb=0.05)  # memory is reserved from Ray's scheduler
+    resources = Resources(memory_gb=0.05)  # memory is reserved from Ray's scheduler
 
     def setup(self):
         self.loaded = True
@@ -273,7 +287,7 @@ class _Upper(Stage):
         return table.set_column(table.column_names.index("text"), "text", pc.utf8_upper(table["text"]))
 
 
-def test_actor_stages_run_in_an_actor_pool(demo_subset, tmp_path, monkeypatch, ray_session):
+def test_a_stage_with_its_own_resources_runs_in_its_own_worker_pool(demo_subset, tmp_path, monkeypatch, ray_session):
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
@@ -315,24 +329,23 @@ def test_a_global_pass_must_return_its_declared_record(demo_subset, tmp_path, mo
 
 
 def test_gc_lists_then_removes_only_what_no_given_pipeline_points_to(demo_subset, tmp_path):
-    cli = [sys.executable, "-m", "thresher.pipeline.cli"]
     a = _run(_pipeline(tmp_path, demo_subset))
     b = _run(_pipeline(tmp_path, demo_subset, name="b.yaml", seed=3, output={"dir": "ob"}))
     work = tmp_path / "work"
     everything = sorted(p.name for p in work.iterdir())
-    dry = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    dry = thresher("gc", work, tmp_path / "p.yaml")
     assert dry.returncode == 0, dry.stderr
     assert sorted(p.name for p in work.iterdir()) == everything  # a dry run removes nothing
     only_b = {d.folder.name for d in b.stage_dirs.values()} - {d.folder.name for d in a.stage_dirs.values()}
     assert len(only_b) == 5 and all(f"would remove {work / name} " in dry.stdout for name in only_b)
     assert "rerun with --yes" in dry.stdout
-    done = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml"), "--yes"], capture_output=True, text=True)
+    done = thresher("gc", work, tmp_path / "p.yaml", "--yes")
     assert done.returncode == 0, done.stderr
     left = {p.name for p in work.iterdir()}
     assert left.isdisjoint(only_b) and {d.folder.name for d in a.stage_dirs.values()} <= left
     assert [p.name for p in (work / "runs").iterdir()] == [f"{a.stage_dirs['05-softdedup'].key}.json"]
     assert _run(_pipeline(tmp_path, demo_subset)).manifest["stages"][-1]["run"] == "reused"
-    nothing = subprocess.run(cli + ["gc", str(work), str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    nothing = thresher("gc", work, tmp_path / "p.yaml")
     assert "nothing to remove" in nothing.stdout
 
 

@@ -14,16 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import DEMO_DATA, REPO, demo_texts, write_pipeline
+from conftest import DEMO_DATA, REPO, demo_texts, thresher, write_pipeline
 from object_store import free_port, s3_server
-from thresher.jobs.submit import resolved_yaml
-from thresher.pipeline import storage
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.io import InputError, discover_inputs
-from thresher.pipeline.lock import LockHeld, RunLock
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.core import storage
+from thresher.pipeline.core.files import InputError
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.lock import LockHeld, RunLock
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 FILES = ("scripture.jsonl.gz", "mirror.jsonl.gz", "python_docs.jsonl.gz")
 STAGES = [{"stage": "normalize"}, {"stage": "length_filter", "min_words": 5}, {"stage": "exact_dedup"},
@@ -101,10 +100,11 @@ def test_a_run_reads_its_inputs_from_s3_as_from_disk(tmp_path, s3_env):
     assert "testing" not in text  # the credentials never reach the manifest
 
 
+@pytest.mark.slow  # a Ray of its own; the default suite has Ray workers reading S3 in the kill test below
 def test_the_ray_executor_reads_s3_through_the_cli(tmp_path, s3_env):
     p = _pipeline(tmp_path, "ray", ["s3://corpus/raw/*.jsonl.gz"], executor="ray", ray={"num_cpus": 2})
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "run", str(p), "-q"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", "run", str(p), "-q"], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     inline = Runner(load_config(_pipeline(tmp_path, "inline", ["s3://corpus/raw/*.jsonl.gz"])),
@@ -114,10 +114,10 @@ def test_the_ray_executor_reads_s3_through_the_cli(tmp_path, s3_env):
 
 def test_changing_an_object_changes_the_ingest_key(tmp_path, s3_env):
     cfg = load_config(_pipeline(tmp_path, "key", ["s3://corpus/raw/mirror.jsonl.gz"]))
-    before = discover_inputs(cfg)[0]
+    before = cfg.input_files()[0]
     s3_env.client().put_object(Bucket="corpus", Key="raw/mirror.jsonl.gz",
                                Body=(DEMO_DATA / "scripture.jsonl.gz").read_bytes())
-    after = discover_inputs(cfg)[0]
+    after = cfg.input_files()[0]
     s3_env.client().upload_file(str(DEMO_DATA / "mirror.jsonl.gz"), "corpus", "raw/mirror.jsonl.gz")
     assert (before[0].size, before[0].mtime_ns) != (after[0].size, after[0].mtime_ns)
 
@@ -129,7 +129,7 @@ def test_a_missing_bucket_or_prefix_is_named(tmp_path, s3_env):
                progress=Progress(False)).run()
     assert not (tmp_path / "work-nob").exists() and not (tmp_path / "out-nob").exists()  # nothing written
     with pytest.raises(InputError, match=r"'s3://corpus/nothing/\*\.jsonl' matched no objects"):
-        discover_inputs(load_config(_pipeline(tmp_path, "nop", ["s3://corpus/nothing/*.jsonl"])))
+        load_config(_pipeline(tmp_path, "nop", ["s3://corpus/nothing/*.jsonl"])).input_files()
     assert time.monotonic() - t0 < 30
 
 
@@ -162,8 +162,10 @@ def test_wrong_credentials_are_named(tmp_path, monkeypatch):
         _refused_fast(tmp_path, "creds", r"s3://corpus/raw/\*\.jsonl\.gz.*refused the credentials")
 
 
+# Every kind of global pass, over two input files (1,249 rows in two shards, exact and near copies
+# among them) and softdedup with 4 key partitions: each object costs the test server about 10 ms.
 WHOLE = [{"stage": "normalize"}, {"stage": "fedrw"}, {"stage": "exact_dedup"},
-         {"stage": "minhash_dedup", "threshold": 0.8}, {"stage": "softdedup", "segments": 5}]
+         {"stage": "minhash_dedup", "threshold": 0.8}, {"stage": "softdedup", "segments": 5, "partitions": 4}]
 
 
 def _digests(folder) -> dict[str, bytes]:
@@ -171,9 +173,10 @@ def _digests(folder) -> dict[str, bytes]:
 
 
 def _whole(tmp_path, name, work, **fields):
-    inputs = [{"paths": ["s3://corpus/raw/*.jsonl.gz"], "id_column": "doc_id", "domain_column": "domain"}]
+    inputs = [{"paths": ["s3://corpus/raw/mirror.jsonl.gz", "s3://corpus/raw/python_docs.jsonl.gz"],
+               "id_column": "doc_id", "domain_column": "domain"}]
     return write_pipeline(tmp_path / f"{name}.yaml", inputs=inputs, stages=WHOLE, work_dir=work,
-                          output={"dir": f"out-{name}"}, **fields)
+                          output={"dir": f"out-{name}"}, **{"shard_rows": 2000, **fields})
 
 
 def test_a_work_dir_in_s3_gives_the_output_of_a_local_one(tmp_path, s3_env):
@@ -196,12 +199,10 @@ def test_a_work_dir_in_s3_gives_the_output_of_a_local_one(tmp_path, s3_env):
     p.write_text(yaml.safe_dump(cfg))
     again = Runner(load_config(p), progress=Progress(False)).run()
     assert [s["run"] for s in again.manifest["stages"]] == ["reused"] * 5 + ["computed"]
-    gc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "gc", "s3://corpus/work/w1", str(p)],
-                        capture_output=True, text=True, timeout=120)
+    gc = thresher("gc", "s3://corpus/work/w1", p)
     assert gc.returncode == 0, gc.stderr[-2000:]
     assert "would remove s3://corpus/work/w1/softdedup-" in gc.stdout and "rerun with --yes" in gc.stdout
-    gc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "gc", "s3://corpus/work/w1", str(p),
-                         "--yes"], capture_output=True, text=True, timeout=120)
+    gc = thresher("gc", "s3://corpus/work/w1", p, "--yes")
     assert gc.returncode == 0, gc.stderr[-2000:]
     assert len({k.split("/")[0] for k in _objects(s3_env, "work/w1/") if k.startswith("softdedup-")}) == 1
 
@@ -322,7 +323,7 @@ def test_dedup_indexes_in_s3_serve_a_later_run(tmp_path, s3_env):
 
 def test_file_uris_are_local_paths(tmp_path):
     p = write_pipeline(tmp_path / "f.yaml", inputs=[{"paths": [f"file://{DEMO_DATA}/mirror.jsonl.gz"]}])
-    files, _ = discover_inputs(load_config(p))
+    files, _ = load_config(p).input_files()
     assert [f.path for f in files] == [str(DEMO_DATA / "mirror.jsonl.gz")]
     assert yaml.safe_load(p.read_text())["inputs"][0]["paths"][0].startswith("file://")
 
@@ -361,17 +362,10 @@ def test_objects_and_prefixes_are_fetched_once_per_version(s3_env, cache, monkey
         storage.cached_copy("s3://corpus/models/missing.bin")
 
 
-@pytest.fixture(scope="module")
-def kenlm_model(tmp_path_factory):
-    """A small KenLM model (.bin and .arpa) trained by thresher train-kenlm on real text."""
-    pytest.importorskip("kenlm")
-    out = tmp_path_factory.mktemp("kenlm")
-    corpus = out / "harm.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 3000)))
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "train-kenlm", str(corpus), "-o",
-                           str(out / "harm"), "--order", "3"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out / "harm.bin", out / "harm.arpa"
+@pytest.fixture
+def kenlm_model(harmful_kenlm):
+    """A small KenLM model (.bin and .arpa): conftest's, trained by `thresher train-kenlm`."""
+    return harmful_kenlm.binary, harmful_kenlm.arpa
 
 
 def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, cache, kenlm_model):
@@ -396,6 +390,7 @@ def test_a_stage_model_in_s3_scores_as_the_same_model_on_disk(tmp_path, s3_env, 
     assert run("s3", "s3://corpus/models/harm.bin").manifest["stages"][1]["run"] == "computed"
 
 
+@pytest.mark.slow  # a head and a worker node of their own (ray start)
 def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_path, s3_env, cache, kenlm_model):
     from local_cluster import LocalCluster  # started after s3_env and cache: its nodes see the same environment
 
@@ -409,7 +404,7 @@ def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_pa
                    output_dir=tmp_path / "local", work_dir=tmp_path / "local-work").run()
     ray_dir = tmp_path.parent / f"r{os.getpid()}"  # unix socket paths must stay short
     with LocalCluster(ray_dir, workers=1) as cluster:
-        proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "submit", str(p), "--address",
+        proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.commands.cli", "submit", str(p), "--address",
                                cluster.address, "--wait", "-o", "s3://corpus/out/job", "--work-dir",
                                "s3://corpus/work/job"], capture_output=True, text=True, timeout=600,
                               env=cluster.env)
@@ -420,7 +415,7 @@ def test_submit_ships_only_the_config_and_the_cluster_reads_and_writes_s3(tmp_pa
     for f in sorted((local.output_dir / "data").glob("*.parquet")):
         assert objects[f"data/{f.name}"] == f.read_bytes()
     assert json.loads(objects["manifest.json"])["totals"] == local.manifest["totals"]
-    data = resolved_yaml(load_config(p))  # what the job ships
+    data = load_config(p).portable()  # what the job ships
     assert data["inputs"][0]["paths"] == ["s3://corpus/raw/*.jsonl.gz"]
     assert data["stages"][-1]["model"] == "s3://corpus/models/job.bin"
     assert "testing" not in yaml.safe_dump(data)  # no credentials travel with the job
@@ -432,7 +427,7 @@ def test_inputs_never_include_the_runs_own_prefixes(tmp_path, s3_env):
     client.put_object(Bucket="corpus", Key="mixed/work/ingest-0123456789abcdef/stray.jsonl.gz",
                       Body=(DEMO_DATA / "mirror.jsonl.gz").read_bytes())
     cfg = load_config(_pipeline(tmp_path, "own", ["s3://corpus/mixed/**/*.jsonl.gz"]))
-    files, skipped = discover_inputs(cfg, exclude=("s3://corpus/mixed/work", str(tmp_path / "out")))
+    files, skipped = cfg.input_files(exclude=("s3://corpus/mixed/work", str(tmp_path / "out")))
     assert [f.path for f in files] == ["s3://corpus/mixed/raw/mirror.jsonl.gz"]
     assert skipped == {"s3://corpus/mixed/work": 1}
 
@@ -442,8 +437,7 @@ def test_the_commands_that_read_and_write_files_take_uris(tmp_path, s3_env, cach
     from thresher.scorers.tokenizer import train_bpe_tokenizer
 
     def cli(*args):
-        proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", *args], capture_output=True,
-                              text=True, timeout=300)
+        proc = thresher(*args)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 

@@ -4,8 +4,17 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from thresher.scorers.hashing import (XXH32_PAIR_READS_PAST, XXH64_PAIR_READS_PAST, normalize_for_hashing, string_buffers,
-                                      word_spans, xxh32, xxh32_pair, xxh64, xxh64_pair)
+from thresher.scorers.hashing import (
+    XXH32_PAIR_READS_PAST,
+    XXH64_PAIR_READS_PAST,
+    normalize_for_hashing,
+    string_buffers,
+    word_spans,
+    xxh32,
+    xxh32_pair,
+    xxh64,
+    xxh64_pair,
+)
 
 
 def test_xxh64_matches_the_reference_for_every_length_class():
@@ -89,7 +98,7 @@ def test_lowercasing_only_the_non_ascii_documents_equals_lowercasing_all():
 
 
 def test_string_hashes_and_row_ids_equal_xxhash_per_value():
-    from thresher.pipeline.io import _stable_ids
+    from thresher.pipeline.engine.ingest import _stable_ids
     from thresher.scorers.hashing import find_sorted, string_hashes
 
     values = ["", "a", "ünïcödé", None, "x" * 100]
@@ -109,8 +118,7 @@ def test_kernels_are_cached_per_version_of_every_scorer(tmp_path, monkeypatch):
     import os
     from pathlib import Path
 
-    import thresher.scorers
-    from thresher.scorers import numba_cache_dir
+    from thresher.pipeline.core.cache import numba_cache_dir, scorer_sources
 
     src = tmp_path / "scorers"
     src.mkdir()
@@ -122,9 +130,10 @@ def test_kernels_are_cached_per_version_of_every_scorer(tmp_path, monkeypatch):
     after = numba_cache_dir(src)
     assert before != after and Path(after).parent == tmp_path / "cache" / "numba"
     assert numba_cache_dir(src) == after  # stable while nothing changes
-    # this process: numba caches Thresher's kernels in the folder of the current sources
+    # this process (conftest called use_numba_cache, as every entry point does): numba caches
+    # Thresher's kernels in the folder of the current sources
     assert numba.config.CACHE_DIR == os.environ["NUMBA_CACHE_DIR"]
     monkeypatch.delenv("THRESHER_CACHE")
-    if os.environ["NUMBA_CACHE_DIR"] == numba_cache_dir(Path(thresher.scorers.__file__).parent):
+    if os.environ["NUMBA_CACHE_DIR"] == numba_cache_dir(scorer_sources()):
         xxh64(np.arange(40, dtype=np.uint8), 0, 40, np.uint64(0))
         assert list(Path(os.environ["NUMBA_CACHE_DIR"]).rglob("hashing.xxh64-*.nbi"))

@@ -41,7 +41,7 @@ def test_optimal_bands_equal_datasketch():
 def _components(u, v, tmp_path, partitions=4):
     import pyarrow.parquet as pq
 
-    from thresher.pipeline.components import connected_components
+    from thresher.pipeline.toolkit.components import connected_components
 
     files = []
     for k, chunk in enumerate(np.array_split(np.arange(len(u)), 3)):  # edges spread over files

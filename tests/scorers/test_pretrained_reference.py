@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import demo_texts, write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def _shuffled(text: str, rng) -> str:
     return " ".join(words[i] for i in rng.permutation(len(words)))
 
 
+@pytest.mark.slow  # a 135M-parameter model dequantised from its GGUF file, then scored on a CPU
 def test_a_gguf_model_scores_prose_below_shuffled_words(smollm2, tmp_path, monkeypatch):
     from thresher.scorers.reference_lm import load_reference
 

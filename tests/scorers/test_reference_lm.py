@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import demo_texts, write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner, apply_stage
+from conftest import demo_texts, thresher, write_pipeline
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner, apply_stage
 from thresher.stages.ppl_select import PplSelect, band_ranks
 
 torch = pytest.importorskip("torch")
@@ -124,9 +122,8 @@ def test_train_reference_cli_and_pipeline(tmp_path):
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["docs.jsonl"], "id_column": "id"}], shard_rows=60,
                        stages=[{"stage": "ref_perplexity", "model": "ref", "batch_tokens": 4096},
                                {"stage": "ppl_select", "band": "medium", "rate": 0.5}])
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "train-reference", str(p), "-o",
-                           str(model_dir), "--fraction", "0.3", "--steps", "10", "--seq-len", "64",
-                           "--vocab-size", "512", "--batch-size", "4"], capture_output=True, text=True)
+    proc = thresher("train-reference", p, "-o", model_dir, "--fraction", "0.3", "--steps", "10", "--seq-len", "64",
+                    "--vocab-size", "512", "--batch-size", "4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     ref_ids = set(pq.read_table(model_dir / "reference_ids.parquet")["id"].to_pylist())
     assert 20 < len(ref_ids) < 110

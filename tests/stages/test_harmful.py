@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import unicodedata
 
 import numpy as np
@@ -14,11 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import demo_texts, reference_module, write_pipeline
-from harmful_data import labelled_sets
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 from thresher.scorers.kenlm_model import ccnet_normalize, document_perplexity, normalize, word_counts
 from thresher.scorers.thresholds import best_f1_threshold, macro_f1, valley_threshold
 
@@ -59,16 +56,10 @@ def test_split_punctuation_is_an_option():
     assert ccnet_normalize(text, split_punctuation=True) == "hello , world ! it ' s 0000 . . .\n\nsecond line"
 
 
-@pytest.fixture(scope="module")
-def harmful_model(tmp_path_factory):
-    train, validation, test = labelled_sets()
-    out = tmp_path_factory.mktemp("harm")
-    corpus = out / "harmful.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in train))
-    proc = subprocess.run([sys.executable, "-m", "thresher.pipeline.cli", "train-kenlm", str(corpus), "-o",
-                           str(out / "harm"), "--order", "3"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out / "harm.bin", validation, test, train
+@pytest.fixture
+def harmful_model(harmful_kenlm):
+    """conftest's session model (`thresher train-kenlm --order 3` on the synthetic harmful set)."""
+    return harmful_kenlm.binary, harmful_kenlm.validation, harmful_kenlm.test, harmful_kenlm.train
 
 
 def test_train_kenlm_writes_arpa_and_binary_that_kenlm_loads(harmful_model):

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import demo_texts, write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner, apply_stage
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner, apply_stage
 from thresher.scorers.minhash_eval import pairwise_quality, plant_near_duplicates, planted_pairs
 from thresher.stages.minhash_dedup import MinHashDedup, clusters_from_labels
 
@@ -99,7 +99,7 @@ def test_the_first_two_rounds_alone_find_a_planted_pair_across_shards(tmp_path):
     shard 0 row 0) comes out as one edge between their doc indices; unrelated texts give none."""
     import numpy as np
 
-    from thresher.pipeline.key_groups import doc_index, doc_parts
+    from thresher.pipeline.toolkit.key_groups import doc_index, doc_parts
     from thresher.stages.minhash_dedup import MinHashParams, Scratch, SignShards, VerifiedCandidates
 
     texts = demo_texts("scripture", 5)

@@ -12,12 +12,12 @@ import pytest
 from scipy.stats import chisquare
 
 from conftest import DEMO_DATA, write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.export import export
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
-from thresher.pipeline.sampler import WeightedMixtureSampler
+from thresher.pipeline.commands.export import export
+from thresher.pipeline.commands.sampler import WeightedMixtureSampler
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 from thresher.scorers.tokenizer import train_bpe_tokenizer
 
 
@@ -111,7 +111,7 @@ def test_mixture_stage_on_real_groups(demo_subset, tmp_path):
     rows = [r for r in out.select(["group", "weight", "softdedup_weight"]).to_pylist() if r["group"] == "scripture"]
     ratios = {round(r["weight"] / r["softdedup_weight"], 12) for r in rows}
     assert len(ratios) == 1
-    from thresher.pipeline.report import render
+    from thresher.pipeline.commands.report import render
 
     page = render(res.output_dir).read_text()
     assert "after every Aioli round" in page  # the plot's caption
@@ -135,3 +135,47 @@ def test_a_group_too_small_for_the_proxy_keeps_its_stratified_share(tmp_path):
     p = dict(zip(state["groups"], state["proportions"]))
     assert p["spam"] == pytest.approx(1 / 61) and sum(p.values()) == pytest.approx(1.0)
     assert all(len(r) == 3 and sum(r) == pytest.approx(1.0) for r in state["proportions_per_round"])
+
+
+class _Recording(InlineExecutor):
+    """Runs inline, and notes each map's task, item count and resources."""
+
+    def __init__(self):
+        self.maps = []
+
+    def map(self, task, items, resources=None):
+        self.maps.append((getattr(task, "fn", task), len(items), resources))
+        return super().map(task, items) if resources is None else super().map(task, items, resources)
+
+
+def test_the_proxy_runs_are_a_task_of_the_executor_with_the_stages_resources(demo_subset, tmp_path, monkeypatch):
+    """The mixture's global pass trains models: that runs through the executor, with the stage's
+    declared resources (a GPU for device cuda), never in the driver; the group shares it sets are
+    saved with its state, so finalizing (a rerun too) builds no stage."""
+    from thresher.pipeline.engine.config import StageConfig
+    from thresher.stages.mixture import Mixture
+
+    assert Mixture.resources_for(Mixture.Params(device="cuda")).gpus == 1.0
+    assert Mixture.resources_for(Mixture.Params(device="cpu")).gpus == 0.0
+    stages = [{"stage": "length_filter", "min_words": 30},
+              {"stage": "mixture", "steps": 10, "round_steps": 5, "sweeps": 1, "chunk_steps": 1, "docs_per_group": 20,
+               "seq_len": 16, "vocab_size": 256, "device": "cpu"}]
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
+                                                     "id_column": "doc_id", "domain_column": "domain"}],
+                       stages=stages, shard_rows=400)
+    cfg = load_config(p)
+    executor = _Recording()
+    res = Runner(cfg, executor=executor, progress=Progress(False)).run()
+    trained = [(fn, n, r) for fn, n, r in executor.maps if getattr(fn, "__name__", "") == "merge"]
+    assert len(trained) == 1 and trained[0][1] == 1 and trained[0][2] == cfg.stages[1].resources
+    assert isinstance(trained[0][0].__self__, Mixture)
+    mixture = json.loads((res.output_dir / "mixture.json").read_text())
+    saved = res.stage_dirs["02-mixture"].load_shares()
+    assert saved.shares == dict(zip(mixture["groups"], mixture["proportions"])) and saved.file == "mixture.json"
+
+    def no_build(self, seed):
+        raise AssertionError("a finished run's output needs no stage built")
+
+    monkeypatch.setattr(StageConfig, "build", no_build)
+    again = Runner(cfg, executor=InlineExecutor(), progress=Progress(False)).run()
+    assert json.loads((again.output_dir / "mixture.json").read_text()) == mixture

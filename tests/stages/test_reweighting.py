@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,11 +11,11 @@ import pytest
 from perplexity_correlations.estimation import sign_cdf, spearmanr
 from perplexity_correlations.projection import linear
 
-from conftest import demo_texts, write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from conftest import demo_texts, thresher, write_pipeline
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 from thresher.scorers.domain_classifier import DomainClassifier
 from thresher.stages.ppl_correlation import domain_weights
 from thresher.stages.topics import toremi_weights
@@ -85,22 +83,19 @@ def test_bpb_matrix_and_ppl_correlation_end_to_end(tmp_path):
     from thresher.scorers.reference_lm import train_reference
 
     train = demo_texts("scripture", 150) + demo_texts("python_docs", 150)
-    models = []
-    for steps in (3, 12, 40):  # models that differ in quality
-        d = tmp_path / f"m{steps}"
-        train_reference(train, d, vocab_size=512, steps=steps, seq_len=64, batch_size=8, log=None, seed=steps)
-        models.append(d)
+    models = [tmp_path / f"m{steps}" for steps in (3, 12, 40)]  # one run saved at three lengths: unequal quality
+    train_reference(train, models[-1], vocab_size=512, steps=40, seq_len=64, batch_size=8, log=None, seed=0,
+                    snapshots={3: models[0], 12: models[1]})
     rows = ([(t, "scripture") for t in demo_texts("scripture")[300:420]] +
             [(t, "python-docs") for t in demo_texts("python_docs")[300:420]] +
             [(t, "fortunes") for t in demo_texts("fortunes", 120, min_words=30)])
     _write(tmp_path, rows)
     matrix_pipeline = write_pipeline(tmp_path / "m.yaml", inputs=[{"paths": ["docs.jsonl"], "id_column": "id",
                                                                    "domain_column": "domain"}])
-    args = [sys.executable, "-m", "thresher.pipeline.cli", "bpb-matrix", str(matrix_pipeline), "-o",
-            str(tmp_path / "bpb.parquet"), "--pages", "20"]
+    args = ["bpb-matrix", matrix_pipeline, "-o", tmp_path / "bpb.parquet", "--pages", "20"]
     for m in models:
-        args += ["--models", str(m)]
-    proc = subprocess.run(args, capture_output=True, text=True)
+        args += ["--models", m]
+    proc = thresher(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     matrix = pq.read_table(tmp_path / "bpb.parquet")
     assert matrix["model"].to_pylist() == ["m3", "m12", "m40"]

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import demo_texts, write_pipeline
-from thresher.pipeline.config import load_config
-from thresher.pipeline.executor import InlineExecutor
-from thresher.pipeline.progress import Progress
-from thresher.pipeline.runner import Runner
+from thresher.pipeline.engine.config import load_config
+from thresher.pipeline.engine.executor import InlineExecutor
+from thresher.pipeline.engine.progress import Progress
+from thresher.pipeline.engine.runner import Runner
 from thresher.stages.softdedup import SoftDedup, segment_of, segment_weights
 
 
@@ -124,7 +124,7 @@ def test_ties_share_a_segment_and_segments_stay_equal_up_to_ties():
 
 def test_a_corpus_with_copies_gets_the_fit_segments_in_transform(tmp_path):
     from conftest import MemoryFit
-    from thresher.pipeline.runner import apply_stage
+    from thresher.pipeline.engine.runner import apply_stage
 
     texts = _texts(150)
     corpus = texts + [texts[0]] * 30 + [texts[1]] * 12  # exact copies: equal commonness
@@ -191,7 +191,7 @@ def test_fedrw_from_exact_counts_and_from_minhash_clusters(tmp_path):
 
 
 def test_softdedup_mode_fedrw_points_at_the_fedrw_stage(tmp_path):
-    from thresher.pipeline.config import ConfigError, load_config
+    from thresher.pipeline.engine.config import ConfigError, load_config
 
     p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["x"]}],
                        stages=[{"stage": "softdedup", "mode": "fedrw"}])
@@ -219,7 +219,7 @@ def test_softdedup_over_a_local_tokenizer(tmp_path):
 
 
 def test_missing_tokenizer_folder_is_a_clear_error(tmp_path):
-    from thresher.pipeline.executor import TaskFailed
+    from thresher.pipeline.engine.errors import TaskFailed
 
     with pytest.raises(TaskFailed, match="is not a folder"):
         _run(tmp_path, [("a", "some words here")], [{"stage": "softdedup", "tokenizer": str(tmp_path / "nope")}])

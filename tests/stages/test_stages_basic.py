@@ -5,7 +5,7 @@ import unicodedata
 import pyarrow as pa
 
 from conftest import MemoryFit
-from thresher.pipeline.runner import apply_stage
+from thresher.pipeline.engine.runner import apply_stage
 from thresher.scorers.hashing import text_hashes
 from thresher.stages.exact_dedup import ExactDedup
 from thresher.stages.length_filter import LengthFilter
@@ -70,7 +70,7 @@ def test_exact_dedup_against_an_earlier_runs_index(tmp_path):
     rest are deduplicated among themselves as usual; a folder that is no index is refused."""
     import pytest
 
-    from thresher.pipeline.io import InputError
+    from thresher.pipeline.core.files import InputError
 
     first = ExactDedup(ExactDedup.Params(index=str(tmp_path / "idx")))
     old = {"a": pa.table({"id": ["a1", "a2"], "text": ["old news", "Other text"], "source": ["f"] * 2})}
@@ -96,7 +96,7 @@ def test_exact_dedup_against_an_earlier_runs_index(tmp_path):
 
 
 def test_lookup_maps_each_row_through_a_dict():
-    from thresher.pipeline.output import lookup
+    from thresher.pipeline.core.stage import lookup
 
     col = pa.chunked_array([["a", "b", "a"], ["c", None, "b"]])
     assert lookup(col, {"a": 1.0, "b": 2.0}, default=-1.0).tolist() == [1.0, 2.0, 1.0, -1.0, -1.0, 2.0]

@@ -1,0 +1,1 @@
+"""The `thresher` CLI and the commands built on the engine."""

@@ -1,0 +1,1 @@
+"""Runs pipelines: config, registry, ingest, runner, executors, checkpoints, work dir, manifest."""

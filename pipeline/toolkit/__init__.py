@@ -1,0 +1,1 @@
+"""Map-reduce helpers for global passes: shuffles by key, connected components, dedup indexes."""
