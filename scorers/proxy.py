@@ -35,9 +35,23 @@ class GroupData:
 
 def proxy_run(data: GroupData, schedule, steps: int, batch_size: int = 8, vocab_size: int = 2048,
               size: dict | None = None, lr: float = 3e-3, seed: int = 0, val_batches: int = 4,
-              device: str = "auto") -> dict:
+              device: str = "auto", cpu_threads: int | None = None) -> dict:
     """Train from scratch; `schedule(step, losses_fn)` returns the mix for the step. Returns the
-    final validation loss per group and their mean."""
+    final validation loss per group and their mean. `cpu_threads`: torch's threads for the run on
+    a CPU (a CPU matmul's sums depend on how many threads split them, so a fixed count gives the
+    same run in any process; None: the process's own)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    try:
+        return _train(data, schedule, steps, batch_size, vocab_size, size, lr, seed, val_batches, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(data: GroupData, schedule, steps, batch_size, vocab_size, size, lr, seed, val_batches, device) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -34,6 +34,10 @@ from thresher.pipeline.core.stage import (
 from thresher.scorers.domain_sample import merge_samples, sample_part
 
 PROPORTION = "mixture_proportion"
+# torch threads of the proxy runs on a CPU, fixed: a CPU matmul's sums depend on how many threads
+# split them, so with a fixed count the mixture is the same whichever machine, executor (inline or
+# Ray) or worker trains it; the proxy is small enough that more threads would gain little.
+PROXY_CPU_THREADS = 2
 
 
 class MixtureParams(Params):
@@ -143,7 +147,7 @@ class Mixture(Stage):
 
         size = {k: v for k, v in SIZES[p.proxy_size].items() if k != "n_positions"}
         common = dict(steps=p.steps, batch_size=p.batch_size, vocab_size=len(tok), lr=p.lr, seed=self.seed,
-                      size=size, device=p.device)
+                      size=size, device=p.device, cpu_threads=PROXY_CPU_THREADS)
         baseline = proxy_run(data, fixed_schedule(inside), **common)
         round_steps = p.round_steps or 2 * p.sweeps * len(mixed) * p.chunk_steps
         if p.prior_steps + round_steps > p.steps:
