@@ -179,3 +179,21 @@ def test_the_proxy_runs_are_a_task_of_the_executor_with_the_stages_resources(dem
     monkeypatch.setattr(StageConfig, "build", no_build)
     again = Runner(cfg, executor=InlineExecutor(), progress=Progress(False)).run()
     assert json.loads((again.output_dir / "mixture.json").read_text()) == mixture
+
+
+def test_the_mixture_is_the_same_inline_and_on_ray_workers(demo_subset, tmp_path, ray_session):
+    """The proxy runs train with a fixed number of torch threads: a Ray worker (given one CPU, so
+    one thread by default) finds the proportions the driver finds."""
+    from thresher.pipeline.engine.executor import RayExecutor
+
+    stages = [{"stage": "length_filter", "min_words": 30},
+              {"stage": "mixture", "steps": 16, "round_steps": 8, "sweeps": 1, "chunk_steps": 2, "docs_per_group": 20,
+               "seq_len": 32, "vocab_size": 256, "device": "cpu"}]
+    mixtures = []
+    for name, executor in (("inline", InlineExecutor()), ("ray", RayExecutor())):
+        p = write_pipeline(tmp_path / f"{name}.yaml", inputs=[{"paths": [str(demo_subset / "*.jsonl.gz")],
+                                                               "id_column": "doc_id", "domain_column": "domain"}],
+                           stages=stages, shard_rows=400, work_dir=f"w-{name}", output={"dir": f"o-{name}"})
+        res = Runner(load_config(p), executor=executor, progress=Progress(False)).run()
+        mixtures.append((res.output_dir / "mixture.json").read_bytes())
+    assert mixtures[0] == mixtures[1]
