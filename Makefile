@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-dedup test test-slow docs bench-minhash bench-pipeline bench-scale bench-refscore bench-kenlm clean
+.PHONY: setup demo demo-dedup test test-slow docs bench-minhash bench-pipeline bench-scale bench-refscore bench-kenlm bench-small-files clean
 
 setup: $(STAMP)
 
@@ -62,3 +62,6 @@ bench-refscore: setup
 
 bench-kenlm: setup
 	$(PY) bench/kenlm_score.py
+
+bench-small-files: setup
+	$(PY) bench/small_files.py --files 2000 5000

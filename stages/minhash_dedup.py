@@ -47,6 +47,7 @@ from thresher.pipeline.toolkit.key_groups import (
     doc_index,
     doc_parts,
     partition_of,
+    partitions_for,
     read_parts,
     run_starts,
     split_rows,
@@ -102,7 +103,7 @@ class MinHashParams(Params):
     against: list[LocalPath] = Field(default_factory=list, description=(
         "indexes of earlier runs: a document matching one of their documents is a duplicate_of_earlier"))
     partitions: int | None = Field(None, ge=1, le=4096, description=(
-        "band-hash partitions of the group-by; default: one per 10 shards, at least 2 and at most 256"))
+        "band-hash partitions of the group-by; default: one per 200,000 documents, at least 2 and at most 256"))
 
     @model_validator(mode="after")
     def _bands_rows(self):
@@ -544,7 +545,7 @@ class MinHashDedup(Stage):
         (a transform loads only the rows of its own shard)."""
         p, scratch, shards = self.params, Scratch(ctx.scratch), list(ctx.shards)
         if p.partitions is None:  # each partition a few million band rows; small corpora pay no fan-out
-            p = p.model_copy(update={"partitions": min(256, max(2, -(-len(shards) // 10)))})
+            p = p.model_copy(update={"partitions": partitions_for(ctx.rows, 200_000, 2, 256)})
         scratch.make()
         ordinals = {s: i for i, s in enumerate(shards)}
         against = tuple((where, open_index(where, self.name, p.index_params())[1]) for where in p.against)

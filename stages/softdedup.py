@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 
 from thresher.pipeline.core import schema, storage
 from thresher.pipeline.core.stage import FitContext, LocalPath, Params, Stage, StateRecord
+from thresher.pipeline.toolkit.key_groups import partitions_for
 from thresher.scorers.ngram import commonness, distinct_keys, is_unigram, key_counts, ngram_keys
 from thresher.scorers.tokenizer import load_tokenizer
 
@@ -40,7 +41,7 @@ class SoftDedupParams(Params):
     w_max: float = Field(10.0, gt=0.0, description="highest segment weight")
 
     partitions: int | None = Field(None, ge=1, le=4096, description=(
-        "key partitions of the count (a power of two; default: twice the shards, at least 16)"))
+        "key partitions of the count (rounded up to a power of two; default: one per 10,000 documents, at least 16)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -210,7 +211,7 @@ class SoftDedup(Stage):
 
     def fit(self, ctx: FitContext) -> NgramWeights:
         p, read, shards = self.params, ctx.reader(), list(ctx.shards)
-        partitions = p.partitions or max(16, 2 * len(shards))
+        partitions = p.partitions or partitions_for(ctx.rows, 10_000, 16, 4096)
         log2 = max(0, (partitions - 1).bit_length())  # rounded up to a power of two
         folder, sums, out = ctx.scratch / "keys", ctx.scratch / "sums", ctx.state_dir / "commonness"
         storage.rmtree(out)

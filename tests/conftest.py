@@ -70,6 +70,7 @@ class MemoryFit:
 
     def __init__(self, shards: dict, folder: Path):
         self.tables, self.shards = shards, list(shards)
+        self.rows = sum(t.num_rows for t in shards.values())
         self.scratch, self.state_dir = folder / "scratch", folder / "state"
         self.scratch.mkdir(parents=True, exist_ok=True)  # as the runner's context does
 

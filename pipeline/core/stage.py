@@ -132,6 +132,7 @@ class FitContext(Protocol):
     are, never in the driver (the default `fit` does so with `merge`)."""
 
     shards: list[str]
+    rows: int  # over all shards: what sizes a pass's partitions (data volume, never the shard count)
     scratch: Path  # removed after the fit
     state_dir: Path  # kept: for state too large to pickle whole (see Stage.shard_state)
 

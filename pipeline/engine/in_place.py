@@ -7,7 +7,8 @@ positions within those row groups (`_pos`, as a stage's delta does), the small c
 the row groups, and the file's size and modification time at ingest. The text is read from the
 input when a stage asks for it, so the work dir holds no second copy of the corpus and ingest
 writes no text. A file that changed after ingest is an error that names it (a rerun keys ingest
-by the new listing and reads it again); `in_place: false` on the input copies it instead.
+by the new listing and reads it again); `in_place: false` on the input copies it instead, as
+ingest does for a file too small to fill a shard (ingest.py).
 """
 
 from __future__ import annotations

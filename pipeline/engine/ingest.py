@@ -417,9 +417,19 @@ def read_input(f: InputFile, spec: InputSpec, row_groups: list[int] | None = Non
 
 # --- the ingest task (picklable; run by any executor) --------------------------------------
 
+# An ingest task reads consecutive input files up to this many bytes (on disk) or files, and cuts
+# their rows, concatenated, into shards of `shard_rows`: many small files make full shards, never a
+# shard each, and a task's memory holds one file and less than a shard besides.
+GROUP_BYTES = 64 << 20
+GROUP_FILES = 1_000
+# A Parquet file of fewer bytes than `shard_rows` rows of this size cannot fill a shard: it is copied,
+# not read in place, so that it shares a task and shards with its neighbours (its copy costs little).
+MIN_ROW_BYTES = 32
+
+
 class IngestTask:
-    """Reads one input file into shards of about `shard_rows` rows (a Parquet file read in place:
-    one shard per run of its row groups), writing its rejected rows and its stats last."""
+    """Reads a group of input files into shards of `shard_rows` rows (a large Parquet file read in
+    place: one shard per run of its row groups), writing its rejected rows and its stats last."""
 
     def __init__(self, specs: list[InputSpec], shard_rows: int, out: StageDir):
         self.specs = list(specs)
@@ -429,30 +439,67 @@ class IngestTask:
     def setup(self) -> None:
         pass
 
-    def __call__(self, f: InputFile) -> dict:
-        key = f"{f.index:05d}"
+    def in_place(self, f: InputFile) -> bool:
+        """Whether `f` is read in place (in_place.applies), which keeps it in a task of its own: not
+        a file too small to fill a shard (MIN_ROW_BYTES)."""
+        return f.size >= self.shard_rows * MIN_ROW_BYTES and in_place.applies(
+            self.specs[f.spec_index].in_place, f, self.out.work_root)
+
+    def _alone(self, f: InputFile) -> bool:
+        return self.in_place(f) or f.size >= GROUP_BYTES
+
+    def plan(self, files: list[InputFile]) -> list[tuple[int, list[InputFile]]]:
+        """The tasks' items: (group number, consecutive files of at most GROUP_BYTES and GROUP_FILES;
+        a file read in place, or one of GROUP_BYTES or more, alone)."""
+        groups: list[list[InputFile]] = []
+        size = 0
+        for f in files:
+            if (self._alone(f) or not groups or self._alone(groups[-1][0]) or len(groups[-1]) >= GROUP_FILES
+                    or size + f.size > GROUP_BYTES):
+                groups.append([])
+                size = 0
+            groups[-1].append(f)
+            size += f.size
+        return list(enumerate(groups))
+
+    def __call__(self, item: tuple[int, list[InputFile]]) -> dict:
+        index, files = item
+        key = f"{index:05d}"
         if self.out.shard_done(key):
             return self.out.read_stats(key)
         t0 = time.perf_counter()
-        spec = self.specs[f.spec_index]
-        shards, rejected, rows_out = [], [], 0
-        with blame(f"{f.path}: cannot ingest ({f.format})", InputError):
-            runs = in_place.shard_groups(f.path, spec.text_column, self.shard_rows) \
-                if in_place.applies(spec.in_place, f, self.out.work_root) else None
-            for groups, first_row in runs or [(None, 0)]:
-                kept, dropped, positions = read_input(f, spec, groups, first_row)
-                if groups is None:  # a copy of the rows, cut into shards
-                    parts = [kept.slice(start, self.shard_rows) for start in range(0, kept.num_rows, self.shard_rows)]
-                else:  # one shard per run of row groups, its text left in the input
-                    parts = [in_place.checkpoint(kept, positions, f, spec.text_column, groups)] if kept.num_rows else []
-                for part in parts:
-                    shards.append(f"{key}-{len(shards):05d}")
-                    write_parquet(part, self.out.part(shards[-1]))
-                rows_out += kept.num_rows
-                rejected.append(dropped)
-        rejected = pa.concat_tables(rejected)
+        shards, rejected, copied, rows_out = [], [], [], 0
+
+        def write(part: pa.Table) -> None:
+            shards.append(f"{key}-{len(shards):05d}")
+            write_parquet(part, self.out.part(shards[-1]))
+
+        for f in files:
+            spec = self.specs[f.spec_index]
+            with blame(f"{f.path}: cannot ingest ({f.format})", InputError):
+                runs = in_place.shard_groups(f.path, spec.text_column, self.shard_rows) if self.in_place(f) else None
+                for groups, first_row in runs or [(None, 0)]:
+                    kept, dropped, positions = read_input(f, spec, groups, first_row)
+                    rejected.append(dropped)
+                    rows_out += kept.num_rows
+                    if groups is not None:  # one shard per run of row groups, its text left in the input
+                        if kept.num_rows:
+                            write(in_place.checkpoint(kept, positions, f, spec.text_column, groups))
+                        continue
+                    copied.append(kept)  # a copy of the rows, cut into shards across the group's files
+                    while sum(t.num_rows for t in copied) >= self.shard_rows:
+                        rows = pa.concat_tables(copied)
+                        write(rows.slice(0, self.shard_rows))
+                        copied = [rows.slice(self.shard_rows)]
+        if sum(t.num_rows for t in copied):
+            write(pa.concat_tables(copied))
+        rejected = pa.concat_tables(rejected) if rejected else _EMPTY_REJECTED
         if rejected.num_rows:
             write_parquet(as_rejected(rejected, INGEST), self.out.rejected_part(key))
-        stats = shard_stats(key, rows_out + rejected.num_rows, rows_out, rejected, t0, shards=shards, source=f.source)
+        stats = shard_stats(key, rows_out + rejected.num_rows, rows_out, rejected, t0, shards=shards,
+                            sources=[f.source for f in files])
         self.out.write_stats(key, stats)
         return stats
+
+
+_EMPTY_REJECTED = schema.CANONICAL.empty_table().append_column(schema.DROP_REASON, pa.array([], pa.string()))

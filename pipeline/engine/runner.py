@@ -178,9 +178,9 @@ class RunnerFitContext:
     """Runs a stage's global-pass rounds with that stage's resources (a worker pool of that shape,
     its GPUs), like its transform."""
 
-    def __init__(self, executor, shards: list[str], source: list[StageDir], target: StageDir, progress: Progress,
-                 resources: Resources = Resources()):
-        self.executor, self.shards, self.source = executor, shards, source  # source: the chain to read
+    def __init__(self, executor, shards: list[str], rows: int, source: list[StageDir], target: StageDir,
+                 progress: Progress, resources: Resources = Resources()):
+        self.executor, self.shards, self.rows, self.source = executor, shards, rows, source  # source: the chain
         self.resources = resources
         self.state_dir = target.state.parent
         self.scratch = self.state_dir / "scratch"
@@ -445,7 +445,7 @@ class Runner:
         done = d.out / "_ids.json"
         if done.exists():
             return json.loads(done.read_text())
-        ctx = RunnerFitContext(executor, shards, [d], d, self.progress)
+        ctx = RunnerFitContext(executor, shards, self._counts(d).rows_out, [d], d, self.progress)
         summary = check_ids(ctx, self.config.on_duplicate_id, d.part)
         storage.rmtree(ctx.scratch)
         write_json(summary, done)
@@ -456,11 +456,13 @@ class Runner:
         if d.complete:
             self.progress.log(f"[00] ingest: reused {d.out}")
             return d.all_stats()
-        todo = [f for f in inputs if not d.shard_done(f"{f.index:05d}")]
-        bar = self.progress.bar("[00] ingest", len(inputs))
-        for _ in range(len(inputs) - len(todo)):
+        task = IngestTask(self.config.inputs, self.config.shard_rows, d)
+        groups = task.plan(inputs)
+        todo = [g for g in groups if not d.shard_done(f"{g[0]:05d}")]
+        bar = self.progress.bar("[00] ingest", len(groups))
+        for _ in range(len(groups) - len(todo)):
             bar.update(0)
-        for stats in executor.map(IngestTask(self.config.inputs, self.config.shard_rows, d), todo):
+        for stats in executor.map(task, todo):
             bar.update(stats["rows_in"])
         seconds[d.label] = bar.close()
         stats = d.all_stats()
@@ -496,7 +498,8 @@ class Runner:
                      shards: list[str], seconds: dict) -> None:
         t0 = time.perf_counter()
         stage = cfg.build(stage_seed(self.config.seed, target.index))
-        ctx = RunnerFitContext(executor, shards, source, target, self.progress, cfg.resources)
+        ctx = RunnerFitContext(executor, shards, self._counts(source[-1]).rows_out, source, target, self.progress,
+                               cfg.resources)
         with blame(f"stage {target.label}, global pass"):
             state = stage.fit(ctx)
         if not isinstance(state, cfg.cls.State):

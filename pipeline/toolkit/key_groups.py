@@ -25,6 +25,7 @@ from thresher.pipeline.core import storage
 from thresher.pipeline.core.files import write_parquet
 
 KEY, SHARD = "key", "shard"
+ROWS_PER_PARTITION = 20_000  # group_by_key: about this many rows per key partition (one per default shard)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 ROW_BITS = 32  # a doc index is shard ordinal << 32 | row
 
@@ -39,6 +40,13 @@ def doc_parts(docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(shard ordinal, row) of each doc index."""
     docs = np.asarray(docs, dtype=np.int64)
     return docs >> ROW_BITS, docs & ((1 << ROW_BITS) - 1)
+
+
+def partitions_for(rows: int, per_partition: int, least: int, most: int) -> int:
+    """How many partitions a global pass over `rows` rows uses: about `per_partition` rows each,
+    bounded to [least, most]. Sized by data volume, never by the shard count: a pass's work grows
+    with partitions x shards, so many small shards must not multiply its partitions too."""
+    return max(least, min(most, -(-rows // per_partition)))
 
 
 def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
@@ -108,7 +116,7 @@ def group_by_key(ctx, name: str, shard_rows: Callable[[str], pa.Table],
     """shard_rows(shard): that shard's rows with a uint64 `key` column. reduce(rows of one key
     partition from every shard, with a `shard` column): the rows to store, `shard` kept. Both
     picklable. Returns the folder of the per-shard results and how many rows were stored."""
-    partitions = max(1, min(len(ctx.shards), 64))
+    partitions = partitions_for(ctx.rows, ROWS_PER_PARTITION, 1, 64)
     scratch, out = ctx.scratch / name, ctx.state_dir / name
     storage.rmtree(out)
     list(ctx.map(_Split(shard_rows, scratch, partitions), list(ctx.shards)))

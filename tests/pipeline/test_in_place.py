@@ -74,13 +74,13 @@ def test_a_parquet_input_read_in_place_gives_the_copy_s_rows(tmp_path):
 
 def test_row_groups_larger_than_a_shard_and_non_string_text_are_copied(tmp_path):
     texts = [t for t in _texts(800) if t is not None]
-    pq.write_table(pa.table({"text": texts}), tmp_path / "big.parquet", row_group_size=800)  # > shard_rows
+    pq.write_table(pa.table({"text": texts}), tmp_path / "big.parquet", row_group_size=800)  # > a shard's 200 rows
     pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), tmp_path / "large.parquet",
                    row_group_size=200)
     pq.write_table(pa.table({"text": pa.array([t.encode() for t in texts])}), tmp_path / "binary.parquet",
                    row_group_size=200)
-    for name, placed in (("big", False), ("large", True), ("binary", False)):
-        res = _run(tmp_path, name, tmp_path / f"{name}.parquet", True)
+    for name, placed in (("big", False), ("large", True), ("binary", False)):  # each can fill a 200-row shard
+        res = _run(tmp_path, name, tmp_path / f"{name}.parquet", True, shard_rows=200)
         assert all(("text" not in pq.read_schema(p).names) == placed for p in _ingest_parts(tmp_path / f"work-{name}"))
         assert pq.read_table(res.output_dir / "data")["text"].type == pa.string()
     texts_out = {n: sorted(pq.read_table(tmp_path / f"out-{n}" / "data")["text"].to_pylist())
@@ -92,7 +92,7 @@ def test_an_input_changed_after_ingest_is_an_error_that_names_it(tmp_path):
     path = tmp_path / "in.parquet"
     texts = [t for t in _texts(300) if t is not None]
     pq.write_table(pa.table({"text": texts}), path, row_group_size=100)
-    _run(tmp_path, "a", path, True)
+    _run(tmp_path, "a", path, True, shard_rows=300)  # one shard, and a file that can fill it: read in place
     ingest = next((tmp_path / "work-a").glob("ingest-*"))
     chain = [StageDir(tmp_path / "work-a", 0, "ingest", ingest.name.split("-", 1)[1])]
     assert materialize(chain, "00000-00000")["text"].to_pylist() == texts
