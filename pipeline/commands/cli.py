@@ -129,8 +129,11 @@ def gc(
     yes: bool = typer.Option(False, "--yes", help="remove them (without it: only list them)"),
 ) -> None:
     """Remove the checkpoints in WORK_DIR that none of the given pipelines (with their inputs as
-    they are now) points to. Lists them first; removes them only with --yes."""
+    they are now) points to. Lists them first; removes them only with --yes. Holds the work dir's
+    lock meanwhile: while a run uses the work dir, gc lists and removes nothing."""
     from thresher.pipeline.core import storage
+    from thresher.pipeline.core.files import OWNED
+    from thresher.pipeline.engine.lock import LockHeld, RunLock
     from thresher.pipeline.engine.runner import stage_dirs
     from thresher.pipeline.engine.workdir import input_listing, unreferenced
 
@@ -142,12 +145,20 @@ def gc(
             cfg = load_config(pipeline)
             files, _ = cfg.input_files(exclude=(cfg.absolute(cfg.output.dir), work))
             keep.update(d.folder.name for d in stage_dirs(cfg, input_listing(files), work))
-        stale = unreferenced(work, keep)
-    total = sum(size for _, size in stale)
-    for path, size in stale:
-        typer.echo(f"{'removing' if yes else 'would remove'} {path} ({size / 2**20:,.1f} MiB)")
-    for path, _ in stale if yes else ():
-        storage.rmtree(path) if path.is_dir() else path.unlink()
+        unreferenced(work, keep)  # a folder that is no work dir is refused before its lock is made
+        try:
+            lock = RunLock(work / OWNED / "lock", f"work dir {work}", "gc").acquire()
+        except LockHeld as exc:
+            _fail(f"{exc}; gc listed and removed nothing: run it again once that run has ended")
+        try:
+            stale = unreferenced(work, keep)
+            total = sum(size for _, size in stale)
+            for path, size in stale:
+                typer.echo(f"{'removing' if yes else 'would remove'} {path} ({size / 2**20:,.1f} MiB)")
+            for path, _ in stale if yes else ():
+                storage.rmtree(path) if path.is_dir() else path.unlink()
+        finally:
+            lock.release()
     typer.echo(f"{len(stale)} item(s), {total / 2**20:,.1f} MiB {'removed' if yes else 'to remove: rerun with --yes'}"
                if stale else f"{work}: nothing to remove ({len(keep)} checkpoint(s) in use)")
 

@@ -6,7 +6,8 @@ on the id (pipeline/toolkit/key_groups.py) over the ingest shards; each shard st
 repeats, ranked by (source, shard, position) within their id: rank 0 is the first occurrence.
 
 `on_duplicate_id`: `warn` (default) keeps the ids and reports them, `error` stops the run with
-examples, `suffix` renames every later occurrence to `<id>#<rank>`.
+examples, `suffix` renames every later occurrence to `<id>#<rank>` (or, where an input row has
+that id already, the next `<id>#<n>` that none has: the ids stay unique over the whole run).
 """
 
 from __future__ import annotations
@@ -51,11 +52,45 @@ def repeated(rows: pa.Table) -> pa.Table:
     return rows.append_column(RANK, pa.array(rank, pa.int64()))
 
 
-class _Rename:
-    """Gives this shard's later occurrences `<id>#<rank>`; idempotent (built from the stored ids)."""
+class _Present:
+    """Which of `names` are ids of this shard."""
 
-    def __init__(self, folder: Path, part):
-        self.folder, self.part = folder, part
+    def __init__(self, read, names: list[str]):
+        self.read, self.names = read, names
+
+    def __call__(self, shard: str) -> set[str]:
+        ids = self.read(shard, columns=[schema.ID])[schema.ID]
+        return set(pc.filter(ids, pc.is_in(ids, value_set=pa.array(self.names, pa.string()))).to_pylist())
+
+
+def new_names(ctx, later: pa.Table) -> dict[tuple[str, int], str]:
+    """A name for each later occurrence (id, rank): `<id>#<rank>`, or where an input row already
+    has that id, `<id>#<n>` with the next n that no input row and no other renamed row has. Found
+    in rounds over the shards (one in the usual case: no input id looks like a renamed one)."""
+    wanted = sorted(set(zip(later[schema.ID].to_pylist(), later[RANK].to_pylist())))
+    names = {(i, r): f"{i}#{r}" for i, r in wanted}
+    taken: set[str] = set()  # input ids found equal to a name
+    todo = list(names.values())
+    while todo:
+        taken |= set().union(*ctx.map(_Present(ctx.reader(), todo), list(ctx.shards)))
+        used = set(names.values())
+        todo = []
+        for (i, r), name in names.items():
+            if name in taken:
+                n = r + 1
+                while f"{i}#{n}" in taken or f"{i}#{n}" in used:
+                    n += 1
+                names[(i, r)] = f"{i}#{n}"
+                used.add(names[(i, r)])
+                todo.append(names[(i, r)])
+    return names
+
+
+class _Rename:
+    """Gives this shard's later occurrences their new names; idempotent (built from the stored ids)."""
+
+    def __init__(self, folder: Path, part, names: dict[tuple[str, int], str]):
+        self.folder, self.part, self.names = folder, part, names
 
     def __call__(self, shard: str) -> int:
         dup = load_shard(self.folder, shard, _EMPTY)
@@ -65,8 +100,8 @@ class _Rename:
         path = self.part(shard)
         table = storage.read_table(path)
         ids = np.array(table[schema.ID].to_pylist(), dtype=object)
-        ids[later[schema.ROW].to_numpy()] = [f"{i}#{r}" for i, r in zip(later[schema.ID].to_pylist(),
-                                                                          later[RANK].to_pylist())]
+        ids[later[schema.ROW].to_numpy()] = [self.names[(i, r)] for i, r in zip(later[schema.ID].to_pylist(),
+                                                                                later[RANK].to_pylist())]
         col = table.schema.get_field_index(schema.ID)
         write_parquet(table.set_column(col, table.schema.field(col), pa.array(ids.tolist(), pa.string())), path)
         return later.num_rows
@@ -90,7 +125,8 @@ def check_ids(ctx, mode: str, part) -> dict:
                          "document its own id, or set `on_duplicate_id: suffix` (rename later copies to id#N) "
                          "or `warn` (keep them)")
     if mode == "suffix" and summary["extra_rows"]:
-        summary["renamed"] = sum(ctx.map(_Rename(folder, part), list(ctx.shards)))
+        names = new_names(ctx, rows.filter(pc.greater(rows[RANK], 0)))
+        summary["renamed"] = sum(ctx.map(_Rename(folder, part, names), list(ctx.shards)))
     return summary
 
 

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from thresher.pipeline.core import storage
-from thresher.pipeline.core.files import OWNED, write_json, writing
+from thresher.pipeline.core.files import OWNED, InputError, write_json, writing
 from thresher.pipeline.core.stage import GroupShares, is_path_field
 
 SUCCESS = "_SUCCESS"
@@ -196,7 +196,8 @@ def unreferenced(work_root: Path, keep: set[str]) -> list[tuple[Path, int]]:
     """(path, bytes) of every stage folder of `work_root` not named in `keep`, every run record
     pointing to one of those, and the per-run folders of older Thresher versions."""
     if not (work_root / OWNED).exists():
-        raise FileNotFoundError(f"{work_root} is not a work dir Thresher wrote (it has no .thresher marker)")
+        raise InputError(f"{work_root} is not a work dir Thresher wrote (it has no {OWNED} marker); give the "
+                         "work_dir of a pipeline")
     out = []
     for path in sorted(work_root.iterdir()):
         legacy = path.is_dir() and re.fullmatch(r"[0-9a-f]{16}", path.name)

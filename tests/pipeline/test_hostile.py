@@ -225,6 +225,61 @@ def test_on_duplicate_id_error_and_suffix(tmp_path):
     assert m["inputs"]["duplicate_ids"]["renamed"] == 5
 
 
+def test_suffixed_ids_are_unique_against_every_id_of_the_run(tmp_path):
+    """d0 twice and an input id d0#1: the later d0 becomes d0#2, never a second d0#1."""
+    texts = demo_texts("scripture", 6, min_words=25)
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"doc_id": i, "text": t}) + "\n"
+                                              for i, t in zip(["d0", "d0#1", "e#1", "e"], texts)))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"doc_id": i, "text": t}) + "\n"
+                                              for i, t in zip(["d0", "e"], texts[4:])))
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["*.jsonl"], "id_column": "doc_id"}], stages=[],
+                       on_duplicate_id="suffix")
+    m = _run(p).manifest
+    out = pq.read_table(tmp_path / "out" / "data")
+    ids = out["id"].to_pylist()
+    assert len(set(ids)) == len(ids) == 6 and m["inputs"]["duplicate_ids"]["renamed"] == 2
+    renamed = dict(zip(out["text"].to_pylist(), ids))
+    assert renamed[texts[4]] == "d0#2" and renamed[texts[5]] == "e#2"
+
+
+def test_gc_leaves_a_live_runs_checkpoints_alone(tmp_path):
+    """gc of pipeline A while a run (here: a process holding the run's work-dir lock) is using the
+    work dir: it removes nothing, says so and names the holder; once the run has ended it removes
+    what A does not use."""
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts("fortunes", 20)))
+    a = write_pipeline(tmp_path / "a.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[])
+    b = write_pipeline(tmp_path / "b.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[{"stage": "normalize"}],
+                       output={"dir": "out-b"})
+    _run(a)
+    _run(b)
+    work = tmp_path / "work"
+    folders = sorted(p.name for p in work.iterdir())
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from thresher.pipeline.engine.lock import RunLock; "
+        f"RunLock(__import__('pathlib').Path({str(work / '.thresher' / 'lock')!r}), 'work dir', 'b-key').acquire(); "
+        "print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = thresher("gc", work, a, "--yes")
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"in use by pid {holder.pid}" in res.stderr and "gc listed and removed nothing" in res.stderr
+        assert sorted(p.name for p in work.iterdir()) == folders
+    finally:
+        holder.kill()
+        holder.wait()
+    res = thresher("gc", work, a, "--yes")
+    assert res.returncode == 0 and "removing" in res.stdout and not list(work.glob("normalize-*"))
+
+
+def test_gc_of_a_folder_that_is_no_work_dir_is_refused_and_left_unmarked(tmp_path):
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[])
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    (tmp_path / "mine").mkdir()
+    res = thresher("gc", tmp_path / "mine", p)
+    assert res.returncode == 2 and "is not a work dir Thresher wrote" in res.stderr and "Traceback" not in res.stderr
+    assert not list((tmp_path / "mine").iterdir())
+
+
 # --- 8. One run at a time ---------------------------------------------------------------------
 
 def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_path):
@@ -248,3 +303,5 @@ def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_
     with RunLock(tmp_path / "out" / ".thresher" / "lock", "output dir", "mine"):
         with pytest.raises(LockHeld, match=r"output dir .*out is in use by pid \d+ .*work key mine"):
             _run(p)
+
+
