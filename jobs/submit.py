@@ -8,6 +8,7 @@ Thresher itself as a runtime wheel (package.py). It imports no pipeline code.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import tempfile
 import time
@@ -78,6 +79,34 @@ def submit(files: dict[str, str], entrypoint: str, address: str, wheel: Path | N
         return _submit_when_ready(c, job, address)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# What the interpreter that runs a job must import (Thresher itself travels in the job's wheel).
+NEEDED = ("numpy", "pyarrow", "ray", "typer", "pydantic", "yaml")
+
+
+def check_python(address: str, python: str, timeout_s: float = 120.0) -> None:
+    """Runs `python -c "import ..."` of NEEDED as a job on the cluster, before the real job: an
+    interpreter that the head cannot find, or whose environment lacks Thresher's dependencies (a
+    bare `python` on a head whose PATH lacks the environment), is a ClusterError that says which
+    and what to pass, not a job that fails later with ModuleNotFoundError."""
+    c = client(address)
+    probe = f"{python} -c {shlex.quote('import ' + ', '.join(NEEDED))}"
+    job_id = _submit_when_ready(c, dict(entrypoint=probe, metadata={"name": "thresher: check --python"}), address)
+    deadline = time.monotonic() + timeout_s
+    with _talking_to(address, job_id):
+        while (status := str(c.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+            if time.monotonic() > deadline:
+                c.stop_job(job_id)
+                raise ClusterError(f"the check of --python {python} on {address} did not end in {timeout_s:.0f} s; "
+                                   "check the cluster (`ray status`)")
+            time.sleep(0.5)
+        if status != "SUCCEEDED":
+            said = [ln for ln in c.get_job_logs(job_id).splitlines() if ln.strip()]
+            raise ClusterError(f"the cluster's `{python}` cannot run Thresher ({said[-1] if said else status}): pass "
+                               "--python with the interpreter of the environment that has Thresher's dependencies "
+                               f"({', '.join(NEEDED)}, as `make setup` installs them) on the head, e.g. "
+                               "--python /path/to/.venv/bin/python")
 
 
 def _submit_when_ready(c, job: dict, address: str, patience_s: float = 60.0, wait_s: float = 2.0) -> str:

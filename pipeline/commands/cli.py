@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import functools
 import gc as _gc  # `gc` below is the command
 import json
 import sys
@@ -16,8 +17,8 @@ import typer
 
 from thresher.pipeline.commands.domain_losses import MAX_LOSS, MAX_REASON_LOSS, alarms, domain_losses
 from thresher.pipeline.core.cache import use_numba_cache
+from thresher.pipeline.core.errors import ActionableError
 from thresher.pipeline.core.files import InputError
-from thresher.pipeline.engine.accounting import AccountingError
 from thresher.pipeline.engine.config import ConfigError, load_config
 from thresher.pipeline.engine.errors import TaskFailed
 
@@ -31,43 +32,59 @@ app = typer.Typer(help="Thresher: pretraining data curation pipelines on Ray.", 
 atexit.register(_gc.freeze)
 
 
+_DEBUG = False  # --debug: an error's traceback is printed too
+
+
 @app.callback()
-def _every_command() -> None:
-    # before every command: numba's kernel cache goes where Thresher keeps it (core/cache.py)
-    use_numba_cache()
+def _every_command(debug: bool = typer.Option(False, "--debug", help="print an error's traceback too")) -> None:
+    global _DEBUG
+    _DEBUG = debug
+    use_numba_cache()  # numba's kernel cache goes where Thresher keeps it (core/cache.py)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2, exc: BaseException | None = None) -> None:
+    if exc is not None and _DEBUG:
+        typer.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
 @contextlib.contextmanager
 def _run_errors():
-    """A failed run ends with one line that says what to fix (a traceback only for the unexpected)."""
-    from thresher.pipeline.core.files import StorageError
-    from thresher.pipeline.core.storage import StorageAccessError
-    from thresher.pipeline.engine.errors import StageContractError, StageFailed
-    from thresher.pipeline.engine.lock import LockHeld
+    """An error a user can act on ends the command with its one line (its traceback only with
+    --debug); an unexpected one keeps its traceback."""
+    from thresher.pipeline.engine.errors import StageFailed
 
     try:
         yield
-    except (InputError, ConfigError, FileExistsError, AccountingError, StageContractError, StorageError,
-            StorageAccessError, LockHeld) as exc:
-        _fail(str(exc))
+    except (ActionableError, FileExistsError) as exc:
+        _fail(str(exc), exc=exc)
     except StageFailed as exc:
         _fail(f"{exc}\n{''.join(traceback.format_exception(exc.__cause__ or exc))}")
     except TaskFailed as exc:
-        quiet_kinds = ("InputError", "StorageError", "StorageAccessError")
-        _fail(f"{exc} [{exc.kind}]" + (f"\n{exc.detail}" if exc.kind not in quiet_kinds else ""))
+        if exc.actionable:
+            if _DEBUG:
+                typer.echo(exc.detail.rstrip(), err=True)
+            _fail(str(exc))
+        _fail(f"{exc} [{exc.kind}]\n{exc.detail}")
     except OSError as exc:  # a write outside the helpers that name their file
         if exc.errno != errno.ENOSPC:
             raise
         _fail(f"no space left on device ({exc}); free space, or point work_dir and output.dir at a larger "
-              "disk, then rerun: finished shards are kept")
+              "disk, then rerun: finished shards are kept", exc=exc)
+
+
+def _explained(command):
+    """A command whose errors end as _run_errors says."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with _run_errors():
+            return command(*args, **kwargs)
+    return run
 
 
 @app.command()
+@_explained
 def validate(pipeline: Path = typer.Argument(..., help="pipeline YAML")) -> None:
     """Check a pipeline file: every error with its YAML path, line and a hint."""
     try:
@@ -79,6 +96,7 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline YAML")) -> None
 
 
 @app.command()
+@_explained
 def run(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
     address: Optional[str] = typer.Option(None, help="use an existing Ray cluster (ray://... or auto)"),
@@ -123,6 +141,7 @@ def _echo_alarms(out_dir, **limits) -> None:
 
 
 @app.command()
+@_explained
 def gc(
     work_dir: str = typer.Argument(..., help="a work dir Thresher wrote (a path or s3:// gs://)"),
     pipelines: list[Path] = typer.Argument(..., help="the pipelines whose checkpoints to keep"),
@@ -144,7 +163,8 @@ def gc(
         for pipeline in pipelines:
             cfg = load_config(pipeline)
             files, _ = cfg.input_files(exclude=(cfg.absolute(cfg.output.dir), work))
-            keep.update(d.folder.name for d in stage_dirs(cfg, input_listing(files), work))
+            keep.update(d.folder.name for d in stage_dirs(cfg, input_listing(files, cfg.input_key == "content"),
+                                                          work))
         unreferenced(work, keep)  # a folder that is no work dir is refused before its lock is made
         try:
             lock = RunLock(work / OWNED / "lock", f"work dir {work}", "gc").acquire()
@@ -201,6 +221,7 @@ def _pipeline_files(pipeline: Path):
 
 
 @app.command("train-reference")
+@_explained
 def train_reference_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML whose inputs are the corpus"),
     output: str = typer.Option(..., "--output", "-o", help="folder for the model + tokenizer (or s3:// gs://)"),
@@ -244,6 +265,7 @@ def train_reference_cmd(
 
 
 @app.command("bpb-matrix")
+@_explained
 def bpb_matrix_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML whose inputs (and domains) are the corpus"),
     models: list[str] = typer.Option(..., "--models", help="causal LM folders, local or s3:// gs:// (repeat it)"),
@@ -271,6 +293,7 @@ def bpb_matrix_cmd(
 
 
 @app.command("train-kenlm")
+@_explained
 def train_kenlm_cmd(
     corpus: list[str] = typer.Argument(..., help=".txt (a document per line), .jsonl(.gz) or .parquet files"),
     output: str = typer.Option(..., "--output", "-o", help="model prefix: writes PREFIX.arpa and PREFIX.bin"),
@@ -299,6 +322,7 @@ def train_kenlm_cmd(
 
 
 @app.command()
+@_explained
 def demo(
     output: Path = typer.Option(Path("thresher-demo"), "--output", "-o", help="folder for models, output, shards"),
     executor: Optional[str] = typer.Option(None, help="ray (default) or inline"),
@@ -313,6 +337,7 @@ def demo(
 
 
 @app.command()
+@_explained
 def report(
     output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)"),
     max_loss: float = typer.Option(MAX_LOSS, help="alarm when a domain loses more than this share of its rows"),
@@ -347,6 +372,7 @@ def report(
 
 
 @app.command()
+@_explained
 def ablate(
     pipeline: Path = typer.Argument(..., help="pipeline YAML (its weighted output is the curated arm)"),
     output: Path = typer.Option(..., "--output", "-o", help="folder for both runs, the models' results, ablation.json"),
@@ -380,6 +406,7 @@ def ablate(
 
 
 @app.command("export")
+@_explained
 def export_cmd(
     output_dir: str = typer.Argument(..., help="the output dir of a finished run (or s3:// gs://)"),
     tokenizer: str = typer.Option(..., help="Hugging Face tokenizer folder (local or s3:// gs://)"),
@@ -398,7 +425,8 @@ def export_cmd(
             summary = export(_fetched(output_dir), str(_fetched(tokenizer)), local, seq_len, fmt)
         except (FileNotFoundError, TokenizerError, ValueError) as exc:
             _fail(str(exc))
-    typer.echo(f"{summary['tokens']:,} tokens in {len(summary['groups'])} group(s) -> {dest}")
+    empty = "" if summary["groups"] else " (the run kept no rows: nothing to tokenize)"
+    typer.echo(f"{summary['tokens']:,} tokens in {len(summary['groups'])} group(s) -> {dest}{empty}")
 
 
 # --- cluster jobs -------------------------------------------------------------------------
@@ -419,6 +447,7 @@ def _cluster_fail(exc) -> None:
 
 
 @app.command()
+@_explained
 def submit(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
     address: str = _ADDRESS,
@@ -457,6 +486,7 @@ def submit(
 
 
 @app.command()
+@_explained
 def status(job_id: str, address: str = _ADDRESS) -> None:
     """A job's status and its progress: the running stage, shards done of total, rows/s and ETA
     (exit code 1 when it failed or was stopped)."""
@@ -474,6 +504,7 @@ def status(job_id: str, address: str = _ADDRESS) -> None:
 
 
 @app.command()
+@_explained
 def logs(job_id: str, address: str = _ADDRESS, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
     """A job's logs (--follow: until it ends)."""
     jobs = _jobs()
@@ -487,6 +518,7 @@ def logs(job_id: str, address: str = _ADDRESS, follow: bool = typer.Option(False
 
 
 @app.command()
+@_explained
 def stop(job_id: str, address: str = _ADDRESS) -> None:
     """Stop a running job."""
     jobs = _jobs()
@@ -498,6 +530,7 @@ def stop(job_id: str, address: str = _ADDRESS) -> None:
 
 
 @app.command("list")
+@_explained
 def list_cmd(address: str = _ADDRESS) -> None:
     """Jobs on the cluster."""
     jobs = _jobs()
@@ -510,6 +543,7 @@ def list_cmd(address: str = _ADDRESS) -> None:
 
 
 @app.command()
+@_explained
 def stages(
     name: Optional[str] = typer.Argument(None, help="one stage (default: every stage, a line each)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable"),

@@ -43,6 +43,7 @@ def submit_pipeline(pipeline: Path, address: str, python: str = "python", output
     else:
         args = ["ablate", "pipeline.yaml", "--address", "auto", "--executor", "ray", *_ablate_args(ablate, files)]
     entrypoint = f"{python} -m {CLI_MODULE} " + " ".join(shlex.quote(a) for a in args)
+    jobs.check_python(address, python)
     return jobs.submit(files, entrypoint, address, wheel=wheel,
                        metadata={"thresher_pipeline": str(Path(pipeline).resolve()), "name": cfg.name})
 

@@ -77,9 +77,10 @@ class _GroupOutput:
 def export(output_dir: str | Path, tokenizer: str, dest: str | Path, seq_len: int = 1024, fmt: str = "parquet",
            batch_rows: int = 1024) -> dict:
     output_dir, dest = Path(output_dir), Path(dest)
-    files = sorted((output_dir / "data").glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{output_dir}/data has no Parquet shards: give the output dir of a finished run")
+    manifest = output_dir / "manifest.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{output_dir} has no manifest.json: give the output dir of a finished run")
+    files = sorted((output_dir / "data").glob("*.parquet"))  # none when the run kept no row
     tok = load_tokenizer(tokenizer)
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.pad_token_id
     if eos is None:
@@ -98,8 +99,6 @@ def export(output_dir: str | Path, tokenizer: str, dest: str | Path, seq_len: in
     summary = {"seq_len": seq_len, "format": fmt, "tokenizer": str(tokenizer), "dtype": np.dtype(dtype).name,
                "groups": {g: outputs[g].close() for g in sorted(outputs)}}
     summary["tokens"] = sum(v["tokens"] for v in summary["groups"].values())
-    manifest = output_dir / "manifest.json"
-    if manifest.exists():
-        summary["source_manifest"] = json.loads(manifest.read_text()).get("config_hash")
+    summary["source_manifest"] = json.loads(manifest.read_text()).get("config_hash")
     write_json(summary, dest / "export.json")
     return summary

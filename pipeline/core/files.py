@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.pipeline.core import storage
+from thresher.pipeline.core.errors import ActionableError
 
 
-class InputError(ValueError):
+class InputError(ActionableError, ValueError):
     """Bad input that the user must fix; the message names the file and the fix."""
 
 
@@ -84,7 +85,7 @@ def json_records(path: str | Path):
         raise InputError(f"{path}: cannot read as UTF-8 JSON lines ({exc}); fix or re-export the file") from None
 
 
-class StorageError(RuntimeError):
+class StorageError(ActionableError, RuntimeError):
     """A file could not be written; the message names it and what to do."""
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from thresher.pipeline.core.cache import cache_root
+from thresher.pipeline.core.errors import ActionableError
 
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 15.0
 ATTEMPTS = 2
 
 
-class StorageAccessError(OSError):
+class StorageAccessError(ActionableError, OSError):
     """A store refused or could not be reached; the message names the URI and what to check."""
 
 

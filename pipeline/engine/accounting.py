@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from thresher.pipeline.core import schema
+from thresher.pipeline.core.errors import ActionableError
 
 
-class AccountingError(RuntimeError):
+class AccountingError(ActionableError, RuntimeError):
     pass
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thresher.pipeline.core import schema, storage
+from thresher.pipeline.core.errors import ActionableError
 from thresher.pipeline.core.stage import Columns, Params, Resources, Stage, is_output_field, is_path_field
 from thresher.pipeline.engine import registry
 from thresher.pipeline.engine.ingest import InputFile, InputSpec, discover_inputs
@@ -50,6 +51,9 @@ class _RawConfig(_Model):
     batch_rows: int = Field(4096, gt=0, description="rows per stage call inside a shard")
     on_duplicate_id: Literal["warn", "error", "suffix"] = Field(
         "warn", description="an id on several input rows: keep and report it, stop, or rename later copies id#N")
+    input_key: Literal["stat", "content"] = Field(
+        "stat", description="what tells a changed input file: its size and modification time (stat), or a "
+        "hash of its bytes as well (content: reads every input once more before a run)")
     executor: Literal["ray", "inline"] = "ray"
     ray: RayOptions = RayOptions()
     eval: dict[str, list[str]] | None = Field(
@@ -144,7 +148,7 @@ class ConfigIssue:
         return f"{where}: {self.message}" + (f"\n    hint: {self.hint}" if self.hint else "")
 
 
-class ConfigError(ValueError):
+class ConfigError(ActionableError, ValueError):
     def __init__(self, source: str, issues: list[ConfigIssue]):
         self.source = source
         self.issues = issues
@@ -338,4 +342,27 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(str(path), [ConfigIssue(
             "<yaml>", f"not valid YAML: {getattr(exc, 'problem', exc)}",
             "check indentation and quoting near that line", mark.line + 1 if mark else None)]) from None
+    twice = _keys_given_twice(node)
+    if twice:  # YAML keeps the last silently: a key given twice is an error, never a guess
+        raise ConfigError(str(path), twice)
     return parse_config(data, str(path), node, base_dir=path.resolve().parent)
+
+
+def _keys_given_twice(node: yaml.Node | None, loc: tuple = ()) -> list[ConfigIssue]:
+    """Every mapping key of the document given more than once, with the lines of both."""
+    issues = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name in first:
+                issues.append(ConfigIssue(_fmt_path(loc + (name,)), f"`{name}` is given twice (lines "
+                                          f"{first[name]} and {key.start_mark.line + 1})", "keep one of them",
+                                          key.start_mark.line + 1))
+            elif name is not None:
+                first[name] = key.start_mark.line + 1
+            issues += _keys_given_twice(value, loc + (name,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            issues += _keys_given_twice(item, loc + (i,))
+    return issues

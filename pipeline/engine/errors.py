@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 
-from thresher.pipeline.core.files import InputError, StorageError
+from thresher.pipeline.core.errors import ActionableError
 
 
-class StageContractError(RuntimeError):
+class StageContractError(ActionableError, RuntimeError):
     """A stage broke its declared contract (a missing column, a deleted row, an undeclared output)."""
 
 
@@ -20,12 +20,12 @@ class TaskFailed(RuntimeError):
     """An error raised inside an executor's task, as the driver reports it: the task's own message
     (e.g. an InputError naming the bad file), its kind, and the worker's traceback as `detail`."""
 
-    def __init__(self, kind: str, message: str, detail: str = ""):
-        self.kind, self.detail = kind, detail
+    def __init__(self, kind: str, message: str, detail: str = "", actionable: bool = False):
+        self.kind, self.detail, self.actionable = kind, detail, actionable  # actionable: an ActionableError
         super().__init__(message)
 
 
-_NAMED = (InputError, StorageError, StageContractError, StageFailed, TaskFailed)  # already say where
+_NAMED = (ActionableError, StageFailed, TaskFailed)  # already say where
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import traceback
 from typing import Any, Iterator, Protocol
 
 from thresher.pipeline.core.cache import use_numba_cache
+from thresher.pipeline.core.errors import ActionableError
 from thresher.pipeline.core.stage import Resources
 from thresher.pipeline.engine.errors import TaskFailed
 
@@ -29,7 +30,8 @@ class ShardTask(Protocol):
 
 def _failure(exc: Exception) -> dict:
     """An error raised in a task, as the driver reports it (TaskFailed), not as a dead worker."""
-    return {"ok": False, "kind": type(exc).__name__, "message": str(exc), "detail": traceback.format_exc()}
+    return {"ok": False, "kind": type(exc).__name__, "message": str(exc), "detail": traceback.format_exc(),
+            "actionable": isinstance(exc, ActionableError)}
 
 
 def _run_one(task: ShardTask, item: Any) -> dict:
@@ -41,7 +43,7 @@ def _run_one(task: ShardTask, item: Any) -> dict:
 
 def _unwrap(outcome: dict) -> Any:
     if not outcome["ok"]:
-        raise TaskFailed(outcome["kind"], outcome["message"], outcome["detail"])
+        raise TaskFailed(outcome["kind"], outcome["message"], outcome["detail"], outcome.get("actionable", False))
     return outcome["value"]
 
 

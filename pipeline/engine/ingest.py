@@ -171,7 +171,12 @@ def discover_inputs(specs: list[InputSpec], base_dir: Path,
         if listed:  # a remote object: listed with its size and modification time
             files.append(InputFile(len(files), path, path, fmt, si, listed[0].size, listed[0].mtime_ns))
             continue
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            what = "a link to a missing file" if os.path.islink(path) else f"unreadable ({exc.strerror})"
+            raise InputError(f"{path}: matched by inputs[{si}].paths but {what}; remove it or fix it, or narrow "
+                             "the glob") from None
         try:
             source = os.path.relpath(path, base_dir)
         except ValueError:
@@ -229,9 +234,8 @@ def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tup
                     bad.append((lineno, "invalid_utf8", line))
                     continue
                 value = obj.get(text_column)
-                if value is not None and not isinstance(value, str):
-                    bad.append((lineno, "non_string_text", json.dumps(value)))
-                    continue
+                if value is not None and not isinstance(value, str):  # a row still: its id and domain count
+                    obj[text_column], obj[_NON_STRING] = json.dumps(value), "1"
                 obj["__line"] = lineno
                 rows.append(obj)
     except (OSError, EOFError) as exc:
@@ -244,6 +248,7 @@ def _read_jsonl_lenient(path: str, text_column: str) -> tuple[pa.Table, list[tup
 
 
 _BOM = b"\xef\xbb\xbf"
+_NON_STRING = "__non_string_text"  # the lenient reader's mark on a row whose text is not a string
 
 
 def _json_cell(value):
@@ -362,6 +367,10 @@ def read_input(f: InputFile, spec: InputSpec, row_groups: list[int] | None = Non
     """Read one input file (of a Parquet file, `row_groups` only, when given) into (canonical
     rows, rejected rows, each canonical row's position in what was read)."""
     table, bad, lines = _read_raw(f, spec.text_column, row_groups, first_row)
+    non_string = None
+    if _NON_STRING in table.column_names:  # rejected below, with their own id and domain
+        non_string = pc.is_valid(table[_NON_STRING]).to_numpy(zero_copy_only=False)
+        table = table.drop_columns([_NON_STRING])
     if spec.text_column not in table.column_names and table.num_rows:
         raise InputError(f"{f.path}: no column {spec.text_column!r} (columns: {', '.join(table.column_names)}); "
                          f"set `text_column:` on inputs[{f.spec_index}] to the column that holds the text")
@@ -376,6 +385,8 @@ def read_input(f: InputFile, spec: InputSpec, row_groups: list[int] | None = Non
         text, reasons = _column_as_text(table[spec.text_column])
     else:
         text, reasons = pa.array([], pa.string()), np.array([], dtype=object)
+    if non_string is not None:
+        reasons[non_string] = "non_string_text"
     def strings(column: str) -> pa.Array:  # a row whose id/domain/url is not UTF-8 is rejected too
         values, invalid = _as_strings(table[column])
         reasons[invalid & (reasons == None)] = "invalid_utf8"  # noqa: E711 (object array)

@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 
 from thresher.pipeline.core import storage
+from thresher.pipeline.core.errors import ActionableError
+from thresher.pipeline.core.files import writing
 
 
-class LockHeld(RuntimeError):
+class LockHeld(ActionableError, RuntimeError):
     """Another run holds the lock; the message says who and what to do."""
 
 
@@ -53,8 +55,9 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if isinstance(self.path, storage.ObjectPath):
             return self._acquire_lease()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(self.path):  # a read-only or missing folder: an error that names it
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

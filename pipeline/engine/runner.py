@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from thresher.pipeline.core import schema, storage
 from thresher.pipeline.core.cache import use_numba_cache
-from thresher.pipeline.core.files import OWNED, write_json, write_parquet, writing
+from thresher.pipeline.core.files import OWNED, InputError, write_json, write_parquet, writing
 from thresher.pipeline.core.stage import GroupShares, Resources, Stage
 from thresher.pipeline.core.version import code_version, version
 from thresher.pipeline.engine.accounting import AccountingError, StageCounts, check_invariant, shard_stats
@@ -327,12 +327,13 @@ class Runner:
     def run(self) -> RunResult:
         cfg = self.config
         t_start = time.perf_counter()
+        self._check_dirs()
         inputs, skipped = cfg.input_files(exclude=tuple(str(p) for p in (self.output_dir, self.work_root,
                                                                            self.output_uri) if p))
         for folder, n in skipped.items():
             self.progress.warn(f"note: {n} matched file(s) under {folder} left out: Thresher never reads its "
                                "own output or work dir")
-        listing = input_listing(inputs)
+        listing = input_listing(inputs, cfg.input_key == "content")
         dirs = stage_dirs(cfg, listing, self.work_root)
         key = dirs[-1].key  # the last stage's key covers the whole chain
         out = OutputDir(self.output_dir) if self.output_dir is not None else None
@@ -364,6 +365,18 @@ class Runner:
                 self._executor = None
         return RunResult(manifest, self.output_dir if out is not None else storage.ObjectPath(self.output_uri),
                          self.work_root, {d.label: d for d in dirs}, self.output_uri)
+
+    def _check_dirs(self) -> None:
+        """The output and the work dir are two folders, neither inside the other (the output would
+        be locked twice, by this run; a work dir inside an output is published with it)."""
+        where = {"output.dir (-o)": self.output_uri or self.output_dir, "work_dir (--work-dir)": self.work_root}
+        for what, path in where.items():
+            if isinstance(path, Path) and path.exists() and not path.is_dir():
+                raise InputError(f"{what} {path} is a file, not a folder; give a folder (a new one is made)")
+        out, work = self.output_uri or str(self.output_dir), str(self.work_root)
+        if out == work or out.startswith(work.rstrip("/") + "/") or work.startswith(out.rstrip("/") + "/"):
+            raise InputError(f"output.dir ({out}) and work_dir ({work}) are one folder, or one holds the other; "
+                             "give each a folder of its own")
 
     def _recompute_from(self, dirs: list[StageDir]) -> None:
         """--from STAGE: that stage's and every later stage's checkpoint is removed first."""

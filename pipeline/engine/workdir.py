@@ -31,6 +31,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import xxhash
+
 from thresher.pipeline.core import storage
 from thresher.pipeline.core.files import OWNED, InputError, write_json, writing
 from thresher.pipeline.core.stage import GroupShares, is_path_field
@@ -44,9 +46,22 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def input_listing(files) -> list[dict]:
-    """What identifies the input files (InputFile) for ingest's key: path, size, modification time."""
-    return [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+def input_listing(files, content: bool = False) -> list[dict]:
+    """What identifies the input files (InputFile) for ingest's key: path, size, modification time,
+    and with `content` (input_key: content) an XXH64 of the bytes, for files rewritten with the same
+    size and time (a copy that keeps times, a clock set back)."""
+    listing = [{"source": f.source, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+    for entry, f in zip(listing if content else (), files):
+        entry["xxh64"] = _content_hash(f.path)
+    return listing
+
+
+def _content_hash(path: str) -> str:
+    digest = xxhash.xxh64()
+    with storage.open_input(path) if storage.is_remote(path) else open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def ingest_key(reading: dict, listing: list[dict], version: str) -> str:

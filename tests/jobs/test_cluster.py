@@ -168,6 +168,11 @@ def test_a_token_auth_cluster_and_wrong_job_ids_give_clear_errors(tmp_path):
             r = _cli(*args, "--address", cluster.address, env=cluster.env)
             assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
             assert "no job 'raysubmit_nope' on the cluster" in r.stderr
+        # An interpreter the head cannot run Thresher with is found before the job is submitted.
+        r = _cli("submit", str(p), "--address", cluster.address, "--python", str(tmp_path / "no-python"),
+                 env=cluster.env)
+        assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+        assert f"the cluster's `{tmp_path / 'no-python'}` cannot run Thresher" in r.stderr and "--python" in r.stderr
         ok = _cli("submit", str(p), "--address", cluster.address, "--wait", "-o", str(tmp_path / "out"),
                   env=cluster.env)
         assert ok.returncode == 0, ok.stderr[-3000:]

@@ -135,11 +135,12 @@ def test_an_output_written_by_an_older_thresher_is_adopted_then_replaced(tmp_pat
 
 
 @contextlib.contextmanager
-def _tmpfs(path: Path, size: str):
+def _tmpfs(path: Path, size: str, read_only: bool = False):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root")
     path.mkdir(parents=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
+    options = f"size={size}" + (",ro" if read_only else "")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         yield path
@@ -280,6 +281,26 @@ def test_gc_of_a_folder_that_is_no_work_dir_is_refused_and_left_unmarked(tmp_pat
     assert not list((tmp_path / "mine").iterdir())
 
 
+def test_input_key_content_sees_a_file_changed_in_its_bytes_only(tmp_path):
+    """A file rewritten with the same size and modification time: `input_key: stat` (the default,
+    documented) reuses the earlier ingest; `input_key: content` hashes the bytes and reads it again."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": "alpha beta gamma"}) + "\n")
+    stamp = path.stat().st_mtime_ns
+    for key in ("stat", "content"):
+        p = write_pipeline(tmp_path / f"{key}.yaml", inputs=[{"paths": ["d.jsonl"]}], stages=[], input_key=key,
+                           work_dir=f"w-{key}", output={"dir": f"o-{key}"})
+        path.write_text(json.dumps({"text": "alpha beta gamma"}) + "\n")
+        os.utime(path, ns=(stamp, stamp))
+        _run(p)
+        path.write_text(json.dumps({"text": "delta beta gamma"}) + "\n")  # same size
+        os.utime(path, ns=(stamp, stamp))  # and the same time
+        again = _run(p)
+        texts = pq.read_table(again.output_dir / "data")["text"].to_pylist()
+        assert texts == (["alpha beta gamma"] if key == "stat" else ["delta beta gamma"]), key
+        assert again.manifest["stages"][0]["run"] == ("reused" if key == "stat" else "computed")
+
+
 # --- 8. One run at a time ---------------------------------------------------------------------
 
 def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_path):
@@ -305,3 +326,77 @@ def test_a_second_run_on_the_same_work_dir_is_refused_and_says_who_holds_it(tmp_
             _run(p)
 
 
+# --- 10. Every error is one line naming the path and the fix --------------------------------
+
+def _one_line_error(res, *words):
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr and res.stderr.count("error:") == 1, res.stderr[-2000:]
+    for w in words:
+        assert str(w) in res.stderr, (w, res.stderr)
+
+
+def test_a_dangling_link_among_the_inputs_is_named(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "alpha"}) + "\n")
+    (tmp_path / "b.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["*.jsonl"]}], stages=[])
+    _one_line_error(thresher("run", p, "-q"), tmp_path / "b.jsonl", "a link to a missing file")
+    debug = thresher("--debug", "run", p, "-q")  # the traceback too, for a bug report
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "a link to a missing file" in debug.stderr
+
+
+def test_an_output_dir_that_is_a_file_or_the_work_dir_is_named(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "alpha"}) + "\n")
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["a.jsonl"]}], stages=[])
+    (tmp_path / "file").write_text("x")
+    _one_line_error(thresher("run", p, "-q", "-o", tmp_path / "file"), tmp_path / "file", "is a file, not a folder")
+    for out in ("work", "work/out"):  # the run would hold its own lock twice; a work dir inside an output
+        _one_line_error(thresher("run", p, "-q", "-o", tmp_path / out), "give each a folder of its own")
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_read_only_output_folder_is_named(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "alpha"}) + "\n")
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["a.jsonl"]}], stages=[])
+    with _tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        _one_line_error(thresher("run", p, "-q", "-o", ro / "out"), ro / "out", "check that the folder exists")
+
+
+def test_an_input_changed_during_the_run_is_one_line(tmp_path, monkeypatch):
+    """A Parquet input read in place, rewritten between ingest and the stage that reads its text."""
+    from thresher.pipeline.engine.runner import Runner as RunnerClass
+
+    texts = demo_texts("python_docs", 200)
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=50)
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["in.parquet"]}], stages=[{"stage": "normalize"}],
+                       shard_rows=100)
+    check_ids = RunnerClass._check_ids
+
+    def rewrite_then_check(self, *args):
+        pq.write_table(pa.table({"text": texts[::-1]}), path, row_group_size=50)
+        return check_ids(self, *args)
+
+    monkeypatch.setattr(RunnerClass, "_check_ids", rewrite_then_check)
+    _one_line_error(thresher("run", p, "-q"), path, "the input changed")
+
+
+def test_a_key_given_twice_in_the_yaml_is_an_error_with_both_lines(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("inputs:\n  - paths: [a.jsonl]\noutput:\n  dir: one\nstages: []\noutput:\n  dir: two\n")
+    res = thresher("validate", p)
+    _one_line_error(res, "output (line 6): `output` is given twice (lines 3 and 6)")
+
+
+def test_exporting_a_run_that_kept_no_rows_says_so(tmp_path):
+    from thresher.scorers.tokenizer import train_bpe_tokenizer
+
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "tiny"}) + "\n")
+    p = write_pipeline(tmp_path / "p.yaml", inputs=[{"paths": ["a.jsonl"]}],
+                       stages=[{"stage": "length_filter", "min_words": 5}])
+    assert _run(p).manifest["output"]["rows"] == 0
+    train_bpe_tokenizer(demo_texts("mirror"), 300, tmp_path / "tok")
+    res = thresher("export", tmp_path / "out", "--tokenizer", tmp_path / "tok", "-d", tmp_path / "shards")
+    assert res.returncode == 0 and "the run kept no rows" in res.stdout, res.stderr
+    assert json.loads((tmp_path / "shards" / "export.json").read_text())["tokens"] == 0
+    _one_line_error(thresher("export", tmp_path, "--tokenizer", tmp_path / "tok", "-d", tmp_path / "s2"),
+                    "has no manifest.json")

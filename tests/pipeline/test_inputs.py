@@ -172,3 +172,20 @@ def test_clean_jsonl_readers_skip_a_bom_and_name_the_line_of_a_surrogate(tmp_pat
     bad.write_text(json.dumps({"text": "x"}) + '\n{"text": "y \\ud800"}\n')
     with pytest.raises(InputError, match=r"b\.jsonl:2: not a JSON object of valid Unicode"):
         list(json_records(bad))
+
+
+def test_a_row_whose_text_is_not_a_string_keeps_its_id_and_domain(tmp_path):
+    """Rejected as non_string_text, with the domain and id of its line: no domain `default` appears
+    (which the report would count as a domain that lost every row)."""
+    lines = [{"id": f"d{i}", "text": PROSE, "domain": "web"} for i in range(3)] + [{"id": "n1", "text": 42,
+                                                                                  "domain": "web"}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    res = _run(tmp_path, [{"paths": ["a.jsonl"], "id_column": "id", "domain_column": "domain"}])
+    rej = _rejected(res.output_dir)
+    assert rej.to_pylist()[0] | {"drop_detail": None} == {
+        "id": "n1", "text": "42", "source": "a.jsonl", "domain": "web", "drop_stage": "ingest",
+        "drop_reason": "non_string_text", "drop_detail": None}
+    from thresher.pipeline.commands.domain_losses import alarms, domain_losses
+
+    losses = domain_losses(res.output_dir, with_bytes=False)
+    assert [r["domain"] for r in losses] == ["web"] and not alarms(losses)

@@ -34,6 +34,7 @@ def _fake_output(tmp_path, weights_per_shard):
                                  "group": ["a" if (k + i) % 3 else "b" for i in range(n)],
                                  "weight": np.asarray(weights, float)}), out / f"part-{s:05d}.parquet")
         k += n
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps({"config_hash": "fake", "output": {"rows": k}}))
     return tmp_path / "out"
 
 
